@@ -1,0 +1,252 @@
+"""Closed-form truth: Gaussian mixtures, whose every diffused marginal is again a Gaussian mixture.
+
+For p0 = sum_k w_k N(mu_k, S_k) and x_t = alpha x0 + sigma eps,
+    p_t = sum_k w_k N(alpha mu_k, alpha^2 S_k + sigma^2 I),
+so log p_t, its score, the component posterior p(k | x_t) and the exact denoiser (Tweedie)
+    E[x0 | x_t] = sum_k p(k | x_t) [mu_k + alpha S_k (alpha^2 S_k + sigma^2 I)^{-1} (x_t - alpha mu_k)]
+are all closed form. Each S_k is eigendecomposed once (S_k = U diag(lam) U^T, in float64), which
+makes every t cost one rotation. Inputs may have any shape (B, *event) with prod(event) = D.
+This is both a product feature (benchmark any sampler against truth) and the tests' backbone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .processes.base import Process
+from .utils import batch_time
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class GaussianMixture:
+    """A mixture of K Gaussians in D dimensions.
+
+    Args:
+        weights: (K,) non-negative, normalised here.
+        means: (K, D).
+        covs: (K, D, D) full, or (K, D) diagonal covariances; each must be positive definite.
+        event_shape: the shape of one sample (default (D,)), e.g. (1, 8, 8) for tiny images.
+    """
+
+    def __init__(self, weights, means, covs, event_shape: tuple[int, ...] | None = None):
+        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
+        mu = torch.as_tensor(means, dtype=torch.float64)
+        cov = torch.as_tensor(covs, dtype=torch.float64)
+        if mu.ndim != 2 or mu.shape[0] != w.shape[0]:
+            raise ValueError(f"means must have shape (K, D) with K = {w.shape[0]} weights, got {tuple(mu.shape)}")
+        k, d = mu.shape
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights must be non-negative with a positive sum, got {w.tolist()}")
+        if cov.shape == (k, d):
+            cov = torch.diag_embed(cov)
+        if cov.shape != (k, d, d):
+            raise ValueError(f"covs must have shape ({k}, {d}, {d}) or ({k}, {d}), got {tuple(cov.shape)}")
+        if not torch.allclose(cov, cov.transpose(1, 2), atol=1e-10, rtol=1e-8):
+            raise ValueError("covs must be symmetric")
+        evals, evecs = torch.linalg.eigh(cov)
+        if (evals <= 0).any():
+            bad = int((evals.min(dim=1).values <= 0).nonzero()[0])
+            raise ValueError(
+                f"covariance of component {bad} is not positive definite (smallest eigenvalue "
+                f"{evals[bad].min().item():.3g}); expected a positive definite matrix"
+            )
+        self.weights = w / w.sum()
+        self.means, self.covs = mu, cov
+        self.evals, self.evecs = evals, evecs  # S_k = U_k diag(evals_k) U_k^T
+        self.event_shape = tuple(event_shape) if event_shape is not None else (d,)
+        if math.prod(self.event_shape) != d:
+            raise ValueError(f"event_shape {self.event_shape} does not hold D = {d} numbers")
+        self._chol = torch.linalg.cholesky(cov)
+
+    @property
+    def num_components(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _flat(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"expected x of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+        return x.reshape(x.shape[0], -1).to(torch.float64)
+
+    def _unflat(self, y: Tensor, like: Tensor) -> Tensor:
+        return y.reshape(like.shape).to(like.dtype)
+
+    def _coeffs(self, x: Tensor, t, process: Process) -> tuple[Tensor, Tensor]:
+        t = batch_time(t, x).to(torch.float64)
+        return process.alpha(t), process.sigma(t)  # (B,), (B,)
+
+    def _rotated(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """z = U_k^T (x - alpha mu_k) and var = alpha^2 lam_k + sigma^2, both (B, K, D)."""
+        diff = x[:, None, :] - alpha[:, None, None] * self.means[None]
+        z = torch.einsum("kde,bkd->bke", self.evecs, diff)
+        var = alpha[:, None, None] ** 2 * self.evals[None] + sigma[:, None, None] ** 2
+        return z, var
+
+    def _component_log_prob(self, z: Tensor, var: Tensor) -> Tensor:
+        return -0.5 * ((z**2 / var).sum(-1) + torch.log(var).sum(-1) + self.dim * _LOG_2PI)
+
+    def _joint(self, x: Tensor, t, process: Process):
+        xf = self._flat(x)
+        alpha, sigma = self._coeffs(x, t, process)
+        z, var = self._rotated(xf, alpha, sigma)
+        logj = self._component_log_prob(z, var) + torch.log(self.weights)[None]
+        return xf, alpha, z, var, logj
+
+    # -- p0 -------------------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None, return_labels: bool = False):
+        """n samples of p0 (float64), shaped (n, *event_shape); with labels (n,) if asked."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        x = self.means[k] + torch.einsum("nde,ne->nd", self._chol[k], eps)
+        x = x.reshape(n, *self.event_shape)
+        return (x, k) if return_labels else x
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p0(x), shape (B,)."""
+        xf = self._flat(x)
+        zeros = torch.zeros(xf.shape[0], dtype=torch.float64, device=xf.device)
+        z, var = self._rotated(xf, torch.ones_like(zeros), zeros)
+        return torch.logsumexp(self._component_log_prob(z, var) + torch.log(self.weights)[None], dim=1)
+
+    # -- p_t ------------------------------------------------------------------------------------
+    def log_prob_t(self, x: Tensor, t, process: Process) -> Tensor:
+        """log p_t(x) of the diffused mixture, shape (B,)."""
+        return torch.logsumexp(self._joint(x, t, process)[-1], dim=1)
+
+    def component_posterior(self, x: Tensor, t, process: Process) -> Tensor:
+        """p(k | x_t), shape (B, K)."""
+        return torch.softmax(self._joint(x, t, process)[-1], dim=1)
+
+    def score(self, x: Tensor, t, process: Process) -> Tensor:
+        """grad_x log p_t(x), same shape and dtype as x."""
+        _, _, z, var, logj = self._joint(x, t, process)
+        post = torch.softmax(logj, dim=1)
+        g = -torch.einsum("kde,bke->bkd", self.evecs, z / var)  # per-component score
+        return self._unflat((post[..., None] * g).sum(1), x)
+
+    def x0_mean(self, x: Tensor, t, process: Process) -> Tensor:
+        """The exact denoiser E[x0 | x_t] (Tweedie), same shape and dtype as x."""
+        _, alpha, z, var, logj = self._joint(x, t, process)
+        post = torch.softmax(logj, dim=1)
+        gain = alpha[:, None, None] * self.evals[None] / var  # alpha lam / (alpha^2 lam + sigma^2)
+        m = self.means[None] + torch.einsum("kde,bke->bkd", self.evecs, gain * z)
+        return self._unflat((post[..., None] * m).sum(1), x)
+
+    def denoiser(self, process: Process):
+        """An exact Denoiser D(x, t) = E[x0 | x_t] for ``process``, usable wherever a trained model is.
+
+        It accepts (and ignores) conditioning keywords; ``D.nfe`` counts its calls.
+        """
+        return ExactDenoiser(self, process)
+
+    # -- conditionals ---------------------------------------------------------------------------
+    def component(self, k: int) -> GaussianMixture:
+        """The k-th component alone (a class-conditional p0(x | y = k))."""
+        return GaussianMixture(self.weights[k : k + 1], self.means[k : k + 1], self.covs[k : k + 1], self.event_shape)
+
+    def condition(self, x_obs: Tensor, mask: Tensor) -> GaussianMixture:
+        """The mixture of the unobserved coordinates given observed ones, p0(x_u | x_o) (for inpainting).
+
+        ``mask`` (event-shaped, bool) is True where a coordinate is observed; ``x_obs`` one example
+        (event-shaped). The result is a mixture over the D_u unobserved coordinates (flattened order):
+        weights proportional to w_k N(x_o; mu_o, S_oo), means mu_u + S_uo S_oo^{-1} (x_o - mu_o),
+        covariances S_uu - S_uo S_oo^{-1} S_ou.
+        """
+        m = torch.as_tensor(mask, dtype=torch.bool).flatten()
+        if m.numel() != self.dim:
+            raise ValueError(f"mask must hold {self.dim} entries, got {m.numel()}")
+        if m.all() or not m.any():
+            raise ValueError("mask must observe some but not all coordinates")
+        xo = torch.as_tensor(x_obs, dtype=torch.float64).flatten()[m]
+        o, u = m.nonzero().flatten(), (~m).nonzero().flatten()
+        s_oo = self.covs[:, o][:, :, o]
+        s_uo = self.covs[:, u][:, :, o]
+        s_uu = self.covs[:, u][:, :, u]
+        diff = xo[None] - self.means[:, o]
+        sol = torch.linalg.solve(s_oo, diff[..., None])[..., 0]
+        mean_u = self.means[:, u] + torch.einsum("kuo,ko->ku", s_uo, sol)
+        cov_u = s_uu - s_uo @ torch.linalg.solve(s_oo, s_uo.transpose(1, 2))
+        cov_u = 0.5 * (cov_u + cov_u.transpose(1, 2))
+        chol = torch.linalg.cholesky(s_oo)
+        half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+        log_w = torch.log(self.weights) - 0.5 * (diff * sol).sum(-1) - half_logdet
+        return GaussianMixture(torch.softmax(log_w, 0), mean_u, cov_u)
+
+    # -- summary --------------------------------------------------------------------------------
+    def mean(self) -> Tensor:
+        return (self.weights[:, None] * self.means).sum(0)
+
+    def covariance(self) -> Tensor:
+        mu = self.mean()
+        d = self.means - mu
+        return (self.weights[:, None, None] * (self.covs + d[:, :, None] * d[:, None, :])).sum(0)
+
+    def to(self, dtype: torch.dtype) -> GaussianMixture:
+        """Noop kept for symmetry with tensors: the oracle computes in float64 and returns x's dtype."""
+        return self
+
+
+class ExactDenoiser:
+    """D(x, t) = E[x0 | x_t] of a GaussianMixture under a process; counts its evaluations in ``nfe``."""
+
+    def __init__(self, mixture: GaussianMixture, process: Process):
+        self.mixture, self.process, self.nfe = mixture, process, 0
+
+    def __call__(self, x: Tensor, t, **cond) -> Tensor:
+        self.nfe += 1
+        return self.mixture.x0_mean(x, t, self.process)
+
+
+# -- ready-made mixtures ------------------------------------------------------------------------------
+
+
+def ring2d() -> GaussianMixture:
+    """8 Gaussians on the unit circle with unequal weights; component 0 is anisotropic (rotated)."""
+    k = 8
+    angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+    means = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    weights = torch.tensor([0.20, 0.05, 0.15, 0.10, 0.20, 0.05, 0.15, 0.10], dtype=torch.float64)
+    covs = torch.eye(2, dtype=torch.float64).repeat(k, 1, 1) * 0.06**2
+    # component 0: long axis tangent to the ring (std 0.15 along it, 0.03 across)
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)  # tangent at angle 0 is (0, 1)
+    covs[0] = rot @ torch.diag(torch.tensor([0.03**2, 0.15**2], dtype=torch.float64)) @ rot.T
+    return GaussianMixture(weights, means, covs)
+
+
+def mixture64(dim: int = 64, components: int = 10, rank: int = 4, seed: int = 0) -> GaussianMixture:
+    """A 64-D mixture of 10 Gaussians with low-rank-plus-diagonal covariances, fixed by ``seed``.
+
+    Means ~ N(0, 0.5^2 I); covariances V V^T / rank * 0.3 + diag(u), u ~ U(0.005, 0.05): most of the
+    variance sits in a few directions per component, with small per-coordinate variance that a
+    coarse last sampling step wipes out (what the log-density gap measures).
+    """
+    g = torch.Generator().manual_seed(seed)
+    means = 0.5 * torch.randn(components, dim, generator=g, dtype=torch.float64)
+    v = torch.randn(components, dim, rank, generator=g, dtype=torch.float64)
+    diag = 0.005 + 0.045 * torch.rand(components, dim, generator=g, dtype=torch.float64)
+    covs = 0.3 * v @ v.transpose(1, 2) / rank + torch.diag_embed(diag)
+    weights = 0.5 + torch.rand(components, generator=g, dtype=torch.float64)
+    return GaussianMixture(weights, means, covs)
+
+
+def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None) -> Tensor:
+    """Sliced Wasserstein-2 distance between two equal-size samples (B, *event), Monte Carlo over directions."""
+    xf = x.reshape(x.shape[0], -1).to(torch.float64)
+    yf = y.reshape(y.shape[0], -1).to(torch.float64)
+    if xf.shape != yf.shape:
+        raise ValueError(f"sliced_wasserstein needs samples of equal shape, got {tuple(xf.shape)} and {tuple(yf.shape)}")
+    dirs = torch.randn(xf.shape[1], projections, generator=generator, dtype=torch.float64)
+    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    px, _ = torch.sort(xf @ dirs, dim=0)
+    py, _ = torch.sort(yf @ dirs, dim=0)
+    return ((px - py) ** 2).mean().sqrt()
+
+

@@ -1,0 +1,62 @@
+"""Small shared helpers: broadcasting a per-example time over any tensor shape, argument checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Right-pad ``v`` (shape (B,) or scalar) with singleton dims so it broadcasts against ndim-D tensors."""
+    if v.ndim == 0:
+        return v
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def as_time(t: Tensor | float, like: Tensor | None = None) -> Tensor:
+    """Turn a float or tensor time into a float tensor on ``like``'s device and dtype (float64 stays float64)."""
+    if not torch.is_tensor(t):
+        dtype = like.dtype if like is not None and like.is_floating_point() else torch.get_default_dtype()
+        device = like.device if like is not None else None
+        return torch.tensor(float(t), dtype=dtype, device=device)
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    if like is not None:
+        dtype = like.dtype if like.is_floating_point() else t.dtype
+        t = t.to(device=like.device, dtype=dtype)
+    return t
+
+
+def batch_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """A time of shape (B,) for the batch ``x``: a scalar is expanded, a (B,) tensor is checked."""
+    t = as_time(t, x)
+    if t.ndim == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"time must be a scalar or of shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t
+
+
+def sum_flat(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first (batch)."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def mean_flat(x: Tensor) -> Tensor:
+    """Mean over every dimension but the first (batch)."""
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def unknown(kind: str, name: object, known: Iterable[str]) -> ValueError:
+    """The error for an unknown name: ``sampler 'dpm++2x' unknown; one of: a, b, c``."""
+    return ValueError(f"{kind} {name!r} unknown; one of: {', '.join(sorted(known))}")
+
+
+def check_options(kind: str, options: dict, allowed: Iterable[str]) -> None:
+    """Raise a ValueError naming any option not in ``allowed``."""
+    allowed = set(allowed)
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ValueError(f"{kind}: unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed)) or 'none'}")
