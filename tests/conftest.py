@@ -3,6 +3,9 @@ import torch
 
 import scorediff.processes as P
 
+# Two CI cores: intra-op threading on tiny tensors oversubscribes them and makes the suite many times slower.
+torch.set_num_threads(1)
+
 # Every process kind, as (id, name, options): the generic tests run over all of them.
 PROCESS_SPECS = [
     ("vp-discrete", "vp-discrete", {}),

@@ -1,0 +1,72 @@
+"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "draw samples from a trained run: a PNG grid (images) or scatter plot (2-D points) plus an .npz"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a run folder written by `scorediff train`")
+    parser.add_argument("--sampler", default=None, help="a sampler name (see `scorediff samplers`); default: the run's")
+    parser.add_argument("--steps", type=int, default=None, help="number of sampler steps; default: the run's")
+    parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", default=None, help="output picture (.png); the raw samples go beside it as .npz "
+                        "(default: RUN/samples/sample_<sampler>_<steps>.png)")
+    parser.add_argument("--class", dest="label", type=int, default=None,
+                        help="class label for a class-conditional run (default: cycle through the classes)")
+    parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar over the steps")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .. import plotting
+    from ..samplers import sample
+    from ..training import load_run
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    r = load_run(args.run, ema=not args.raw, device=args.device)
+    sampler = args.sampler or r.config["sample"]["sampler"]
+    steps = args.steps or int(r.config["sample"]["steps"])
+    options = r.config["sample"]["options"] if sampler == r.config["sample"]["sampler"] else {}
+    num_classes = int(r.info.get("num_classes") or 0)
+    if args.label is not None:
+        if not r.class_conditional:
+            raise ValueError(f"--class given but run {args.run!r} is not class-conditional")
+        if not 0 <= args.label < num_classes:
+            raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
+    generator = torch.Generator(args.device).manual_seed(args.seed)
+    chunks, labels = [], []
+    for start in range(0, args.num, args.batch):
+        n = min(args.batch, args.num - start)
+        cond = {}
+        if r.class_conditional:
+            y = (torch.full((n,), args.label) if args.label is not None
+                 else torch.arange(start, start + n) % num_classes).to(args.device)
+            cond, labels = {"y": y}, labels + [y.cpu()]
+        chunks.append(sample(r.denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
+                             generator=generator, device=args.device, progress=args.progress, cond=cond,
+                             **options).cpu())
+    x = torch.cat(chunks)
+    out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
+    if out.suffix.lower() != ".png":
+        out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"samples": x.numpy()}
+    if labels:
+        arrays["labels"] = torch.cat(labels).numpy()
+    np.savez(out.with_suffix(".npz"), **arrays)
+    plotting.save_samples(x, r.kind, out, title=f"{sampler}, {steps} steps")
+    print(out)
+    return 0

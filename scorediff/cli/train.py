@@ -1,0 +1,67 @@
+"""``scorediff train [CONFIG] [--set key=value ...] [--out DIR] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train a diffusion model from a config (default: 8x8 digits in a few minutes on a CPU)"
+
+DEFAULT_CONFIG = "digits"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config", nargs="?", default=None,
+        help="a config file (.json, .toml, .yaml), a packaged config name (toy2d, digits, mnist28, cifar10-ddpm), "
+        "or a run folder; default: digits",
+    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-3 (the value is parsed as JSON)")
+    parser.add_argument("--out", default=None, help="the run folder (default: runs/<config name>, numbered if taken)")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in the run folder exactly")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _default_out(name: str) -> Path:
+    base = Path("runs") / name
+    out, k = base, 1
+    while (out / "state.json").exists() or (out / "config.json").exists():
+        k += 1
+        out = Path(f"{base}-{k}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from ..training import config as config_mod
+    from ..training.loop import NonFiniteLossError, train
+
+    source = args.config
+    if source is None and args.resume and args.out and (Path(args.out) / "config.json").exists():
+        source = args.out  # resuming a run folder: its own config
+    if source is None:
+        source = DEFAULT_CONFIG
+    cfg = config_mod.load(source, args.overrides)
+    if args.print_config:
+        print(json.dumps(cfg, indent=2))
+        return 0
+    name = Path(str(source)).stem if Path(str(source)).suffix else Path(str(source)).name
+    out = Path(args.out) if args.out else (Path(source) if Path(source).is_dir() and args.resume else _default_out(name))
+    try:
+        trainer = train(cfg, out, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"scorediff train: {e}", file=sys.stderr)
+        return 1
+    if not trainer.is_main:
+        return 0
+    if trainer.stopped_by == "signal":
+        print(f"stopped at step {trainer.step}; checkpoint saved in {out}. "
+              f"Continue with: scorediff train --out {out} --resume", file=sys.stderr)
+        return 0
+    print(f"run folder: {out} (step {trainer.step})", file=sys.stderr)
+    if trainer.last_sample_path is not None:
+        print(trainer.last_sample_path)
+    return 0

@@ -1,0 +1,394 @@
+"""Exact likelihood through the probability-flow ODE, bits/dim, and deterministic encoding.
+
+Song et al. 2021 ("Score-Based Generative Modeling through SDEs", Sec. 4.3 and Appendix D.2), after
+Chen et al. 2018 (neural ODEs) and Grathwohl et al. 2019 (FFJORD): along the probability-flow ODE
+dx/dt = v(x, t) = alpha' x0_hat + sigma' eps_hat, the log-density obeys d log p_t(x_t)/dt = -div v, so
+
+    log p_{t_min}(x) = log p_{t_max}(x_{t_max}) + int_{t_min}^{t_max} div v(x_t, t) dt,
+
+integrated from the data (t_min) to the prior (t_max) with an adaptive Runge-Kutta solver (torchdiffeq's
+dopri5 by default), the state (x, int div) batched on x's device. The divergence is
+    - "exact": the trace of the Jacobian, all D diagonal entries from one backward pass over the batch
+      tiled D times (probe e_i in tile i), for small D;
+    - "hutchinson": K probes eps_k (Rademacher or Gaussian, drawn once and fixed along the trajectory,
+      Hutchinson 1989), each integrating eps_k^T J eps_k. The K integrals are K independent unbiased
+      estimates of log p; we return their mean and the standard error std_k / sqrt(K) (ddof = 1; NaN for K = 1).
+
+What is estimated is log p_{t_min} at x, the density of x_{t_min} = alpha(t_min) x0 + sigma(t_min) eps, not
+p0 itself; for 8-bit data this smoothing is far below the dequantization scale.
+
+Bits/dim of 8-bit data x in {0..255}^D (``bits_per_dim``): uniform dequantization y = x + u - 1/2,
+u ~ U[0, 1)^D, mapped to the model's coordinates m = y / 127.5 - 1 (the bins are centred on the training
+values x / 127.5 - 1). Then log P(x) >= E_u log p_Y(y) = E_u log p_M(m) - D log 127.5 (the log-det of the
+affine map), and bits/dim = -log P / (D ln 2). With several dequantization draws the default reduction is
+the mean of log p (the bound above, and unbiased under Hutchinson noise); "logmeanexp" gives the tighter
+importance-weighted bound log mean_k p(m_k) (Ho et al. 2020 / Kingma et al. 2021 style), which however
+is biased upwards by the Hutchinson noise, so use it with the exact trace.
+
+For vp-discrete models ``method="vlb"`` gives the DDPM bound instead (``scorediff.losses.ddpm_vlb``): with
+the discretized decoder it bounds the 8-bit probability directly (no dequantization).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .losses import ddpm_vlb
+from .parameterizations import pf_ode_velocity
+from .processes.base import Process
+from .processes.vp import VPDiscrete
+from .utils import sum_flat, unknown
+
+METHODS = ("ode", "vlb")
+TRACES = ("exact", "hutchinson")
+NOISES = ("rademacher", "gaussian")
+REDUCTIONS = ("mean", "logmeanexp")
+_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+@dataclass
+class Likelihood:
+    """log p per example in nats (``logp``), its standard error (Hutchinson with K >= 2 probes, else None),
+    the number of ODE function evaluations (``nfe``; each costs K or D denoiser calls on the batch), the
+    prior term, the integrated divergence, the encoding x_{t_max} and, from ``bits_per_dim``, bits/dim."""
+
+    logp: Tensor
+    stderr: Tensor | None
+    nfe: int
+    prior_logp: Tensor | None = None
+    delta_logp: Tensor | None = None
+    z: Tensor | None = None
+    bpd: Tensor | None = None
+    bpd_stderr: Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ODE
+# ---------------------------------------------------------------------------------------------------
+
+
+def _probes(x: Tensor, trace: str, probes: int, noise: str, generator) -> Tensor | None:
+    """(M, B, *event): the D basis vectors for the exact trace, or K random probes."""
+    b, d = x.shape[0], x[0].numel()
+    if trace == "exact":
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        return eye[:, None, :].expand(d, b, d).reshape(d, *x.shape)
+    shape = (probes, *x.shape)
+    if noise == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
+    r = torch.randint(0, 2, shape, generator=generator, device=x.device)
+    return (2 * r - 1).to(x.dtype)
+
+
+class _Dynamics:
+    """The augmented PF-ODE: state (x, int div_1..M); one call evaluates v and M probe products."""
+
+    def __init__(self, denoiser, process: Process, probes: Tensor | None, cond: dict, sum_probes: bool, bar=None,
+                 t_span=(0.0, 1.0), chunk: int = 64):
+        self.denoiser, self.process, self.probes, self.cond, self.chunk = denoiser, process, probes, cond, chunk
+        self.sum_probes, self.bar, self.t_span, self.nfe = sum_probes, bar, t_span, 0
+
+    def _cond(self, m: int) -> dict:
+        # conditioning tensors follow the tiled batch
+        return {k: (v.repeat(m, *([1] * (v.ndim - 1))) if torch.is_tensor(v) and v.ndim > 0 else v) for k, v in self.cond.items()}
+
+    def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        self.nfe += 1
+        x = state[0]
+        # only the solver's initial-step heuristic probes outside the span (steps stop at t1): keep it defined
+        t = t.clamp(min(self.t_span), max(self.t_span))
+        if self.bar is not None:
+            lo, hi = self.t_span
+            self.bar.n = min(1000, int(1000 * abs(float(t) - lo) / abs(hi - lo)))
+            self.bar.refresh()
+        if self.probes is None:  # plain encoding/decoding: no divergence
+            with torch.no_grad():
+                return (pf_ode_velocity(self.denoiser, self.process, x, t, **self.cond),)
+        b, divs, v0 = x.shape[0], [], None
+        for probes in self.probes.split(self.chunk):
+            m = probes.shape[0]
+            with torch.enable_grad():
+                # one forward and one backward over the batch tiled m times, probe k in tile k
+                xr = x.detach().repeat(m, *([1] * (x.ndim - 1))).requires_grad_(True)
+                v = pf_ode_velocity(self.denoiser, self.process, xr, t, **self._cond(m))
+                p = probes.reshape(m * b, *x.shape[1:])
+                (vjp,) = torch.autograd.grad(v, xr, p)
+            divs.append(sum_flat(vjp * p).reshape(m, b).detach())
+            v0 = v[:b].detach() if v0 is None else v0
+        div = torch.cat(divs)
+        if self.sum_probes:  # exact trace: the diagonal entries add up
+            div = div.sum(0, keepdim=True)
+        return (v0, div)
+
+
+def _solve(dyn: _Dynamics, state: tuple[Tensor, ...], t0: float, t1: float, rtol: float, atol: float, solver: str):
+    from torchdiffeq import odeint
+
+    x = state[0]
+    ts = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
+    # adaptive solvers overshoot the end and interpolate back; a step boundary at t1 keeps every evaluation
+    # inside [t_min, t_max], where the process is defined
+    options = {"step_t": ts[1:]} if solver in _ADAPTIVE else None
+    with torch.no_grad():
+        out = odeint(dyn, state, ts, rtol=rtol, atol=atol, method=solver, options=options)
+    return tuple(o[-1] for o in out)
+
+
+def _check_common(process: Process, t_min: float | None, rtol: float, atol: float) -> float:
+    t_min = process.t_min if t_min is None else float(t_min)
+    if not (0 <= t_min < process.t_max):
+        raise ValueError(f"t_min must lie in [0, {process.t_max:g}) for process '{process.name}', got {t_min:g}")
+    if rtol <= 0 or atol <= 0:
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    return t_min
+
+
+def _bar(progress: bool, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=1000, desc=desc, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
+
+
+def log_likelihood(
+    denoiser: Callable[..., Tensor],
+    process: Process,
+    x: Tensor,
+    *,
+    method: str = "ode",
+    trace: str = "exact",
+    probes: int = 1,
+    noise: str = "rademacher",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    t_min: float | None = None,
+    solver: str = "dopri5",
+    chunk: int = 64,
+    generator: torch.Generator | None = None,
+    cond: dict | None = None,
+    progress: bool = False,
+    **vlb_options,
+) -> Likelihood:
+    """log p(x) in nats per example (see the module docstring).
+
+    ``method="ode"``: the probability-flow ODE from ``t_min`` (default ``process.t_min``) to ``t_max`` plus
+    ``process.prior_logp``; ``trace`` "exact" (D-fold tiled backward pass) or "hutchinson" with ``probes`` K
+    probes of ``noise`` "rademacher" | "gaussian" from ``generator``; at most ``chunk`` probes (tiles of the batch)
+    go through one backward pass, which bounds memory for the exact trace of larger D. ``method="vlb"`` (vp-discrete only): minus
+    the DDPM bound of ``scorediff.losses.ddpm_vlb`` (options ``variance``, ``decoder`` (default "gaussian" here,
+    for continuous x), ``stride``), a lower bound on log p.
+    """
+    cond = dict(cond or {})
+    if method not in METHODS:
+        raise unknown("likelihood method", method, METHODS)
+    if method == "vlb":
+        if not isinstance(process, VPDiscrete):
+            raise ValueError(f"likelihood method 'vlb' needs a vp-discrete process, got '{process.name}'")
+        vlb_options.setdefault("decoder", "gaussian")
+        out = ddpm_vlb(denoiser, process, x, generator=generator, progress=progress, cond=cond, **vlb_options)
+        return Likelihood(logp=-out.total, stderr=None, nfe=len(out.steps), prior_logp=-out.prior)
+    if vlb_options:
+        raise ValueError(f"likelihood method 'ode': unknown option(s) {', '.join(sorted(vlb_options))}")
+    if trace not in TRACES:
+        raise unknown("trace estimator", trace, TRACES)
+    if noise not in NOISES:
+        raise unknown("probe noise", noise, NOISES)
+    if trace == "hutchinson" and int(probes) < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1 probes per backward pass, got {chunk}")
+    t_min = _check_common(process, t_min, rtol, atol)
+    pr = _probes(x, trace, int(probes), noise, generator)
+    bar = _bar(progress, "log-likelihood (ODE)")
+    dyn = _Dynamics(denoiser, process, pr, cond, sum_probes=trace == "exact", bar=bar, t_span=(t_min, process.t_max),
+                    chunk=int(chunk))
+    m = 1 if trace == "exact" else pr.shape[0]
+    state = (x, torch.zeros(m, x.shape[0], dtype=x.dtype, device=x.device))
+    try:
+        z, integral = _solve(dyn, state, t_min, process.t_max, rtol, atol, solver)
+    finally:
+        if bar is not None:
+            bar.close()
+    prior = process.prior_logp(z)
+    estimates = prior[None] + integral  # (M, B): one log p estimate per probe
+    logp = estimates.mean(0)
+    stderr = None
+    if trace == "hutchinson" and m >= 2:
+        stderr = estimates.std(0, unbiased=True) / math.sqrt(m)
+    return Likelihood(logp=logp, stderr=stderr, nfe=dyn.nfe, prior_logp=prior, delta_logp=integral.mean(0), z=z)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bits per dimension of 8-bit data
+# ---------------------------------------------------------------------------------------------------
+
+LOG_SCALE_8BIT = math.log(127.5)  # m = y / 127.5 - 1: log |dy/dm| per dimension
+
+
+def to_model_space(x8: Tensor, u: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Map 8-bit values (0..255) to the model's [-1, 1]: (x + u - 1/2) / 127.5 - 1 (u = 1/2 gives x / 127.5 - 1)."""
+    y = x8.to(dtype)
+    if u is not None:
+        y = y + u - 0.5
+    return y / 127.5 - 1
+
+
+def bits_per_dim(
+    denoiser: Callable[..., Tensor],
+    process: Process,
+    x8: Tensor,
+    *,
+    method: str = "ode",
+    dequantize: int = 1,
+    reduce: str = "mean",
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+    **options,
+) -> Likelihood:
+    """Bits/dim of 8-bit data ``x8`` (integers 0..255, any shape (B, *event)) under a model on [-1, 1].
+
+    ``method="ode"``: ``dequantize`` K uniform dequantizations per example (module docstring), each a
+    ``log_likelihood`` call (``options`` go there), combined by ``reduce`` "mean" (of log p) or
+    "logmeanexp"; the reported ``logp`` is log P(x) of the 8-bit data in nats (including -D log 127.5) and
+    ``bpd = -logp / (D ln 2)``. ``stderr`` combines the spread over dequantizations (K >= 2) with the
+    Hutchinson standard errors. ``method="vlb"``: the DDPM bound with the discretized decoder (vp-discrete).
+    """
+    if reduce not in REDUCTIONS:
+        raise unknown("dequantization reduction", reduce, REDUCTIONS)
+    if int(dequantize) < 1:
+        raise ValueError(f"dequantize must be >= 1 samples, got {dequantize}")
+    if x8.is_floating_point() and not torch.equal(x8, x8.round()):
+        raise ValueError("bits_per_dim expects 8-bit integer data (values 0..255), got non-integer values")
+    if (x8 < 0).any() or (x8 > 255).any():
+        raise ValueError(f"bits_per_dim expects values in 0..255, got [{float(x8.min()):g}, {float(x8.max()):g}]")
+    d = x8[0].numel()
+    if method == "vlb":
+        if not isinstance(process, VPDiscrete):
+            raise ValueError(f"bits/dim method 'vlb' needs a vp-discrete process, got '{process.name}'")
+        options.setdefault("decoder", "discretized")
+        out = log_likelihood(denoiser, process, to_model_space(x8, dtype=dtype), method="vlb", generator=generator, **options)
+        out.bpd = -out.logp / (d * math.log(2))
+        return out
+    runs = []
+    for _ in range(int(dequantize)):
+        u = torch.rand(x8.shape, generator=generator, dtype=dtype, device=x8.device)
+        runs.append(log_likelihood(denoiser, process, to_model_space(x8, u, dtype), method=method, generator=generator, **options))
+    lp = torch.stack([r.logp for r in runs])  # (K, B)
+    k = lp.shape[0]
+    if reduce == "mean":
+        logp_m = lp.mean(0)
+    else:
+        logp_m = torch.logsumexp(lp, 0) - math.log(k)
+    # standard error: spread over dequantizations (which already holds the Hutchinson noise) if K >= 2,
+    # else the Hutchinson standard error alone
+    stderr = None
+    if k >= 2 and reduce == "mean":
+        stderr = lp.std(0, unbiased=True) / math.sqrt(k)
+    elif runs[0].stderr is not None:
+        stderr = torch.stack([r.stderr for r in runs]).pow(2).mean(0).sqrt() / math.sqrt(k)
+    logp = logp_m - d * LOG_SCALE_8BIT
+    out = Likelihood(logp=logp, stderr=stderr, nfe=sum(r.nfe for r in runs), z=runs[-1].z)
+    out.bpd = -logp / (d * math.log(2))
+    out.bpd_stderr = None if stderr is None else stderr / (d * math.log(2))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Deterministic encoding and decoding
+# ---------------------------------------------------------------------------------------------------
+
+
+def encode(
+    denoiser: Callable[..., Tensor],
+    process: Process,
+    x: Tensor,
+    *,
+    t_min: float | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    solver: str = "dopri5",
+    cond: dict | None = None,
+) -> Tensor:
+    """x at t_min -> its latent x_{t_max} along the probability-flow ODE (Song et al. 2021, Sec. 4.3)."""
+    t_min = _check_common(process, t_min, rtol, atol)
+    dyn = _Dynamics(denoiser, process, None, dict(cond or {}), sum_probes=False, t_span=(t_min, process.t_max))
+    return _solve(dyn, (x,), t_min, process.t_max, rtol, atol, solver)[0]
+
+
+def decode(
+    denoiser: Callable[..., Tensor],
+    process: Process,
+    z: Tensor,
+    *,
+    t_min: float | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    solver: str = "dopri5",
+    cond: dict | None = None,
+) -> Tensor:
+    """The latent x_{t_max} -> x at t_min, the same ODE integrated backwards."""
+    t_min = _check_common(process, t_min, rtol, atol)
+    dyn = _Dynamics(denoiser, process, None, dict(cond or {}), sum_probes=False, t_span=(process.t_max, t_min))
+    return _solve(dyn, (z,), process.t_max, t_min, rtol, atol, solver)[0]
+
+
+@dataclass
+class RoundTrip:
+    z: Tensor
+    x_rec: Tensor
+    error: Tensor  # per example: max |x_rec - x| over dimensions
+
+
+def round_trip(denoiser: Callable[..., Tensor], process: Process, x: Tensor, **options) -> RoundTrip:
+    """Encode then decode ``x``; report the per-example max-abs reconstruction error."""
+    z = encode(denoiser, process, x, **options)
+    x_rec = decode(denoiser, process, z, **options)
+    err = (x_rec - x).reshape(x.shape[0], -1).abs().amax(1)
+    return RoundTrip(z, x_rec, err)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data-parallel evaluation
+# ---------------------------------------------------------------------------------------------------
+
+
+def shard(x: Tensor) -> tuple[Tensor, Tensor]:
+    """This rank's shard of a batch under torch.distributed (examples rank, rank + W, ...) and their indices."""
+    import torch.distributed as dist
+
+    idx = torch.arange(x.shape[0])
+    if dist.is_available() and dist.is_initialized():
+        idx = idx[dist.get_rank() :: dist.get_world_size()]
+    return x[idx.to(x.device)], idx
+
+
+def gather(values: Tensor, idx: Tensor, total: int) -> Tensor:
+    """Put every rank's per-example ``values`` (at indices ``idx``) back into one (total,) tensor on every rank.
+
+    Uses ``all_gather_object`` once at the end (never inside the adaptive solver, whose step counts differ
+    between ranks).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        out = torch.empty(total, dtype=values.dtype)
+        out[idx] = values.detach().cpu()
+        return out
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (idx.cpu(), values.detach().cpu()))
+    out = torch.empty(total, dtype=values.dtype)
+    for i, v in parts:
+        out[i] = v
+    return out
+
+
+__all__ = [
+    "LOG_SCALE_8BIT", "Likelihood", "RoundTrip", "bits_per_dim", "decode", "encode", "gather", "log_likelihood",
+    "round_trip", "shard", "to_model_space",
+]

@@ -1,0 +1,149 @@
+"""Denoising networks: ``net(x, noise_input, y=None) -> raw output`` of x's shape.
+
+``noise_input`` is a float tensor (B,) (or a scalar) that the parameterization supplies
+(1000 t, log(sigma) / 4, ...); ``y`` optional class labels, a LongTensor (B,) with values
+0..num_classes-1 or the null label ``NULL_LABEL = -1`` (classifier-free guidance); ``y=None`` means
+all-null. An unconditional network (num_classes=0) accepts only y=None or null labels.
+
+A network is built from a JSON-able config, ``{"type": "unet" | "mlp", **constructor options}``, or
+from a preset name; the built module carries its full config in ``.config`` so that
+``make(net.config)`` rebuilds it. This package imports nothing else from scorediff.
+
+>>> import torch
+>>> net = make("mlp-2d")
+>>> net(torch.randn(4, 2), torch.rand(4) * 1000).shape
+torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
+from .mlp import MLP
+from .unet import UNet
+
+__all__ = [
+    "ARCHITECTURES",
+    "MLP",
+    "NULL_LABEL",
+    "PRESETS",
+    "FourierEmbedding",
+    "LabelEmbedding",
+    "NoiseEmbedding",
+    "SinusoidalEmbedding",
+    "UNet",
+    "count_parameters",
+    "default_config",
+    "make",
+]
+
+NULL_LABEL = -1
+
+# config "type" -> class; every constructor argument is a config key
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Ho et al. (2020), CIFAR-10 model: 35.7 M parameters.
+    "ddpm-cifar10": {
+        "type": "unet", "in_channels": 3, "channels": 128, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 2,
+        "attention_levels": [1], "dropout": 0.1, "time_injection": "add", "embedding": "sinusoidal",
+    },
+    # 28x28 images (MNIST-like): attention at 7x7.
+    "unet-28": {
+        "type": "unet", "in_channels": 1, "channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 2,
+        "attention_levels": [2], "dropout": 0.1, "time_injection": "scale_shift", "embedding": "sinusoidal",
+    },
+    # scikit-learn's 8x8 digits: small enough to train in minutes on a laptop CPU.
+    "unet-digits": {
+        "type": "unet", "in_channels": 1, "channels": 16, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
+        "attention_levels": [2], "dropout": 0.0, "time_injection": "scale_shift", "embedding": "sinusoidal",
+        "norm_groups": 8,
+    },
+    # for tests: a few thousand parameters, two levels.
+    "unet-tiny": {
+        "type": "unet", "in_channels": 1, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+        "attention_levels": [1], "dropout": 0.0, "time_injection": "scale_shift", "embedding": "sinusoidal",
+        "norm_groups": 4, "emb_mult": 2,
+    },
+    # toy 2-D data (scorediff.data "8gaussians", "moons", ...).
+    "mlp-2d": {
+        "type": "mlp", "dim": 2, "width": 128, "depth": 4, "emb_dim": 64, "embedding": "sinusoidal",
+        "time_injection": "add", "residual": True,
+    },
+}
+
+
+def _signature_defaults(cls: type[nn.Module]) -> dict[str, Any]:
+    return {
+        k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"
+    }
+
+
+def _jsonable(v: Any) -> Any:
+    return [_jsonable(u) for u in v] if isinstance(v, (tuple, list)) else v
+
+
+def default_config(arch: str) -> dict[str, Any]:
+    """Every key an architecture accepts, with its default: ``{"type": arch, ...}``."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"network type {arch!r} unknown; one of: {', '.join(sorted(ARCHITECTURES))}")
+    return {"type": arch, **{k: _jsonable(v) for k, v in _signature_defaults(ARCHITECTURES[arch]).items()}}
+
+
+def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **overrides: Any) -> nn.Module:
+    """Build a network from a preset name or a config dict, with keyword overrides.
+
+    ``shape``, the per-example data shape (e.g. ``dataset.info.shape``), sets ``in_channels``
+    (U-Net, from shape[0] of (C, H, W)) or ``dim`` (MLP, the product of the shape) over the
+    preset's value, unless that key is among the overrides.
+    The module's ``.config`` holds the complete config (defaults filled in), JSON-able.
+    Raises ValueError for an unknown preset, type or key, naming it and listing the known ones.
+    """
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise ValueError(f"network preset {spec!r} unknown; one of: {', '.join(sorted(PRESETS))}")
+        config = copy.deepcopy(PRESETS[spec])
+    elif isinstance(spec, dict):
+        config = copy.deepcopy(spec)
+    else:
+        raise ValueError(f"network spec must be a preset name or a config dict, got {type(spec).__name__}")
+    config.update(overrides)
+    arch = config.pop("type", None)
+    if arch is None:
+        raise ValueError(f"network config needs a 'type'; one of: {', '.join(sorted(ARCHITECTURES))}")
+    full = default_config(arch)
+    bad = sorted(set(config) - set(full))
+    if bad:
+        raise ValueError(
+            f"network config key(s) {', '.join(map(repr, bad))} unknown for type {arch!r}; "
+            f"allowed: {', '.join(k for k in full if k != 'type')}"
+        )
+    if shape is not None:
+        shape = tuple(int(s) for s in shape)
+        if arch == "unet":
+            if len(shape) != 3:
+                raise ValueError(f"a U-Net needs data of shape (C, H, W), got {shape}")
+            if "in_channels" not in overrides:
+                config["in_channels"] = shape[0]
+        else:
+            n = 1
+            for s in shape:
+                n *= s
+            if "dim" not in overrides:
+                config["dim"] = n
+    full.update({k: _jsonable(v) for k, v in config.items()})
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in full.items() if k != "type"}
+    net = ARCHITECTURES[arch](**kwargs)
+    net.config = full
+    return net
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters; works on a module built on the meta device."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,219 @@
+"""Shared machinery of every sampler: declared properties, the precomputed time grid, model calls,
+noise, and the end-of-step protocol (hook, then callback). Nothing here is copied into a sampler.
+
+Conventions every sampler follows
+---------------------------------
+* Signature: ``sample_<name>(denoiser, process, x, ts, *, generator=None, callback=None, hook=None,
+  **options) -> x0``; ``x`` is the state at ``ts[0]``, ``ts`` a strictly decreasing float grid
+  (``scorediff.schedules.make``). Options are explicit keyword-only parameters of the function, so
+  ``scorediff.sample`` can reject an unknown one with a clear ValueError.
+* Step i goes from ``ts[i]`` to ``ts[i + 1]``, i = 0 .. len(ts) - 2.
+* Conditioning: a sampler never sees it. ``scorediff.sample(..., cond={"y": labels})`` binds it once
+  with :func:`bind_cond`, which returns a Denoiser ``D(x, t) = denoiser(x, t, **cond)``; call
+  ``bind_cond`` yourself when you call a sampler function directly. (Guidance wraps the denoiser the
+  same way, so samplers stay free of ``extra_args`` boilerplate.)
+* Randomness: noise is drawn only by :func:`noise_like` from the ``generator`` passed in (torch's
+  global generator when it is None). ``scorediff.sample`` always passes a seeded generator.
+* After every step a sampler calls :func:`end_step`, which applies ``hook(x, t, x0_hat) -> x`` (step
+  hooks: inpainting, projections) with t = ts[i + 1], then ``callback({"i", "t", "x", "x0_hat"})``;
+  x0_hat is the sampler's latest denoised estimate (None for the adaptive ``ode`` sampler, which
+  evaluates none at the nodes).
+
+Denoise to zero
+---------------
+If the grid's last node has sigma = 0 (t = 0 for VP, sub-VP, EDM and flow; VE has no such time,
+sigma(0) = sigma_min), the last step returns the denoised estimate x0_hat = D(x, ts[-2]) itself: one
+model evaluation, no noise. This is what DDPM's last step (Ho et al. 2020, Algorithm 2, z = 0 at
+t = 1), DDIM onto alpha_bar = 1, EDM's Euler step onto sigma = 0 and diffusers' final sigma = 0 all
+compute, and it keeps solvers that work in lambda (= +inf there) finite. :meth:`Grid.to_zero`
+says whether step i is that step; :func:`denoise_to_zero` takes it.
+
+Infinite noise
+--------------
+For flow and cosine VP, alpha(t_max) is 0 (or ~1e-17), so sigma~ = sigma / alpha and lambda are
+infinite there. A node with sigma~ > ``SIGMA_TILDE_INF`` is treated as infinite noise: samplers that
+work in sigma~ (Euler, Heun) or with the SDE drift f = alpha'/alpha (Euler-Maruyama) take their first
+step from it as the DDIM / ancestral step, which is finite in alpha/sigma form (``Grid.infinite``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..processes.base import Process
+
+Denoiser = Callable[..., Tensor]
+Callback = Callable[[dict[str, Any]], None]
+Hook = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+# sigma~ = sigma / alpha above which a node counts as infinite noise (alpha numerically 0)
+SIGMA_TILDE_INF = 1e8
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """What a sampler declares about itself (read by the registry table, the tests and the benchmark).
+
+    order: convergence order of the deterministic solver (weak order for SDE samplers).
+    stochastic: whether it draws noise.
+    nfe_per_step: model evaluations per step with default options, away from the special first
+        (infinite noise) and last (denoise to zero) steps; NaN for adaptive solvers.
+    default_schedule: the ``scorediff.schedules`` name ``scorediff.sample`` uses by default.
+    description: one line: the paper and algorithm.
+    nfe_extra: evaluations beyond ``nfe_per_step * steps`` on such a grid (e.g. a multistep method's
+        warm-up), so that a run of N >= 4 steps costs exactly ``nfe_per_step * N + nfe_extra``.
+    """
+
+    order: int
+    stochastic: bool
+    nfe_per_step: float
+    default_schedule: str
+    description: str
+    nfe_extra: int = 0
+
+
+def sampler_info(
+    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0
+) -> Callable[[Callable], Callable]:
+    """Decorator setting ``fn.info = SamplerInfo(...)`` on a sampler function (no registration)."""
+
+    def deco(fn: Callable) -> Callable:
+        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra))
+        return fn
+
+    return deco
+
+
+class Grid:
+    """A time grid with every per-node coefficient computed once, in float64, as Python floats.
+
+    ``Grid(process, ts, like=x)`` checks ts once (1-D, >= 2 nodes, strictly decreasing, inside
+    [0, t_max]) and then uses the process's unchecked ``_alpha`` etc. Attributes (lists over nodes):
+    ``t``, ``alpha``, ``sigma``, ``lam`` (lambda = log(alpha / sigma), -inf / +inf at the ends),
+    ``d_alpha``, ``d_sigma``, ``sigma_tilde`` (sigma / alpha, inf where alpha = 0). ``tb[i]`` is t_i
+    as a (B,) tensor in x's dtype and device, ready for the model call. ``steps`` = len(ts) - 1.
+    """
+
+    def __init__(self, process: Process, ts: Tensor | list[float], like: Tensor):
+        ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
+        if ts.ndim != 1 or ts.numel() < 2:
+            raise ValueError(f"ts must be a 1-D grid of at least 2 times, got shape {tuple(ts.shape)}")
+        if not bool((ts[1:] < ts[:-1]).all()):
+            raise ValueError(f"ts must be strictly decreasing (from noise to data), got {ts.tolist()[:6]}...")
+        process.check_t(ts)
+        self.process = process
+        self.steps = ts.numel() - 1
+        self.ts = ts
+        a, s = process._alpha(ts), process._sigma(ts)
+        with torch.no_grad():
+            # derivatives may be infinite at a boundary (e.g. d sigma at sigma = 0); no sampler uses them there
+            da, ds = process._d_alpha(ts), process._d_sigma(ts)
+            lam = torch.log(a) - torch.log(s)
+        self.t: list[float] = ts.tolist()
+        self.alpha: list[float] = a.tolist()
+        self.sigma: list[float] = s.tolist()
+        self.d_alpha: list[float] = da.tolist()
+        self.d_sigma: list[float] = ds.tolist()
+        self.lam: list[float] = lam.tolist()
+        self.sigma_tilde: list[float] = [si / ai if ai > 0 else math.inf for ai, si in zip(self.alpha, self.sigma)]
+        self.tb: list[Tensor] = [
+            torch.full((like.shape[0],), ti, dtype=like.dtype if like.is_floating_point() else torch.float32,
+                       device=like.device)
+            for ti in self.t
+        ]
+
+    def to_zero(self, i: int) -> bool:
+        """Whether step i lands on sigma = 0 (the denoise-to-zero step; see the module docstring)."""
+        return i == self.steps - 1 and self.sigma[-1] == 0.0
+
+    def infinite(self, i: int) -> bool:
+        """Whether node i is at (numerically) infinite noise, alpha ~ 0 (flow, cosine VP at t_max)."""
+        return self.sigma_tilde[i] > SIGMA_TILDE_INF
+
+    def denoise(self, denoiser: Denoiser, x: Tensor, i: int) -> Tensor:
+        """x0_hat = D(x, t_i) with the precomputed (B,) time."""
+        return denoiser(x, self.tb[i])
+
+    def eps(self, x: Tensor, x0_hat: Tensor, i: int) -> Tensor:
+        """eps_hat = (x - alpha_i x0_hat) / sigma_i at node i."""
+        return (x - self.alpha[i] * x0_hat) / self.sigma[i]
+
+
+def call_model(denoiser: Denoiser, x: Tensor, t: Tensor | float) -> Tensor:
+    """D(x, t) with a scalar t expanded to shape (B,) in x's dtype (for times off the grid)."""
+    if not torch.is_tensor(t) or t.ndim == 0:
+        t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+    return denoiser(x, t)
+
+
+def bind_cond(denoiser: Denoiser, cond: dict[str, Any] | None) -> Denoiser:
+    """A Denoiser ``D(x, t) = denoiser(x, t, **cond)``; the denoiser itself when cond is empty.
+
+    The wrapper exposes the wrapped denoiser's ``nfe`` counter (if any) as ``nfe``.
+    """
+    if not cond:
+        return denoiser
+    return _Bound(denoiser, dict(cond))
+
+
+class _Bound:
+    def __init__(self, denoiser: Denoiser, cond: dict[str, Any]):
+        self.denoiser, self.cond = denoiser, cond
+
+    def __call__(self, x: Tensor, t: Tensor, **more) -> Tensor:
+        return self.denoiser(x, t, **self.cond, **more)
+
+    @property
+    def nfe(self) -> int:
+        return getattr(self.denoiser, "nfe", 0)
+
+
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like x, drawn only from ``generator``."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def end_step(
+    grid: Grid, i: int, x: Tensor, x0_hat: Tensor, hook: Hook | None, callback: Callback | None
+) -> Tensor:
+    """Finish step i (x now at ts[i + 1]): apply the hook, then report to the callback; return x."""
+    if hook is not None:
+        x = hook(x, grid.tb[i + 1], x0_hat)
+    if callback is not None:
+        callback({"i": i, "t": grid.t[i + 1], "x": x, "x0_hat": x0_hat})
+    return x
+
+
+def denoise_to_zero(
+    denoiser: Denoiser, grid: Grid, x: Tensor, hook: Hook | None, callback: Callback | None
+) -> Tensor:
+    """The last step onto sigma = 0: return x0_hat = D(x, ts[-2]) (after hook and callback)."""
+    i = grid.steps - 1
+    x0_hat = grid.denoise(denoiser, x, i)
+    return end_step(grid, i, x0_hat, x0_hat, hook, callback)
+
+
+def ddim_step(grid: Grid, x0_hat: Tensor, eps_hat: Tensor, i: int) -> Tensor:
+    """The deterministic DDIM step to node i + 1: x = alpha_{i+1} x0_hat + sigma_{i+1} eps_hat (Song et al. 2021a, eq. 12)."""
+    return grid.alpha[i + 1] * x0_hat + grid.sigma[i + 1] * eps_hat
+
+
+def ancestral_coefficients(grid: Grid, i: int) -> tuple[float, float, float]:
+    """Posterior q(x_s | x_t, x0) between t = ts[i] and s = ts[i + 1], for any affine-Gaussian process.
+
+    With the forward transition x_t = a_ts x_s + s_ts z, a_ts = alpha_t / alpha_s, s_ts^2 = sigma_t^2 - a_ts^2 sigma_s^2
+    (Kingma et al. 2021, VDM eqs. 4-5), the posterior is N(c0 x0 + ct x_t, var) with
+    c0 = alpha_s s_ts^2 / sigma_t^2, ct = a_ts sigma_s^2 / sigma_t^2, var = s_ts^2 sigma_s^2 / sigma_t^2
+    (Ho et al. 2020 eqs. 6-7 for DDPM: var is beta_tilde). Returns (c0, ct, var); also the forward s_ts^2
+    is ``grid.sigma[i]**2 - a_ts**2 * grid.sigma[i+1]**2``.
+    """
+    a_t, a_s, s_t, s_s = grid.alpha[i], grid.alpha[i + 1], grid.sigma[i], grid.sigma[i + 1]
+    a_ts = a_t / a_s
+    s2_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)
+    return a_s * s2_ts / s_t**2, a_ts * s_s**2 / s_t**2, s2_ts * s_s**2 / s_t**2

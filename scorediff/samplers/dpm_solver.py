@@ -1,0 +1,271 @@
+"""DPM-Solver (Lu et al. 2022, "DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling
+in Around 10 Steps", NeurIPS): exponential integrators of the probability-flow ODE in lambda, noise form.
+
+Symbols. lambda = log(alpha / sigma) (half log-SNR, increasing towards the data), h = lambda_t - lambda_s > 0
+for a step s -> t, eps_hat the noise prediction (derived from the Denoiser's x0_hat). The PF-ODE solution is
+(Lu et al. 2022, eq. 3.4 / Prop. 3.1)
+
+    x_t = alpha_t / alpha_s x_s - alpha_t int_{lambda_s}^{lambda_t} e^{-lambda} eps_hat(lambda) d lambda,
+
+and a k-th order solver expands eps_hat in lambda around lambda_s. The first-order step is DDIM, written
+here as x_t = alpha_t x0_hat_s + sigma_t eps_hat_s (an exact identity that stays finite where alpha_s = 0).
+
+This module also holds the pieces the other exponential integrators share (``dpm_solver_pp``, ``unipc``):
+the per-node lambda with infinite noise mapped to -inf, off-grid nodes placed by lambda, the per-step
+order of a multistep method, and the DPM-Solver-fast order schedule.
+
+Nodes at infinite noise. Where alpha(t_max) = 0 (flow, cosine VP; ``Grid.infinite``) lambda = -inf, so
+the first step has h = inf: it is taken as the DDIM step (finite in alpha/sigma form), singlestep
+intermediate nodes do not exist there, and a model output at lambda = -inf is never used as multistep
+history (its ratio h_prev / h is infinite, so the difference it would enter with vanishes): the next
+step runs at the order its finite history allows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..processes.base import Process
+from ._common import (
+    Callback,
+    Denoiser,
+    Grid,
+    Hook,
+    call_model,
+    ddim_step,
+    denoise_to_zero,
+    end_step,
+    sampler_info,
+)
+
+# Below this many steps the last steps of a multistep method drop to lower order for stability, as the
+# DPM-Solver++ reference code and diffusers' ``lower_order_final`` do (diffusers uses 15).
+LOWER_ORDER_FINAL_STEPS = 15
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared pieces of the lambda-based solvers
+# ---------------------------------------------------------------------------------------------------
+
+
+def grid_log_snr(grid: Grid) -> list[float]:
+    """lambda at every node of ``grid``, with nodes at (numerically) infinite noise set to -inf."""
+    return [-math.inf if grid.infinite(i) else lam for i, lam in enumerate(grid.lam)]
+
+
+def node_at_log_snr(process: Process, lam: float) -> tuple[float, float, float]:
+    """(t, alpha, sigma) of the off-grid node with log_snr = lam (a singlestep intermediate node)."""
+    t = process.t_of_log_snr(torch.tensor(lam, dtype=torch.float64))
+    return float(t), float(process._alpha(t)), float(process._sigma(t))
+
+
+def multistep_order(order: int, i: int, steps: int, history: int, lower_order_final: bool) -> int:
+    """The order of step i of a multistep method with ``history`` usable earlier model outputs.
+
+    Warm-up: no more than history + 1. With ``lower_order_final`` and fewer than
+    ``LOWER_ORDER_FINAL_STEPS`` steps, step i runs at most at order steps - i (the last at order 1).
+    """
+    k = min(order, history + 1)
+    if lower_order_final and steps < LOWER_ORDER_FINAL_STEPS:
+        k = min(k, steps - i)
+    return max(k, 1)
+
+
+def finite_history(lams: Sequence[float]) -> int:
+    """How many of the earlier nodes (most recent first) have finite lambda and can serve as history."""
+    n = 0
+    for lam in lams:
+        if not math.isfinite(lam):
+            break
+        n += 1
+    return n
+
+
+def fast_orders(nfe: int, order: int = 3) -> list[int]:
+    """The per-step orders of singlestep DPM-Solver-fast for a budget of ``nfe`` model evaluations.
+
+    Lu et al. (2022), Sec. 3.4: K = nfe // 3 + 1 steps, all of order 3 but the last one or two, which take the
+    remainder (nfe % 3 == 0: ..., 2, 1; == 1: ..., 1; == 2: ..., 2). For order 2: nfe // 2 steps of order 2
+    (+ one of order 1 if nfe is odd); order 1 is nfe DDIM steps. sum(orders) == nfe.
+    """
+    nfe, order = int(nfe), int(order)
+    if order not in (1, 2, 3):
+        raise ValueError(f"dpm_solver: order must be 1, 2 or 3, got {order}")
+    if nfe < order:
+        raise ValueError(f"dpm_solver: nfe must be >= order ({order}), got {nfe}")
+    if order == 3:
+        k = nfe // 3 + 1
+        if nfe % 3 == 0:
+            return [3] * (k - 2) + [2, 1]
+        return [3] * (k - 1) + [nfe % 3]
+    if order == 2:
+        return [2] * (nfe // 2) + [1] * (nfe % 2)
+    return [1] * nfe
+
+
+def _phi(h: float) -> tuple[float, float, float]:
+    """The noise-form weights phi_1 = e^h - 1, phi_2 = phi_1 / h - 1, phi_3 = phi_2 / h - 1/2.
+
+    sigma_t (phi_1, phi_2 h, phi_3 h^2) are the weights of eps_hat and its first two lambda-derivatives in the
+    exact integral (Lu et al. 2022, eq. 3.6); for small h they come from their Taylor series, which avoids
+    the cancellation in (e^h - 1 - h) / h.
+    """
+    if abs(h) < 1e-3:
+        phi2 = h / 2 + h * h / 6 + h**3 / 24
+        phi3 = h / 6 + h * h / 24 + h**3 / 120
+        return math.expm1(h), phi2, phi3
+    phi1 = math.expm1(h)
+    phi2 = phi1 / h - 1
+    return phi1, phi2, phi2 / h - 0.5
+
+
+# ---------------------------------------------------------------------------------------------------
+# DPM-Solver steps (noise prediction)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _singlestep_noise(denoiser, process, x, x0_s, eps_s, lam_s, alpha_t, sigma_t, lam_t, order):
+    """One singlestep DPM-Solver step of ``order`` from (x_s, lambda_s) to (alpha_t, sigma_t, lambda_t).
+
+    Lu et al. (2022), Algorithm 1 (DPM-Solver-2, r1 = 1/2) and Algorithm 2 (DPM-Solver-3, r1 = 1/3,
+    r2 = 2/3); intermediate nodes s_j sit at lambda_s + r_j h. The eps differences D_j = eps(u_j) - eps_s are
+    formed from x0_hat differences (u_j is built from x0_hat_s and eps_s, so
+    eps(u_j) - eps_s = e^{lambda_j} (x0_hat_s - x0_hat_j) - [correction of u_j] / sigma_j exactly), which
+    avoids cancelling two O(1) noise estimates when alpha_s is small.
+    """
+    x_t = alpha_t * x0_s + sigma_t * eps_s  # DPM-Solver-1 = DDIM
+    if order == 1:
+        return x_t
+    h = lam_t - lam_s
+    phi1, phi2, _ = _phi(h)
+    if order == 2:
+        r1 = 0.5
+        t1, a1, s1 = node_at_log_snr(process, lam_s + r1 * h)
+        u1 = a1 * x0_s + s1 * eps_s
+        d1 = math.exp(lam_s + r1 * h) * (x0_s - call_model(denoiser, u1, t1))
+        return x_t - sigma_t / (2 * r1) * phi1 * d1  # Algorithm 1, line 4
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+    t1, a1, s1 = node_at_log_snr(process, lam_s + r1 * h)
+    t2, a2, s2 = node_at_log_snr(process, lam_s + r2 * h)
+    u1 = a1 * x0_s + s1 * eps_s
+    d1 = math.exp(lam_s + r1 * h) * (x0_s - call_model(denoiser, u1, t1))
+    c2 = (r2 / r1) * _phi(r2 * h)[1]
+    u2 = a2 * x0_s + s2 * eps_s - s2 * c2 * d1  # Algorithm 2, line 5
+    d2 = math.exp(lam_s + r2 * h) * (x0_s - call_model(denoiser, u2, t2)) - c2 * d1
+    return x_t - sigma_t / r2 * phi2 * d2  # Algorithm 2, line 7
+
+
+def _multistep_noise(x_t, sigma_t, h, eps_hist, lam_hist, order, reference_third_order=False):
+    """The higher-order part of a multistep DPM-Solver step (noise form, the reference's "dpmsolver" type).
+
+    eps_hist / lam_hist: model outputs and lambdas, most recent first; x_t the DDIM part. Order 2:
+    - sigma_t phi_1 D1 / 2 with D1 = (eps_0 - eps_1) / r0, r0 = h_0 / h (Lu et al. 2022b, Sec. 4 / App.).
+    Order 3: - sigma_t (phi_2 D1 + 2 phi_3 D2), where D1 estimates h eps' and D2 = (D1_0 - D1_1) / (r0 + r1)
+    estimates h^2 eps'' / 2 (hence the 2; the reference code's weight phi_3, ``reference_third_order``, leaves
+    the step second order; see ``dpm_solver_pp.multistep_data_update``).
+    """
+    if order == 1:
+        return x_t
+    phi1, phi2, phi3 = _phi(h)
+    r0 = (lam_hist[0] - lam_hist[1]) / h
+    d1_0 = (eps_hist[0] - eps_hist[1]) / r0
+    if order == 2:
+        return x_t - 0.5 * sigma_t * phi1 * d1_0
+    r1 = (lam_hist[1] - lam_hist[2]) / h
+    d1_1 = (eps_hist[1] - eps_hist[2]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    c2 = 1.0 if reference_third_order else 2.0
+    return x_t - sigma_t * phi2 * d1 - c2 * sigma_t * phi3 * d2
+
+
+@sampler_info(
+    order=3,
+    stochastic=False,
+    nfe_per_step=3,
+    default_schedule="logsnr",
+    description="DPM-Solver (Lu et al. 2022), noise form; singlestep order 3 by default, or multistep",
+)
+def sample_dpm_solver(
+    denoiser: Denoiser,
+    process: Process,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    hook: Hook | None = None,
+    order: int = 3,
+    method: str = "singlestep",
+    nfe: int | None = None,
+    lower_order_final: bool = True,
+    reference_third_order: bool = False,
+) -> Tensor:
+    """DPM-Solver (Lu et al. 2022, NeurIPS), the noise-prediction exponential integrator in lambda.
+
+    Args:
+        order: 1 (= DDIM), 2 or 3.
+        method: "singlestep" (the paper's DPM-Solver-k: k - 1 intermediate nodes per step, placed by lambda at
+            r1 = 1/2 for order 2, r1 = 1/3 and r2 = 2/3 for order 3; k model evaluations per step) or
+            "multistep" (one evaluation per step, earlier outputs as history; the first steps warm up).
+        nfe: singlestep only: the DPM-Solver-fast budget (Lu et al. 2022, Sec. 3.4). The steps then follow
+            ``fast_orders(nfe, order)`` (all order 3 but the last one or two), so ts must hold exactly
+            len(fast_orders(nfe, order)) steps (nfe // 3 + 1 for order 3), e.g. a logsnr grid made with
+            that many steps. Without ``nfe`` every step of ts is of ``order``: NFE = order * steps.
+        lower_order_final: multistep only: with fewer than 15 steps the last steps drop to lower order.
+        reference_third_order: multistep order 3 only: weigh the second difference as the reference code
+            does (second order in fact; see ``_multistep_noise``), for comparison.
+
+    Steps and NFE: ts gives the outer steps; singlestep uses order evaluations per step (fewer in the
+    fast schedule), multistep one. A first node at infinite noise (alpha = 0) is a DDIM step (1 NFE), and a
+    last step onto sigma = 0 returns x0_hat (1 NFE). Symbols as in the module docstring.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"dpm_solver: order must be 1, 2 or 3, got {order!r}")
+    if method not in ("singlestep", "multistep"):
+        raise ValueError(f"dpm_solver: method {method!r} unknown; one of: multistep, singlestep")
+    grid = Grid(process, ts, like=x)
+    lam = grid_log_snr(grid)
+    if method == "singlestep":
+        orders = [order] * grid.steps
+        if nfe is not None:
+            orders = fast_orders(nfe, order)
+            if len(orders) != grid.steps:
+                raise ValueError(
+                    f"dpm_solver: nfe={nfe} at order {order} takes {len(orders)} steps (orders {orders}), "
+                    f"so ts must hold {len(orders) + 1} times; got {grid.steps + 1}"
+                )
+        for i in range(grid.steps):
+            if grid.to_zero(i):
+                return denoise_to_zero(denoiser, grid, x, hook, callback)
+            x0_s = grid.denoise(denoiser, x, i)
+            eps_s = grid.eps(x, x0_s, i)
+            k = orders[i] if math.isfinite(lam[i]) else 1  # no intermediate node exists at lambda = -inf
+            x = _singlestep_noise(
+                denoiser, process, x, x0_s, eps_s, lam[i], grid.alpha[i + 1], grid.sigma[i + 1], lam[i + 1], k
+            )
+            x = end_step(grid, i, x, x0_s, hook, callback)
+        return x
+    if nfe is not None:
+        raise ValueError("dpm_solver: nfe applies to method='singlestep' only")
+    eps_hist: list[Tensor] = []
+    lam_hist: list[float] = []
+    for i in range(grid.steps):
+        if grid.to_zero(i):
+            return denoise_to_zero(denoiser, grid, x, hook, callback)
+        x0_s = grid.denoise(denoiser, x, i)
+        eps_s = grid.eps(x, x0_s, i)
+        eps_hist, lam_hist = [eps_s, *eps_hist][:order], [lam[i], *lam_hist][:order]
+        k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
+        if not math.isfinite(lam[i]):
+            k = 1
+        x_t = ddim_step(grid, x0_s, eps_s, i)
+        x = _multistep_noise(
+            x_t, grid.sigma[i + 1], lam[i + 1] - lam[i], eps_hist, lam_hist, k, reference_third_order
+        )
+        x = end_step(grid, i, x, x0_s, hook, callback)
+    return x

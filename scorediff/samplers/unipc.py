@@ -1,0 +1,162 @@
+"""UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion
+Models", NeurIPS): a multistep predictor UniP-p and a corrector UniC-p that raises its order by one, in the
+data-prediction form of the exponential integrator in lambda.
+
+Symbols (paper, Sec. 3 and Algorithms 1-2): lambda = log(alpha / sigma), step s -> t with h = lambda_t - lambda_s,
+hh = -h (data prediction), m0 = x0_hat at s and m_k the earlier ones at lambda_{s_k}, r_k = (lambda_{s_k} -
+lambda_s) / h (< 0), D_k = (m_k - m0) / r_k. With B(h) = hh ("bh1") or e^{hh} - 1 ("bh2"),
+
+    x_t = sigma_t / sigma_s x_s + alpha_t (1 - e^{-h}) m0 - alpha_t B(h) sum_k rho_k D_k,
+
+where rho solves R rho = b with R_{jk} = r_k^{j-1} and b_j = hh phi_{j+1}(hh) j! / B(h) (phi_j the usual
+exponential-integrator functions). The predictor uses p - 1 earlier outputs (rho = 1/2 for p = 2, as the
+reference); the corrector adds the model output at the new point, m_t, as one more node at r = 1 (rho = 1/2
+when it is the only one) and re-solves x_t. The corrected x_t is what the next predictor starts from, but the
+model output it reuses is the one at the predicted x_t: one model evaluation per step. The last step is not
+corrected (it would need one more evaluation).
+
+Infinite noise and the denoise-to-zero step: as in ``dpm_solver``: a step from lambda = -inf is the DDIM step
+and is not corrected (its h is infinite), history at lambda = -inf is not used; onto sigma = 0 the
+last step returns x0_hat at the (predicted, uncorrected) last state, as diffusers does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..processes.base import Process
+from ._common import Callback, Denoiser, Grid, Hook, ddim_step, denoise_to_zero, end_step, sampler_info
+from .dpm_solver import finite_history, grid_log_snr, multistep_order
+
+VARIANTS = ("bh1", "bh2")
+
+
+def _rhs(h: float, order: int, variant: str) -> tuple[float, list[float]]:
+    """B(h) and the right-hand side b_1..b_order of UniPC's linear system (data prediction, hh = -h)."""
+    hh = -h
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    h_phi_k = math.expm1(hh) / hh - 1  # hh phi_2(hh)
+    factorial, b = 1, []
+    for j in range(1, order + 1):
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= j + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial  # hh phi_{j+2}(hh)
+    return b_h, b
+
+
+def _solve(rks: list[float], b: list[float]) -> list[float]:
+    """rho with sum_k rho_k r_k^{j-1} = b_j, j = 1..len(b) (UniPC's R rho = b)."""
+    n = len(b)
+    r = torch.tensor(rks[:n], dtype=torch.float64)
+    R = torch.stack([r**j for j in range(n)])
+    return torch.linalg.solve(R, torch.tensor(b, dtype=torch.float64)).tolist()
+
+
+def _unipc(denoiser, process, x, ts, callback, hook, order, variant, corrector, lower_order_final):
+    if variant not in VARIANTS:
+        raise ValueError(f"unipc: variant {variant!r} unknown; one of: {', '.join(VARIANTS)}")
+    if int(order) < 1:
+        raise ValueError(f"unipc: order must be >= 1, got {order}")
+    order = int(order)
+    grid = Grid(process, ts, like=x)
+    lam = grid_log_snr(grid)
+    x0_hist: list[Tensor] = []  # model outputs, most recent first
+    lam_hist: list[float] = []
+    x_last: Tensor | None = None  # state at the previous node (corrected), for the corrector
+    k_last = 0
+    for i in range(grid.steps):
+        if grid.to_zero(i):
+            return denoise_to_zero(denoiser, grid, x, hook, callback)
+        x0_i = grid.denoise(denoiser, x, i)
+        if corrector and x_last is not None and math.isfinite(lam[i - 1]):
+            # UniC-k_last: re-solve step i-1 -> i with x0_i at the new point (r = 1)
+            h = lam[i] - lam[i - 1]
+            n_hist = min(k_last - 1, finite_history(lam_hist[1:]))
+            rks = [(lam_hist[j] - lam_hist[0]) / h for j in range(1, n_hist + 1)] + [1.0]
+            diffs = [(x0_hist[j] - x0_hist[0]) / rks[j - 1] for j in range(1, n_hist + 1)] + [x0_i - x0_hist[0]]
+            b_h, b = _rhs(h, n_hist + 1, variant)
+            rho = [0.5] if n_hist == 0 else _solve(rks, b)
+            eps_last = (x_last - grid.alpha[i - 1] * x0_hist[0]) / grid.sigma[i - 1]
+            x = grid.alpha[i] * x0_hist[0] + grid.sigma[i] * eps_last
+            x = x - grid.alpha[i] * b_h * sum(rk * d for rk, d in zip(rho, diffs))
+        x0_hist, lam_hist = [x0_i, *x0_hist][:order], [lam[i], *lam_hist][:order]
+        k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
+        if not math.isfinite(lam[i]):
+            k = 1
+        # UniP-k: predict node i + 1 from x0_i and k - 1 earlier outputs
+        x_next = ddim_step(grid, x0_i, grid.eps(x, x0_i, i), i)
+        if k > 1:
+            h = lam[i + 1] - lam[i]
+            rks = [(lam_hist[j] - lam[i]) / h for j in range(1, k)] + [1.0]
+            diffs = [(x0_hist[j] - x0_i) / rks[j - 1] for j in range(1, k)]
+            b_h, b = _rhs(h, k, variant)
+            rho = [0.5] if k == 2 else _solve(rks[:-1], b[:-1])
+            x_next = x_next - grid.alpha[i + 1] * b_h * sum(rk * d for rk, d in zip(rho, diffs))
+        x_last, k_last = x, k
+        x = end_step(grid, i, x_next, x0_i, hook, callback)
+    return x
+
+
+def _doc(variant: str, b: str) -> str:
+    return f"""UniPC with B(h) = {b} ("{variant}"; Zhao et al. 2023), data prediction: one model evaluation per step.
+
+    Options: ``order`` p of the predictor UniP-p (default 2; the corrector makes the step order p + 1, so the
+    declared order is 3), ``corrector`` (default True; False gives UniP alone), ``lower_order_final`` (with
+    fewer than 15 steps the last steps drop to lower order, as diffusers does). The first step is UniP-1
+    (DDIM), the second UniP-2, and so on (warm-up). Matches diffusers' UniPCMultistepScheduler(
+    solver_type="{variant}", predict_x0=True) on the same grid (tests/test_parity_dpm.py); diffusers lowers the
+    order of the last p - 1 steps at any step count, we only below 15 steps.
+    """
+
+
+@sampler_info(
+    order=3,
+    stochastic=False,
+    nfe_per_step=1,
+    default_schedule="logsnr",
+    description="UniPC-bh1 (Zhao et al. 2023): UniP-2 predictor + UniC corrector, B(h) = h, data prediction",
+)
+def sample_unipc_bh1(
+    denoiser: Denoiser,
+    process: Process,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    hook: Hook | None = None,
+    order: int = 2,
+    corrector: bool = True,
+    lower_order_final: bool = True,
+) -> Tensor:
+    return _unipc(denoiser, process, x, ts, callback, hook, order, "bh1", corrector, lower_order_final)
+
+
+@sampler_info(
+    order=3,
+    stochastic=False,
+    nfe_per_step=1,
+    default_schedule="logsnr",
+    description="UniPC-bh2 (Zhao et al. 2023): UniP-2 predictor + UniC corrector, B(h) = e^h - 1, data prediction",
+)
+def sample_unipc_bh2(
+    denoiser: Denoiser,
+    process: Process,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    hook: Hook | None = None,
+    order: int = 2,
+    corrector: bool = True,
+    lower_order_final: bool = True,
+) -> Tensor:
+    return _unipc(denoiser, process, x, ts, callback, hook, order, "bh2", corrector, lower_order_final)
+
+
+sample_unipc_bh1.__doc__ = _doc("bh1", "h")
+sample_unipc_bh2.__doc__ = _doc("bh2", "e^h - 1")

@@ -1,0 +1,204 @@
+"""Score matching without diffusion: objectives that fit a score model s(x) ~ grad_x log p(x) to data.
+
+Each objective returns a per-example loss of shape (B,) whose expectation over the data equals the
+Fisher divergence 1/2 E_p ||s(x) - grad log p(x)||^2 up to a constant that does not depend on the model
+(for denoising score matching: the Fisher divergence to the *noised* data density q_sigma).
+
+=====================  ==============================================================  ===========================
+objective              per-example loss                                                paper
+=====================  ==============================================================  ===========================
+exact                  tr(grad_x s(x)) + 1/2 ||s(x)||^2                                Hyvarinen (2005), eq. (4)
+sliced                 v^T grad_x(v^T s(x)) + 1/2 (v^T s(x))^2, v ~ p_v                Song et al. (2019), eq. (7)
+sliced-vr              v^T grad_x(v^T s(x)) + 1/2 ||s(x)||^2                           Song et al. (2019), eq. (8)
+dsm                    1/2 ||s(x + sigma z) + z / sigma||^2, z ~ N(0, I)              Vincent (2011), eq. (11)
+=====================  ==============================================================  ===========================
+
+Symbols: s is the model score (any callable ``score_fn(x) -> Tensor`` of x's shape; for a noise-conditional
+model s(x, sigma) pass ``lambda x: s(x, sigma)``), x a batch (B, *event) with D = prod(event), v a
+projection with E[v v^T] = I (Gaussian, Rademacher, or uniform on the sphere of radius sqrt(D)).
+The model must treat examples independently (no batch statistics), since the Jacobian trace is taken
+through the batch sum. Randomness comes only from the ``generator`` passed in.
+
+``EnergyScore`` turns an energy network E(x) into a score model s(x) = -grad_x E(x) that can be trained
+by any of these objectives (the gradient is taken with ``create_graph`` so the loss reaches E's weights).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .utils import sum_flat, unknown
+
+ScoreFn = Callable[[Tensor], Tensor]
+
+PROJECTIONS = ("gaussian", "rademacher", "sphere")
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _as_leaf(x: Tensor) -> Tensor:
+    """x as a tensor that requires grad; an x already requiring grad is kept so higher derivatives flow."""
+    return x if x.requires_grad else x.detach().requires_grad_(True)
+
+
+def exact_score_matching(score_fn: ScoreFn, x: Tensor, *, create_graph: bool = True) -> Tensor:
+    """Hyvarinen (2005) exact score matching: tr(grad_x s(x)) + 1/2 ||s(x)||^2 per example, shape (B,).
+
+    E_p of this equals 1/2 E_p ||s - grad log p||^2 - 1/2 E_p ||grad log p||^2 (integration by parts,
+    Hyvarinen's Theorem 1), so minimising it minimises the Fisher divergence without knowing p.
+    The trace of the Jacobian costs D backward passes: use it for low D (sliced matching scales).
+    ``create_graph=True`` keeps the graph so the loss can be back-propagated into the model.
+    """
+    with torch.enable_grad():
+        x = _as_leaf(x)
+        s = _flat(score_fn(x))
+        d = s.shape[1]
+        trace = torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
+        for i in range(d):
+            # the batch sum is safe: d s_b / d x_c = 0 for b != c
+            (g,) = torch.autograd.grad(s[:, i].sum(), x, create_graph=create_graph, retain_graph=True)
+            trace = trace + _flat(g)[:, i]
+        return trace + 0.5 * (s**2).sum(1)
+
+
+def _projections(shape: tuple[int, ...], kind: str, generator, dtype, device) -> Tensor:
+    """Random v with E[v v^T] = I over the trailing (event) dimensions of ``shape``."""
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    if kind == "rademacher":
+        bits = torch.randint(0, 2, shape, generator=generator, device=device)
+        return (2 * bits - 1).to(dtype)
+    if kind == "sphere":
+        v = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        flat = v.reshape(shape[0], -1)
+        return (flat * (math.sqrt(flat.shape[1]) / flat.norm(dim=1, keepdim=True))).reshape(shape)
+    raise unknown("projection distribution", kind, PROJECTIONS)
+
+
+def sliced_score_matching(
+    score_fn: ScoreFn,
+    x: Tensor,
+    *,
+    projections: int = 1,
+    distribution: str = "gaussian",
+    variance_reduction: bool = False,
+    generator: torch.Generator | None = None,
+    create_graph: bool = True,
+) -> Tensor:
+    """Sliced score matching (Song, Garg, Shi & Ermon 2019, "Sliced Score Matching"), shape (B,).
+
+    Per example, averaged over K = ``projections`` random directions v:
+        v^T grad_x (v^T s(x)) + 1/2 (v^T s(x))^2      (eq. 7; SSM)
+        v^T grad_x (v^T s(x)) + 1/2 ||s(x)||^2         (eq. 8; SSM-VR, ``variance_reduction=True``)
+    Since E_v[v v^T] = I, both have the expectation of exact score matching, at the cost of one
+    backward pass per direction instead of D. ``distribution``: "gaussian", "rademacher" or "sphere"
+    (uniform on the sphere of radius sqrt(D)); the variance-reduced form is exact in expectation for all three.
+    """
+    if projections < 1:
+        raise ValueError(f"sliced score matching: projections must be >= 1, got {projections}")
+    b = x.shape[0]
+    with torch.enable_grad():
+        # K copies of the batch, one direction each: one forward and one backward pass for all K
+        xk = _as_leaf(x.repeat(projections, *([1] * (x.ndim - 1))))
+        v = _projections(tuple(xk.shape), distribution, generator, x.dtype, x.device)
+        s = score_fn(xk)
+        sv = sum_flat(s * v)
+        (g,) = torch.autograd.grad(sv.sum(), xk, create_graph=create_graph)
+        vjv = sum_flat(g * v)  # v^T (grad_x s) v
+        second = 0.5 * sum_flat(s**2) if variance_reduction else 0.5 * sv**2
+        return (vjv + second).reshape(projections, b).mean(0)
+
+
+def denoising_score_matching(
+    score_fn: ScoreFn, x: Tensor, sigma: float | Tensor, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Single-sigma denoising score matching (Vincent 2011, eq. 11): 1/2 ||s(x~) + z / sigma||^2, shape (B,).
+
+    x~ = x + sigma z with z ~ N(0, I), so -z / sigma = grad log q_sigma(x~ | x). Its expectation equals the
+    Fisher divergence of s to the noised density q_sigma = p * N(0, sigma^2 I) plus a constant, so the
+    minimiser is grad log q_sigma, not grad log p: a single small sigma is NCSN's building block.
+    ``sigma`` may be a float or a (B,) tensor (one level per example).
+    """
+    sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if (sigma_t <= 0).any():
+        raise ValueError(f"denoising score matching: sigma must be > 0, got {sigma}")
+    if sigma_t.ndim == 1:
+        sigma_t = sigma_t.reshape(-1, *([1] * (x.ndim - 1)))
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    s = score_fn(x + sigma_t * z)
+    return 0.5 * sum_flat((s + z / sigma_t) ** 2)
+
+
+def _exact(score_fn, x, *, generator=None, **options):
+    return exact_score_matching(score_fn, x, **options)
+
+
+def _sliced(score_fn, x, *, generator=None, **options):
+    return sliced_score_matching(score_fn, x, generator=generator, **options)
+
+
+def _sliced_vr(score_fn, x, *, generator=None, **options):
+    return sliced_score_matching(score_fn, x, generator=generator, variance_reduction=True, **options)
+
+
+def _dsm(score_fn, x, *, generator=None, sigma: float = 0.1):
+    return denoising_score_matching(score_fn, x, sigma, generator=generator)
+
+
+#: name -> objective(score_fn, x, *, generator=None, **options) -> (B,)
+OBJECTIVES: dict[str, Callable[..., Tensor]] = {
+    "exact": _exact,
+    "sliced": _sliced,
+    "sliced-vr": _sliced_vr,
+    "dsm": _dsm,
+}
+
+
+def score_matching_loss(
+    name: str, score_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None, **options
+) -> Tensor:
+    """Per-example loss (B,) of the objective ``name`` ("exact", "sliced", "sliced-vr", "dsm")."""
+    if name not in OBJECTIVES:
+        raise unknown("score matching objective", name, OBJECTIVES)
+    return OBJECTIVES[name](score_fn, x, generator=generator, **options)
+
+
+def fisher_divergence(score_fn: ScoreFn, true_score: ScoreFn, x: Tensor) -> Tensor:
+    """1/2 ||s(x) - grad log p(x)||^2 per example (B,), for x ~ p: the quantity the objectives minimise."""
+    with torch.no_grad():
+        return 0.5 * sum_flat((score_fn(x) - true_score(x)) ** 2)
+
+
+class EnergyScore(nn.Module):
+    """A score model from an energy: s(x) = -grad_x E(x), so p(x) is proportional to exp(-E(x)).
+
+    ``energy_net(x, *args, **kwargs)`` returns one energy per example, shape (B,) or (B, 1). The gradient
+    is taken with ``create_graph`` whenever autograd is recording (training, or an objective that
+    differentiates s again), so a score matching loss reaches the energy's weights; under ``torch.no_grad``
+    (sampling) it is a plain first-order gradient and the result is detached.
+    A conservative score by construction (its Jacobian is symmetric), unlike a free score network.
+    """
+
+    def __init__(self, energy_net: nn.Module):
+        super().__init__()
+        self.energy_net = energy_net
+
+    def energy(self, x: Tensor, *args, **kwargs) -> Tensor:
+        """E(x), shape (B,)."""
+        e = self.energy_net(x, *args, **kwargs)
+        if e.shape not in ((x.shape[0],), (x.shape[0], 1)):
+            raise ValueError(f"energy_net must return shape ({x.shape[0]},) or ({x.shape[0]}, 1), got {tuple(e.shape)}")
+        return e.reshape(x.shape[0])
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        recording = torch.is_grad_enabled()
+        with torch.enable_grad():
+            xg = _as_leaf(x)
+            (g,) = torch.autograd.grad(self.energy(xg, *args, **kwargs).sum(), xg, create_graph=recording)
+        return -g if recording else -g.detach()

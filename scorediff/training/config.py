@@ -1,0 +1,233 @@
+"""Training configuration: one nested, JSON-able dict with defaults; data, never code.
+
+A config is read from JSON, TOML (``tomllib``) or YAML (only if PyYAML is installed), or named
+after a packaged ready config (``toy2d``, ``digits``, ``mnist28``, ``cifar10-ddpm``), merged over
+``DEFAULTS`` and then patched by ``key.sub=value`` overrides (values parsed as JSON where possible).
+Every key is checked: an unknown one raises ``ValueError`` naming it and the allowed keys. The
+sub-trees marked ``FREE`` below (``options``, ``overrides``, ``net.config``) are passed through to
+the component they configure, which checks them itself when it is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class _Free(dict):
+    """Marks a sub-tree whose keys are the configured component's own options (checked when built)."""
+
+
+FREE = _Free
+
+# The schema *is* the default config: every allowed key appears here with its default value.
+DEFAULTS: dict[str, Any] = {
+    "description": "",  # free text, for people
+    "seed": 0,  # seeds every generator: data order, time t, noise, augmentation, dropout
+    "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    "precision": "fp32",  # "fp32" | "bf16" | "fp16" (autocast; fp16 uses a GradScaler)
+    "data": {
+        "name": "digits",  # scorediff.data.make(name, **options)
+        "options": FREE(),
+        "hflip": False,  # random horizontal flip of image batches (DDPM's CIFAR-10 augmentation)
+    },
+    "process": {"name": "vp", "options": FREE()},  # scorediff.processes.make
+    "parameterization": {"name": "eps", "options": FREE()},  # scorediff.parameterizations.make
+    "loss": {"name": "dsm", "options": FREE()},  # scorediff.losses.make(name, process, param, **options)
+    "net": {
+        "preset": "unet-digits",  # scorediff.nets.make(preset or config, **overrides)
+        "config": None,  # a full network config instead of a preset
+        "overrides": FREE(),
+        "class_conditional": False,  # feed the data's labels y to the network
+    },
+    "optim": {  # AdamW with linear warm-up
+        "lr": 2e-4,
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "warmup_steps": 0,
+        "grad_clip": 1.0,  # max global gradient norm; 0 or null switches clipping off
+        "batch_size": 128,  # global batch (split over DDP ranks)
+        "grad_accum": 1,  # micro-batches per optimizer step
+        "steps": 10000,  # optimizer steps
+    },
+    "ema": {"decay": None, "half_life_steps": 500.0},  # give one: decay per step, or its half-life in steps
+    "sample": {"sampler": "heun", "steps": 18, "num": 64, "every": 1000, "seed": 0, "options": FREE()},
+    "log": {"every": 50, "progress": True, "tensorboard": True},
+    "ckpt": {"every": 1000},
+}
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _check(tree: dict, schema: dict, prefix: str = "") -> None:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            raise ValueError(f"unknown config key {path!r}; allowed: {', '.join(schema)}")
+        sub = schema[key]
+        if isinstance(sub, _Free):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {path!r} must be a mapping of options, got {value!r}")
+        elif isinstance(sub, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {path!r} must be a mapping with keys {', '.join(sub)}, got {value!r}")
+            _check(value, sub, path + ".")
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not isinstance(out.get(key), _Free):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _plain(tree: Any) -> Any:
+    """Strip the FREE markers: a resolved config is plain JSON."""
+    if isinstance(tree, dict):
+        return {k: _plain(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_plain(v) for v in tree]
+    return tree
+
+
+def _validate_values(cfg: dict) -> None:
+    """Check scalar values whose error would otherwise surface deep inside training."""
+    o = cfg["optim"]
+
+    def positive(path: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value >= 0 if allow_zero else value > 0) and (not integer or float(value).is_integer())
+        if not ok:
+            kind = "integer" if integer else "number"
+            raise ValueError(f"config {path} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
+
+    positive("optim.lr", o["lr"])
+    positive("optim.weight_decay", o["weight_decay"], allow_zero=True)
+    positive("optim.warmup_steps", o["warmup_steps"], integer=True, allow_zero=True)
+    positive("optim.batch_size", o["batch_size"], integer=True)
+    positive("optim.grad_accum", o["grad_accum"], integer=True)
+    positive("optim.steps", o["steps"], integer=True)
+    if o["grad_clip"] is not None:
+        positive("optim.grad_clip", o["grad_clip"], allow_zero=True)
+    if not (isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"])):
+        raise ValueError(f"config optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    if cfg["precision"] not in PRECISIONS:
+        raise ValueError(f"config precision {cfg['precision']!r} unknown; one of: {', '.join(PRECISIONS)}")
+    e = cfg["ema"]
+    if e["decay"] is not None:
+        if not (isinstance(e["decay"], (int, float)) and 0 <= e["decay"] < 1):
+            raise ValueError(f"config ema.decay must lie in [0, 1), got {e['decay']!r}")
+    elif e["half_life_steps"] is not None:
+        positive("ema.half_life_steps", e["half_life_steps"])
+    for path, value in (("sample.every", cfg["sample"]["every"]), ("log.every", cfg["log"]["every"]),
+                        ("ckpt.every", cfg["ckpt"]["every"])):
+        positive(path, value, integer=True, allow_zero=True)
+    positive("sample.num", cfg["sample"]["num"], integer=True)
+    positive("sample.steps", cfg["sample"]["steps"], integer=True)
+    if not isinstance(cfg["seed"], int):
+        raise ValueError(f"config seed must be an integer, got {cfg['seed']!r}")
+
+
+def resolve(config: dict | None = None, overrides: list[str] | dict | None = None) -> dict:
+    """The whole config: ``DEFAULTS`` <- ``config`` <- ``overrides``, every key checked."""
+    config = config or {}
+    _check(config, DEFAULTS)
+    cfg = _merge(DEFAULTS, config)
+    if overrides:
+        items = overrides.items() if isinstance(overrides, dict) else (parse_override(s) for s in overrides)
+        for key, value in items:
+            set_key(cfg, key, value)
+    _check(cfg, DEFAULTS)
+    _validate_values(cfg)
+    return _plain(cfg)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=1e-3"`` -> ("optim.lr", 0.001); the value is JSON where it parses, else a string."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def set_key(cfg: dict, dotted: str, value: Any) -> None:
+    """Set ``cfg[a][b][c] = value`` for ``dotted = "a.b.c"``, checking each key against the schema."""
+    parts = dotted.split(".")
+    node, schema = cfg, DEFAULTS
+    for i, part in enumerate(parts):
+        path = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if schema is not None and part not in schema:
+            raise ValueError(f"unknown config key {path!r}; allowed: {', '.join(schema)}")
+        sub = schema[part] if schema is not None else None
+        if last:
+            node[part] = value
+            return
+        if schema is not None and not isinstance(sub, dict):
+            raise ValueError(f"config key {'.'.join(parts[:i + 1])!r} is a value, not a mapping; cannot set {dotted!r}")
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+        # below a FREE node (component options) any key is allowed here; the component checks it
+        schema = None if (sub is None or isinstance(sub, _Free)) else sub
+
+
+# -- files and packaged configs ---------------------------------------------------------------------
+
+
+def packaged_configs() -> list[str]:
+    """Names of the ready configs shipped in ``scorediff/configs``."""
+    root = resources.files("scorediff") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def read(path_or_name: str | Path) -> dict:
+    """Read a config from a .json / .toml / .yaml file, or a packaged config by name."""
+    path = Path(path_or_name)
+    if not path.exists():
+        name = str(path_or_name)
+        if name in packaged_configs():
+            return json.loads((resources.files("scorediff") / "configs" / f"{name}.json").read_text())
+        raise FileNotFoundError(
+            f"config {name!r} is neither a file nor a packaged config; packaged: {', '.join(packaged_configs())}"
+        )
+    if path.is_dir():
+        if (path / "config.json").exists():  # a run folder
+            return json.loads((path / "config.json").read_text())
+        raise FileNotFoundError(f"config {str(path)!r} is a folder without config.json")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    if suffix == ".json":
+        data = json.loads(text)
+    elif suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ModuleNotFoundError:
+            raise ValueError(f"config {str(path)!r} is YAML but PyYAML is not installed; use JSON or TOML") from None
+        data = yaml.safe_load(text)
+    else:
+        raise ValueError(f"config {str(path)!r}: unknown format {suffix!r}; expected .json, .toml, .yaml")
+    if not isinstance(data, dict):
+        raise ValueError(f"config {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def load(path_or_name: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
+    """Read (or take the default when None) and resolve a config."""
+    return resolve(read(path_or_name) if path_or_name is not None else {}, overrides)
