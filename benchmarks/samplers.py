@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer samples, grids and NFEs")
     ap.add_argument("--no-peers", action="store_true", help="skip diffusers / k-diffusion")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-step overhead timing")
+    ap.add_argument("--overhead-only", action="store_true", help="run only the per-step overhead table")
     ap.add_argument("--write-readme", action="store_true", help="record the results in benchmarks/README.md")
     ap.add_argument("--plot", default=str(HERE / "img" / "samplers_nfe.png"), help="plot path ('' for none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -380,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         dlogging.set_verbosity_error()
     except ImportError:
         pass
+    if args.overhead_only:
+        print("### Per-step overhead (free network, (B, 3, 32, 32) float32, 50 steps, best of 5)\n")
+        print(overhead_table(overhead(log=lambda s: print("  " + s, file=sys.stderr))), flush=True)
+        return 0
     t_start = time.perf_counter()
     out: list[str] = []
 

@@ -53,10 +53,11 @@ class DataInfo:
     num_classes: int = 0  # 0: unlabeled (every y is -1)
     kind: str = "points"  # "points" | "images"
     class_names: tuple[str, ...] = field(default=())
+    levels: int = 256  # images: the quantization levels of the stored pixels (8-bit: 256; digits: 17)
 
     def to_dict(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "num_classes": self.num_classes, "kind": self.kind,
-                "class_names": list(self.class_names)}
+                "class_names": list(self.class_names), "levels": self.levels}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def digits() -> ArrayDataset:
     d = load_digits()
     x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
     names = tuple(str(i) for i in range(10))
-    return ArrayDataset(x, torch.as_tensor(d.target), DataInfo((1, 8, 8), 10, "images", names))
+    return ArrayDataset(x, torch.as_tensor(d.target), DataInfo((1, 8, 8), 10, "images", names, levels=17))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -231,12 +231,15 @@ def log_likelihood(
 LOG_SCALE_8BIT = math.log(127.5)  # m = y / 127.5 - 1: log |dy/dm| per dimension
 
 
-def to_model_space(x8: Tensor, u: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Map 8-bit values (0..255) to the model's [-1, 1]: (x + u - 1/2) / 127.5 - 1 (u = 1/2 gives x / 127.5 - 1)."""
+def to_model_space(x8: Tensor, u: Tensor | None = None, dtype: torch.dtype = torch.float32, levels: int = 256) -> Tensor:
+    """Map integer levels 0..L-1 (8-bit: L = 256) to the model's [-1, 1]: (x + u - 1/2) / h - 1, h = (L - 1)/2.
+
+    u = 1/2 gives the training map x / h - 1 (x / 127.5 - 1 for 8-bit data).
+    """
     y = x8.to(dtype)
     if u is not None:
         y = y + u - 0.5
-    return y / 127.5 - 1
+    return y / ((levels - 1) / 2) - 1
 
 
 def bits_per_dim(
@@ -249,9 +252,14 @@ def bits_per_dim(
     reduce: str = "mean",
     dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
+    levels: int = 256,
     **options,
 ) -> Likelihood:
     """Bits/dim of 8-bit data ``x8`` (integers 0..255, any shape (B, *event)) under a model on [-1, 1].
+
+    ``levels``: data on L levels 0..L-1 other than 8-bit (e.g. scikit-learn's digits, L = 17) map to
+    [-1, 1] by x / ((L - 1)/2) - 1 and are dequantized on bins of that width; the change of scale is then
+    D log((L - 1)/2). Uniform noise on L levels has log2(L) bits/dim (8 for 8-bit data).
 
     ``method="ode"``: ``dequantize`` K uniform dequantizations per example (module docstring), each a
     ``log_likelihood`` call (``options`` go there), combined by ``reduce`` "mean" (of log p) or
@@ -265,10 +273,14 @@ def bits_per_dim(
         raise ValueError(f"dequantize must be >= 1 samples, got {dequantize}")
     if x8.is_floating_point() and not torch.equal(x8, x8.round()):
         raise ValueError("bits_per_dim expects 8-bit integer data (values 0..255), got non-integer values")
-    if (x8 < 0).any() or (x8 > 255).any():
-        raise ValueError(f"bits_per_dim expects values in 0..255, got [{float(x8.min()):g}, {float(x8.max()):g}]")
+    if int(levels) != levels or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels}")
+    if (x8 < 0).any() or (x8 > levels - 1).any():
+        raise ValueError(f"bits_per_dim expects values in 0..{levels - 1}, got [{float(x8.min()):g}, {float(x8.max()):g}]")
     d = x8[0].numel()
     if method == "vlb":
+        if levels != 256:
+            raise ValueError(f"bits/dim method 'vlb' uses the 8-bit discretized decoder; levels must be 256, got {levels}")
         if not isinstance(process, VPDiscrete):
             raise ValueError(f"bits/dim method 'vlb' needs a vp-discrete process, got '{process.name}'")
         options.setdefault("decoder", "discretized")
@@ -278,7 +290,7 @@ def bits_per_dim(
     runs = []
     for _ in range(int(dequantize)):
         u = torch.rand(x8.shape, generator=generator, dtype=dtype, device=x8.device)
-        runs.append(log_likelihood(denoiser, process, to_model_space(x8, u, dtype), method=method, generator=generator, **options))
+        runs.append(log_likelihood(denoiser, process, to_model_space(x8, u, dtype, levels), method=method, generator=generator, **options))
     lp = torch.stack([r.logp for r in runs])  # (K, B)
     k = lp.shape[0]
     if reduce == "mean":
@@ -292,7 +304,7 @@ def bits_per_dim(
         stderr = lp.std(0, unbiased=True) / math.sqrt(k)
     elif runs[0].stderr is not None:
         stderr = torch.stack([r.stderr for r in runs]).pow(2).mean(0).sqrt() / math.sqrt(k)
-    logp = logp_m - d * LOG_SCALE_8BIT
+    logp = logp_m - d * math.log((levels - 1) / 2)
     out = Likelihood(logp=logp, stderr=stderr, nfe=sum(r.nfe for r in runs), z=runs[-1].z)
     out.bpd = -logp / (d * math.log(2))
     out.bpd_stderr = None if stderr is None else stderr / (d * math.log(2))

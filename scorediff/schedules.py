@@ -12,6 +12,16 @@ Schedules (sigma~ = sigma / alpha, lambda = log(alpha / sigma) = -log sigma~):
     karras     sigma~_i = (sigma~_max^(1/rho) + i/(N-1) (sigma~_min^(1/rho) - sigma~_max^(1/rho)))^rho, rho = 7
                (Karras et al. 2022, eq. 5), in sigma~ so it serves every process.
     quadratic  t_i = t_min + (t_max - t_min) (1 - i/(N-1))^2: dense near the data (DDIM's "quad").
+    logsnr_cosine
+               half uniform in lambda, half uniform in the time of the cosine schedule (Nichol & Dhariwal
+               2021: lambda = -2 log tan(pi t / 2), so its node density in lambda is sech((lambda - c) / 2) / (2 pi),
+               the logistic-type density that VDM++, Kingma & Gao 2023, uses as a weighting in lambda). The
+               cosine part puts nodes where x0_hat(lambda) turns fastest for data of unit scale (sigma~ near 1,
+               c = 0: where the modes of the data are told apart, the part of the path whose errors decide
+               which mode a trajectory ends in), the uniform part keeps the low-noise end resolved (fine
+               detail). Options ``weight`` (share of the uniform part, default 1/2; 1 is ``logsnr``, 0 the pure
+               cosine time) and ``center`` (c, default 0). Node density in lambda:
+               w / (lambda_hi - lambda_lo) + (1 - w) sech((lambda - c) / 2) / Z over [lambda_lo, lambda_hi].
     leading, trailing, linspace
                diffusers' ``timestep_spacing`` for a DDPM of T steps (vp-discrete only); diffusers' step k
                in 0..T-1 is our t = (k + 1) / T. These end on clean data like diffusers' schedulers
@@ -34,7 +44,7 @@ from .processes.base import Process
 from .utils import unknown
 
 DISCRETE = ("leading", "trailing", "linspace")
-SCHEDULES = ("uniform", "logsnr", "karras", "quadratic", *DISCRETE)
+SCHEDULES = ("uniform", "logsnr", "karras", "quadratic", "logsnr_cosine", *DISCRETE)
 
 
 def _t_end(process: Process, denoise_to_zero: bool) -> None:
@@ -94,6 +104,32 @@ def _karras(rho: float):
     return spacing
 
 
+def _cosine_time(weight: float, center: float):
+    """Lambdas whose density mixes uniform (share ``weight``) and the cosine schedule's sech((lambda - c) / 2)."""
+
+    def spacing(lo: float, hi: float, m: int) -> Tensor:
+        def cdf_cos(lam: Tensor) -> Tensor:  # CDF of sech((lambda - c) / 2) / (2 pi): (2 / pi) arctan(e^{(lambda - c)/2})
+            return (2 / math.pi) * torch.atan(torch.exp((lam - center) / 2))
+
+        lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+        c_lo, c_hi = cdf_cos(lo_t), cdf_cos(hi_t)
+
+        def cdf(lam: Tensor) -> Tensor:  # the mixture's CDF on [lo, hi], increasing from 0 to 1
+            return weight * (lam - lo) / (hi - lo) + (1 - weight) * (cdf_cos(lam) - c_lo) / (c_hi - c_lo)
+
+        u = torch.linspace(0, 1, m, dtype=torch.float64)
+        a, b = torch.full_like(u, lo), torch.full_like(u, hi)
+        for _ in range(64):  # bisection: the CDF is strictly increasing, 64 halvings reach float64 precision
+            mid = (a + b) / 2
+            below = cdf(mid) < u
+            a, b = torch.where(below, mid, a), torch.where(below, b, mid)
+        lams = (a + b) / 2
+        lams[0], lams[-1] = lo, hi
+        return lams
+
+    return spacing
+
+
 def _discrete(name: str, steps: int, process: Process) -> Tensor:
     """diffusers' timestep spacings over T discrete steps, as our times t = (k + 1) / T."""
     T = getattr(process, "steps", None)
@@ -118,11 +154,14 @@ def make(
     denoise_to_zero: bool | None = None,
     rho: float = 7.0,
     lambda_min: float = -6.0,
+    weight: float = 0.5,
+    center: float = 0.0,
 ) -> Tensor:
     """A float64 grid of ``steps + 1`` times descending from t_max; see the module docstring.
 
     Options: ``denoise_to_zero`` (end at t = 0; default False, True for the discrete spacings),
-    ``rho`` (karras), ``lambda_min`` (clip of lambda at t_max for logsnr and karras).
+    ``rho`` (karras), ``lambda_min`` (clip of lambda at t_max for logsnr, karras and logsnr_cosine),
+    ``weight`` and ``center`` (logsnr_cosine).
     """
     if name not in SCHEDULES:
         raise unknown("schedule", name, SCHEDULES)
@@ -143,6 +182,10 @@ def make(
     _t_end(process, denoise_to_zero)
     if rho <= 0:
         raise ValueError(f"karras: rho must be > 0, got {rho}")
+    if not 0 <= weight <= 1:
+        raise ValueError(f"logsnr_cosine: weight must lie in [0, 1], got {weight}")
+    if not math.isfinite(center):
+        raise ValueError(f"logsnr_cosine: center must be a finite lambda, got {center}")
     n = steps if denoise_to_zero else steps + 1  # nodes from t_max to t_min
     t_max, t_min = process.t_max, process.t_min
     if name == "uniform":
@@ -152,6 +195,8 @@ def make(
         nodes = t_min + (t_max - t_min) * u**2
     elif name == "logsnr":
         nodes = _lambda_nodes(process, n, lambda_min, _uniform_lam)
+    elif name == "logsnr_cosine":
+        nodes = _lambda_nodes(process, n, lambda_min, _cosine_time(weight, center))
     else:  # karras
         nodes = _lambda_nodes(process, n, lambda_min, _karras(rho))
     return _finish(nodes, process, denoise_to_zero, name)

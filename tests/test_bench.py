@@ -12,15 +12,6 @@ from scorediff.analytic import GaussianMixture
 from scorediff.cli import bench
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # thousands of tiny float64 ops: one intra-op thread is several times faster on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize(
     "nfe_of, target, expected",
     [

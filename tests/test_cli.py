@@ -6,19 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from scorediff.cli import main
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "sample.num=64", "--set", "sample.steps=4",
         "--set", "data.options.n=500"]
@@ -27,7 +17,6 @@ FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "sampl
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "toy"
-    torch.set_num_threads(1)
     assert main(["train", "toy2d", "--out", str(out), *FAST]) == 0
     return out
 

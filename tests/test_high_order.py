@@ -21,13 +21,6 @@ from scorediff.samplers.pndm import adams_bashforth_weights
 MU, S0 = 0.5, 0.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gaussian():
     return GaussianMixture([1.0], [[MU]], [[S0**2]])

@@ -14,16 +14,6 @@ from scorediff.nets.embeddings import FourierEmbedding, SinusoidalEmbedding
 SMALL_PRESETS = [name for name in nets.PRESETS if name != "ddpm-cifar10"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These nets are tiny: one thread is faster, and on a shared 2-core machine intra-op threads
-    # spinning against other processes made single forwards take seconds.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _example_shape(net) -> tuple[int, ...]:
     c = net.config
     if c["type"] == "mlp":

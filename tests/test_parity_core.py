@@ -23,7 +23,6 @@ peers = pytest.importorskip("peers")
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.set_num_threads(1)
     p = P.make("vp-discrete")
     mix = A.mixture64(dim=8, components=4, rank=2, seed=3)
     noise = torch.randn(32, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

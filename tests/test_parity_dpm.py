@@ -23,14 +23,6 @@ from diffusers.schedulers import scheduling_dpmsolver_multistep  # noqa: E402
 TOL = 1e-12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the exact denoiser is many tiny ops: threads only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def setup():

@@ -25,14 +25,6 @@ NAMES = list(SAMPLERS)
 FAST = {"annealed_langevin": {"n_steps_each": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the exact denoiser is many tiny ops: threads only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def mixture8() -> A.GaussianMixture:
     """An 8-D mixture of 4 low-rank-plus-diagonal Gaussians, with non-flat event shape (2, 4)."""

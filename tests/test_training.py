@@ -25,15 +25,6 @@ from scorediff.training.loop import build
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CI machine has 2 cores shared with other work: one intra-op thread avoids OpenMP spin contention.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def env_one_thread() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
@@ -96,6 +87,8 @@ def test_unknown_config_key_names_key_and_allowed():
         config.resolve({}, ["optim.batch_size=0"])
     with pytest.raises(ValueError, match="precision 'fp8' unknown"):
         config.resolve({"precision": "fp8"})
+    with pytest.raises(ValueError, match="threads must be a positive integer or null, got 0"):
+        config.resolve({}, ["threads=0"])
 
 
 def test_overrides_parse_json_and_files(tmp_path):

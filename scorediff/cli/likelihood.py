@@ -60,7 +60,7 @@ def _data_options(items: list[str]) -> dict:
 
 
 def _load(args):
-    """(denoiser, process, x, kind): the model and the examples to evaluate (x in the model's coordinates)."""
+    """(denoiser, process, x, info, mix): the model and the examples to evaluate (x in the model's coordinates)."""
     import torch
 
     from .. import analytic, processes
@@ -71,7 +71,7 @@ def _load(args):
             raise ValueError("give either a RUN folder or --oracle, not both")
         mix = analytic.ring2d() if args.oracle == "ring2d" else analytic.mixture64()
         process = processes.make(args.process)
-        return mix.denoiser(process), process, mix.sample(args.num, g).to(torch.float64), "points", mix
+        return mix.denoiser(process), process, mix.sample(args.num, g).to(torch.float64), None, mix
     if args.run is None:
         raise ValueError("give a RUN folder (written by `scorediff train`) or --oracle ring2d|mixture64")
     from .. import data
@@ -91,14 +91,13 @@ def _load(args):
     if tuple(xs.shape[1:]) != r.shape:
         raise ValueError(f"data {name!r} has examples of shape {tuple(xs.shape[1:])}, the run expects {r.shape}")
     idx = torch.randperm(xs.shape[0], generator=g)[: args.num]
-    return r.denoiser, r.process, xs[idx], ds.info.kind, None
+    return r.denoiser, r.process, xs[idx], ds.info, None
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import likelihood as L
-    from ..data import from_unit
     from ..processes.vp import VPDiscrete
 
     if args.num < 1 or args.batch < 1:
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--probes and --dequantize must be >= 1, got {args.probes} and {args.dequantize}")
     if args.method == "vlb" and args.stride is not None and args.stride < 1:
         raise ValueError(f"--stride must be >= 1, got {args.stride}")
-    denoiser, process, x, kind, mix = _load(args)
+    denoiser, process, x, info, mix = _load(args)
     if args.method == "vlb" and not isinstance(process, VPDiscrete):
         raise ValueError(f"--method vlb needs a vp-discrete process, got '{process.name}'")
 
@@ -122,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
     trace = args.trace or ("exact" if d <= 16 else "hutchinson")
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     gen = torch.Generator(args.device).manual_seed(args.seed * 1000 + rank)
-    images = kind == "images"
-    x8 = from_unit(x_local) if images else None
+    images = info is not None and info.kind == "images"
+    levels = info.levels if images else 256
+    # images back to their integer levels (the inverse of the training map x / ((L - 1)/2) - 1)
+    x8 = ((x_local.double() + 1) * ((levels - 1) / 2)).round().clamp(0, levels - 1).long() if images else None
     ode = {"trace": trace, "probes": args.probes, "noise": args.noise, "rtol": args.rtol, "atol": args.atol}
     vlb = {"variance": args.variance, "stride": args.stride}
 
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             if args.method == "vlb":
                 res = L.bits_per_dim(denoiser, process, xb, method="vlb", generator=gen, **vlb)
             else:
-                res = L.bits_per_dim(denoiser, process, xb, dequantize=args.dequantize, generator=gen, **ode)
+                res = L.bits_per_dim(denoiser, process, xb, dequantize=args.dequantize, generator=gen, levels=levels, **ode)
             bpd = res.bpd
         else:
             xb = x_local[sl].to(args.device)
@@ -162,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     n = logp.shape[0]
     se = logp.std().item() / math.sqrt(n) if n > 1 else math.nan
     bse = bpd.std().item() / math.sqrt(n) if n > 1 else math.nan
-    what = "8-bit data, dequantized" if images and args.method == "ode" else ("8-bit data" if images else "continuous data")
+    bits = "8-bit data" if levels == 256 else f"data on {levels} levels"
+    what = f"{bits}, dequantized" if images and args.method == "ode" else (bits if images else "continuous data")
     print(f"method {args.method} ({trace if args.method == 'ode' else args.variance}), {n} examples, {what}")
     print(f"log-likelihood  {logp.mean().item():.4f} nats  (standard error {se:.4f} over examples)")
     print(f"bits/dim        {bpd.mean().item():.4f}       (standard error {bse:.4f})")

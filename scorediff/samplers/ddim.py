@@ -54,13 +54,13 @@ def sample_ddim(
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_hat = grid.denoise(denoiser, x, i)
-        eps_hat = grid.eps(x, x0_hat, i)
-        s_s = grid.sigma[i + 1]
         if eta > 0:
+            # eq. (12) with eps_hat = (x - alpha_t x0_hat) / sigma_t expanded: noise + two passes
             sigma_eta = eta * math.sqrt(ancestral_coefficients(grid, i)[2])  # eq. (16)
-            x = grid.alpha[i + 1] * x0_hat + math.sqrt(max(s_s**2 - sigma_eta**2, 0.0)) * eps_hat
-            x = x + sigma_eta * noise_like(x, generator)
+            c = math.sqrt(max(grid.sigma[i + 1] ** 2 - sigma_eta**2, 0.0)) / grid.sigma[i]
+            x_next = noise_like(x, generator, sigma_eta)
+            x_next.add_(x0_hat, alpha=grid.alpha[i + 1] - c * grid.alpha[i]).add_(x, alpha=c)
         else:
-            x = grid.alpha[i + 1] * x0_hat + s_s * eps_hat
-        x = end_step(grid, i, x, x0_hat, hook, callback)
+            x_next = grid.ddim(x, x0_hat, i)
+        x = end_step(grid, i, x_next, x0_hat, hook, callback)
     return x

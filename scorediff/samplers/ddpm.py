@@ -28,6 +28,7 @@ from ._common import (
     ancestral_coefficients,
     denoise_to_zero,
     end_step,
+    lincomb,
     noise_like,
     sampler_info,
 )
@@ -59,8 +60,10 @@ def sample_ddpm(
         c0, ct, var = ancestral_coefficients(grid, i)
         if variance == "beta":
             var = grid.sigma[i] ** 2 - (grid.alpha[i] / grid.alpha[i + 1]) ** 2 * grid.sigma[i + 1] ** 2
-        x = c0 * x0_hat + ct * x
         if i < grid.steps - 1:  # Algorithm 2: z = 0 on the last step
-            x = x + math.sqrt(var) * noise_like(x, generator)
-        x = end_step(grid, i, x, x0_hat, hook, callback)
+            x_next = noise_like(x, generator, math.sqrt(var))
+            x_next.add_(x0_hat, alpha=c0).add_(x, alpha=ct)
+        else:
+            x_next = lincomb((c0, x0_hat), (ct, x))
+        x = end_step(grid, i, x_next, x0_hat, hook, callback)
     return x

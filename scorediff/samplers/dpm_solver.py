@@ -36,9 +36,9 @@ from ._common import (
     Grid,
     Hook,
     call_model,
-    ddim_step,
     denoise_to_zero,
     end_step,
+    lincomb,
     sampler_info,
 )
 
@@ -61,6 +61,32 @@ def node_at_log_snr(process: Process, lam: float) -> tuple[float, float, float]:
     """(t, alpha, sigma) of the off-grid node with log_snr = lam (a singlestep intermediate node)."""
     t = process.t_of_log_snr(torch.tensor(lam, dtype=torch.float64))
     return float(t), float(process._alpha(t)), float(process._sigma(t))
+
+
+def nodes_at_log_snr(process: Process, lams: Sequence[float]) -> list[tuple[float, float, float]]:
+    """``node_at_log_snr`` for many lambdas at once (one vectorised call per quantity, before a sampling loop)."""
+    if not lams:
+        return []
+    t = process.t_of_log_snr(torch.tensor(list(lams), dtype=torch.float64))
+    return list(zip(t.tolist(), process._alpha(t).tolist(), process._sigma(t).tolist()))
+
+
+def difference_weights(h: float, lam_hist: Sequence[float], order: int, c1: float, c2: float = 0.0) -> list[float]:
+    """Weights w_j with c1 D1 + c2 D2 = sum_j w_j m_j, over model outputs m_0, m_1, ... (most recent first).
+
+    D1 and D2 are the multistep estimates of h m' and h^2 m'' / 2 from the divided differences at the
+    lambdas ``lam_hist``, r_j = (lam_hist[j] - lam_hist[j + 1]) / h: order 2: D1 = (m_0 - m_1) / r_0;
+    order 3: D1_j = (m_j - m_{j+1}) / r_j, D1 = D1_0 + r_0 / (r_0 + r_1) (D1_0 - D1_1),
+    D2 = (D1_0 - D1_1) / (r_0 + r_1) (Lu et al. 2022b, Algorithm 2 and its third-order form). Expanding the
+    differences into weights lets a step be one linear combination of the stored outputs.
+    """
+    r0 = (lam_hist[0] - lam_hist[1]) / h
+    if order == 2:
+        return [c1 / r0, -c1 / r0]
+    r1 = (lam_hist[1] - lam_hist[2]) / h
+    k0 = c1 * (1 + r0 / (r0 + r1)) + c2 / (r0 + r1)  # weight of D1_0
+    k1 = -c1 * r0 / (r0 + r1) - c2 / (r0 + r1)  # weight of D1_1
+    return [k0 / r0, -k0 / r0 + k1 / r1, -k1 / r1]
 
 
 def multistep_order(order: int, i: int, steps: int, history: int, lower_order_final: bool) -> int:
@@ -128,35 +154,43 @@ def _phi(h: float) -> tuple[float, float, float]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _singlestep_noise(denoiser, process, x, x0_s, eps_s, lam_s, alpha_t, sigma_t, lam_t, order):
-    """One singlestep DPM-Solver step of ``order`` from (x_s, lambda_s) to (alpha_t, sigma_t, lambda_t).
+def _singlestep_noise(denoiser, grid, i, x, x0_s, lam_s, lam_t, order, nodes):
+    """One singlestep DPM-Solver step of ``order`` from node i (state x, x0_hat_s) to node i + 1.
 
     Lu et al. (2022), Algorithm 1 (DPM-Solver-2, r1 = 1/2) and Algorithm 2 (DPM-Solver-3, r1 = 1/3,
-    r2 = 2/3); intermediate nodes s_j sit at lambda_s + r_j h. The eps differences D_j = eps(u_j) - eps_s are
-    formed from x0_hat differences (u_j is built from x0_hat_s and eps_s, so
-    eps(u_j) - eps_s = e^{lambda_j} (x0_hat_s - x0_hat_j) - [correction of u_j] / sigma_j exactly), which
-    avoids cancelling two O(1) noise estimates when alpha_s is small.
+    r2 = 2/3); intermediate nodes s_j sit at lambda_s + r_j h, ``nodes`` their precomputed (t, alpha, sigma).
+    The eps differences D_j = eps(u_j) - eps_s are formed from x0_hat differences (u_j is built from x0_hat_s
+    and eps_s, so eps(u_j) - eps_s = e^{lambda_j} (x0_hat_s - x0_hat_j) - [correction of u_j] / sigma_j
+    exactly), which avoids cancelling two O(1) noise estimates when alpha_s is small. With
+    eps_s = p x + q x0_hat_s every u_j and x_t is then one linear combination of x, x0_hat_s and the
+    intermediate outputs, with bounded weights (e^{lambda_j} sigma_t <= alpha_t e^{h}): one pass per term.
     """
-    x_t = alpha_t * x0_s + sigma_t * eps_s  # DPM-Solver-1 = DDIM
+    alpha_t, sigma_t = grid.alpha[i + 1], grid.sigma[i + 1]
+    p, q = 1.0 / grid.sigma[i], -grid.alpha[i] / grid.sigma[i]  # eps_s = p x + q x0_hat_s
     if order == 1:
-        return x_t
+        return grid.ddim(x, x0_s, i)  # DPM-Solver-1 = DDIM
     h = lam_t - lam_s
     phi1, phi2, _ = _phi(h)
     if order == 2:
         r1 = 0.5
-        t1, a1, s1 = node_at_log_snr(process, lam_s + r1 * h)
-        u1 = a1 * x0_s + s1 * eps_s
-        d1 = math.exp(lam_s + r1 * h) * (x0_s - call_model(denoiser, u1, t1))
-        return x_t - sigma_t / (2 * r1) * phi1 * d1  # Algorithm 1, line 4
+        (t1, a1, s1), = nodes
+        u1 = lincomb((s1 * p, x), (a1 + s1 * q, x0_s))
+        m1 = call_model(denoiser, u1, t1)
+        k1 = sigma_t / (2 * r1) * phi1 * math.exp(lam_s + r1 * h)  # Algorithm 1, line 4: x_t - k1 (x0_s - m1)
+        return lincomb((sigma_t * p, x), (alpha_t + sigma_t * q - k1, x0_s), (k1, m1))
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-    t1, a1, s1 = node_at_log_snr(process, lam_s + r1 * h)
-    t2, a2, s2 = node_at_log_snr(process, lam_s + r2 * h)
-    u1 = a1 * x0_s + s1 * eps_s
-    d1 = math.exp(lam_s + r1 * h) * (x0_s - call_model(denoiser, u1, t1))
+    (t1, a1, s1), (t2, a2, s2) = nodes
+    e1, e2 = math.exp(lam_s + r1 * h), math.exp(lam_s + r2 * h)
+    u1 = lincomb((s1 * p, x), (a1 + s1 * q, x0_s))
+    m1 = call_model(denoiser, u1, t1)  # d1 = e1 (x0_s - m1)
     c2 = (r2 / r1) * _phi(r2 * h)[1]
-    u2 = a2 * x0_s + s2 * eps_s - s2 * c2 * d1  # Algorithm 2, line 5
-    d2 = math.exp(lam_s + r2 * h) * (x0_s - call_model(denoiser, u2, t2)) - c2 * d1
-    return x_t - sigma_t / r2 * phi2 * d2  # Algorithm 2, line 7
+    # Algorithm 2, line 5: u2 = a2 x0_s + s2 eps_s - s2 c2 d1
+    u2 = lincomb((s2 * p, x), (a2 + s2 * q - s2 * c2 * e1, x0_s), (s2 * c2 * e1, m1))
+    m2 = call_model(denoiser, u2, t2)  # d2 = e2 (x0_s - m2) - c2 d1
+    k = sigma_t / r2 * phi2  # Algorithm 2, line 7: x_t - k d2
+    return lincomb(
+        (sigma_t * p, x), (alpha_t + sigma_t * q - k * e2 + k * c2 * e1, x0_s), (k * e2, m2), (-k * c2 * e1, m1)
+    )
 
 
 def _multistep_noise(x_t, sigma_t, h, eps_hist, lam_hist, order, reference_third_order=False):
@@ -166,21 +200,22 @@ def _multistep_noise(x_t, sigma_t, h, eps_hist, lam_hist, order, reference_third
     - sigma_t phi_1 D1 / 2 with D1 = (eps_0 - eps_1) / r0, r0 = h_0 / h (Lu et al. 2022b, Sec. 4 / App.).
     Order 3: - sigma_t (phi_2 D1 + 2 phi_3 D2), where D1 estimates h eps' and D2 = (D1_0 - D1_1) / (r0 + r1)
     estimates h^2 eps'' / 2 (hence the 2; the reference code's weight phi_3, ``reference_third_order``, leaves
-    the step second order; see ``dpm_solver_pp.multistep_data_update``).
+    the step second order; see ``dpm_solver_pp.multistep_data_update``). The sampler itself uses
+    ``_multistep_noise_weights``, the same update as weights on the stored outputs.
     """
     if order == 1:
         return x_t
+    w = _multistep_noise_weights(sigma_t, h, lam_hist, order, reference_third_order)
+    return lincomb((1.0, x_t), *zip(w, eps_hist))
+
+
+def _multistep_noise_weights(sigma_t, h, lam_hist, order, reference_third_order=False) -> list[float]:
+    """Weights of eps_0, eps_1, ... in the higher-order part of ``_multistep_noise`` (order >= 2)."""
     phi1, phi2, phi3 = _phi(h)
-    r0 = (lam_hist[0] - lam_hist[1]) / h
-    d1_0 = (eps_hist[0] - eps_hist[1]) / r0
     if order == 2:
-        return x_t - 0.5 * sigma_t * phi1 * d1_0
-    r1 = (lam_hist[1] - lam_hist[2]) / h
-    d1_1 = (eps_hist[1] - eps_hist[2]) / r1
-    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
+        return difference_weights(h, lam_hist, 2, -0.5 * sigma_t * phi1)
     c2 = 1.0 if reference_third_order else 2.0
-    return x_t - sigma_t * phi2 * d1 - c2 * sigma_t * phi3 * d2
+    return difference_weights(h, lam_hist, 3, -sigma_t * phi2, -c2 * sigma_t * phi3)
 
 
 @sampler_info(
@@ -239,16 +274,18 @@ def sample_dpm_solver(
                     f"dpm_solver: nfe={nfe} at order {order} takes {len(orders)} steps (orders {orders}), "
                     f"so ts must hold {len(orders) + 1} times; got {grid.steps + 1}"
                 )
+        # no intermediate node exists at lambda = -inf; none is needed onto sigma = 0
+        orders = [1 if not math.isfinite(lam[i]) or grid.to_zero(i) else k for i, k in enumerate(orders)]
+        fractions = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
+        wanted = [lam[i] + r * (lam[i + 1] - lam[i]) for i, k in enumerate(orders) for r in fractions[k]]
+        flat = iter(nodes_at_log_snr(process, wanted))  # all intermediate nodes, in one call
+        nodes = [[next(flat) for _ in fractions[k]] for k in orders]
         for i in range(grid.steps):
             if grid.to_zero(i):
                 return denoise_to_zero(denoiser, grid, x, hook, callback)
             x0_s = grid.denoise(denoiser, x, i)
-            eps_s = grid.eps(x, x0_s, i)
-            k = orders[i] if math.isfinite(lam[i]) else 1  # no intermediate node exists at lambda = -inf
-            x = _singlestep_noise(
-                denoiser, process, x, x0_s, eps_s, lam[i], grid.alpha[i + 1], grid.sigma[i + 1], lam[i + 1], k
-            )
-            x = end_step(grid, i, x, x0_s, hook, callback)
+            x_next = _singlestep_noise(denoiser, grid, i, x, x0_s, lam[i], lam[i + 1], orders[i], nodes[i])
+            x = end_step(grid, i, x_next, x0_s, hook, callback)
         return x
     if nfe is not None:
         raise ValueError("dpm_solver: nfe applies to method='singlestep' only")
@@ -263,9 +300,10 @@ def sample_dpm_solver(
         k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
         if not math.isfinite(lam[i]):
             k = 1
-        x_t = ddim_step(grid, x0_s, eps_s, i)
-        x = _multistep_noise(
-            x_t, grid.sigma[i + 1], lam[i + 1] - lam[i], eps_hist, lam_hist, k, reference_third_order
-        )
-        x = end_step(grid, i, x, x0_s, hook, callback)
+        # DDIM part alpha_t x0_hat + sigma_t eps_s, plus the weighted history, as one combination
+        w = [0.0] * k
+        if k > 1:
+            w = _multistep_noise_weights(grid.sigma[i + 1], lam[i + 1] - lam[i], lam_hist, k, reference_third_order)
+        w[0] += grid.sigma[i + 1]
+        x = end_step(grid, i, lincomb((grid.alpha[i + 1], x0_s), *zip(w, eps_hist)), x0_s, hook, callback)
     return x

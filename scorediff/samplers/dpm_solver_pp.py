@@ -31,13 +31,13 @@ from ._common import (
     Grid,
     Hook,
     call_model,
-    ddim_step,
     denoise_to_zero,
     end_step,
+    lincomb,
     noise_like,
     sampler_info,
 )
-from .dpm_solver import finite_history, grid_log_snr, multistep_order, node_at_log_snr
+from .dpm_solver import difference_weights, finite_history, grid_log_snr, multistep_order, nodes_at_log_snr
 
 
 def _weights(h: float) -> tuple[float, float, float]:
@@ -70,17 +70,17 @@ def multistep_data_update(
     """
     if order == 1:
         return x_t
+    w = _data_weights(alpha_t, h, lam_hist, order, reference_third_order)
+    return lincomb((1.0, x_t), *zip(w, x0_hist))
+
+
+def _data_weights(alpha_t: float, h: float, lam_hist: list[float], order: int, reference_third_order: bool) -> list[float]:
+    """Weights of x0_0, x0_1, ... in the higher-order part of ``multistep_data_update`` (order >= 2)."""
     w1, phi2, phi3 = _weights(h)
-    r0 = (lam_hist[0] - lam_hist[1]) / h
-    d1_0 = (x0_hist[0] - x0_hist[1]) / r0
     if order == 2:
-        return x_t + 0.5 * alpha_t * w1 * d1_0
-    r1 = (lam_hist[1] - lam_hist[2]) / h
-    d1_1 = (x0_hist[1] - x0_hist[2]) / r1
-    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
+        return difference_weights(h, lam_hist, 2, 0.5 * alpha_t * w1)
     c2 = 1.0 if reference_third_order else 2.0
-    return x_t + alpha_t * phi2 * d1 - c2 * alpha_t * phi3 * d2
+    return difference_weights(h, lam_hist, 3, alpha_t * phi2, -c2 * alpha_t * phi3)
 
 
 def _multistep(denoiser, process, x, ts, callback, hook, order, lower_order_final, reference_third_order=False):
@@ -96,11 +96,13 @@ def _multistep(denoiser, process, x, ts, callback, hook, order, lower_order_fina
         k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
         if not math.isfinite(lam[i]):
             k = 1
-        x_t = ddim_step(grid, x0_s, grid.eps(x, x0_s, i), i)
-        x = multistep_data_update(
-            x_t, grid.alpha[i + 1], lam[i + 1] - lam[i], x0_hist, lam_hist, k, reference_third_order
-        )
-        x = end_step(grid, i, x, x0_s, hook, callback)
+        # DDIM (c x + (alpha_t - c alpha_s) x0_hat, c = sigma_t / sigma_s) plus the weighted history: k + 1 passes
+        w = [0.0] * k
+        if k > 1:
+            w = _data_weights(grid.alpha[i + 1], lam[i + 1] - lam[i], lam_hist, k, reference_third_order)
+        c = grid.sigma[i + 1] / grid.sigma[i]
+        w[0] += grid.alpha[i + 1] - c * grid.alpha[i]
+        x = end_step(grid, i, lincomb((c, x), *zip(w, x0_hist)), x0_s, hook, callback)
     return x
 
 
@@ -132,17 +134,22 @@ def sample_dpm_solver_pp_2s(
         raise ValueError(f"dpm_solver_pp_2s: r must lie in (0, 1], got {r}")
     grid = Grid(process, ts, like=x)
     lam = grid_log_snr(grid)
+    two = [math.isfinite(lam[i]) and not grid.to_zero(i) for i in range(grid.steps)]  # steps with a midpoint
+    mid = iter(nodes_at_log_snr(process, [lam[i] + r * (lam[i + 1] - lam[i]) for i in range(grid.steps) if two[i]]))
     for i in range(grid.steps):
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_s = grid.denoise(denoiser, x, i)
-        eps_s = grid.eps(x, x0_s, i)
-        x_next = ddim_step(grid, x0_s, eps_s, i)
-        if math.isfinite(lam[i]):
-            h = lam[i + 1] - lam[i]
-            t1, a1, s1 = node_at_log_snr(process, lam[i] + r * h)
-            x0_1 = call_model(denoiser, a1 * x0_s + s1 * eps_s, t1)
-            x_next = x_next + grid.alpha[i + 1] * (-math.expm1(-h)) / (2 * r) * (x0_1 - x0_s)
+        if two[i]:
+            # u = a1 x0_s + s1 eps_s and x_t = DDIM + alpha_t (1 - e^{-h}) / (2r) (x0_1 - x0_s), with
+            # eps_s = (x - alpha_s x0_s) / sigma_s expanded: 2 + 3 passes
+            t1, a1, s1 = next(mid)
+            c1, c = s1 / grid.sigma[i], grid.sigma[i + 1] / grid.sigma[i]
+            x0_1 = call_model(denoiser, lincomb((c1, x), (a1 - c1 * grid.alpha[i], x0_s)), t1)
+            k = grid.alpha[i + 1] * (-math.expm1(-(lam[i + 1] - lam[i]))) / (2 * r)
+            x_next = lincomb((c, x), (grid.alpha[i + 1] - c * grid.alpha[i] - k, x0_s), (k, x0_1))
+        else:
+            x_next = grid.ddim(x, x0_s, i)
         x = end_step(grid, i, x_next, x0_s, hook, callback)
     return x
 
@@ -244,10 +251,14 @@ def sample_dpm_solver_pp_2m_sde(
         h = lam[i + 1] - lam[i]
         e_h = math.exp(-h)  # 0 from infinite noise: the step then ignores x_s, as it must
         a_t, s_t = grid.alpha[i + 1], grid.sigma[i + 1]
-        x0_eff = x0_s
+        # noise, then the mean (s_t / s_s) e^{-h} x + a_t (1 - e^{-2h}) x0_eff, x0_eff = x0_s + D1 / 2 in x0_s, x0_1
+        c0 = a_t * (-math.expm1(-2 * h))
+        w = [c0]
         if k == 2 and math.isfinite(lam[i]):
-            x0_eff = x0_s + 0.5 * (x0_s - x0_hist[1]) / ((lam[i] - lam_hist[1]) / h)
-        mean = (s_t / grid.sigma[i] * e_h) * x + a_t * (-math.expm1(-2 * h)) * x0_eff
-        x = mean + s_t * math.sqrt(-math.expm1(-2 * h)) * noise_like(x, generator)
-        x = end_step(grid, i, x, x0_s, hook, callback)
+            w = difference_weights(h, lam_hist, 2, 0.5 * c0)
+            w[0] += c0
+        x_next = noise_like(x, generator, s_t * math.sqrt(-math.expm1(-2 * h))).add_(x, alpha=s_t / grid.sigma[i] * e_h)
+        for wj, mj in zip(w, x0_hist):
+            x_next.add_(mj, alpha=wj)
+        x = end_step(grid, i, x_next, x0_s, hook, callback)
     return x

@@ -35,9 +35,9 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
-    ddim_step,
     denoise_to_zero,
     end_step,
+    lincomb,
     noise_like,
     sampler_info,
 )
@@ -63,26 +63,32 @@ def _edm(denoiser, process, x, ts, generator, callback, hook, heun, s_churn, s_t
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         if grid.infinite(i):
             x0_hat = grid.denoise(denoiser, x, i)
-            x = end_step(grid, i, ddim_step(grid, x0_hat, grid.eps(x, x0_hat, i), i), x0_hat, hook, callback)
+            x = end_step(grid, i, grid.ddim(x, x0_hat, i), x0_hat, hook, callback)
             continue
         a_i, st_i = grid.alpha[i], grid.sigma_tilde[i]
-        xt = x / a_i  # x~
         gamma = gamma_max if s_tmin <= st_i <= s_tmax else 0.0
+        # x~ = b * base: without churn x~ = x / alpha_i is never formed (the steps below are linear in it)
         if gamma > 0:
             t_hat, a_hat, st_hat = _churn_time(grid, i, gamma)
-            xt = xt + math.sqrt(max(st_hat**2 - st_i**2, 0.0)) * s_noise * noise_like(xt, generator)
+            base = noise_like(x, generator, math.sqrt(max(st_hat**2 - st_i**2, 0.0)) * s_noise).add_(x, alpha=1 / a_i)
+            b = 1.0
+            x0_hat = denoiser(a_hat * base, t_hat)
         else:
             t_hat, a_hat, st_hat = grid.tb[i], a_i, st_i
-        x0_hat = denoiser(a_hat * xt, t_hat)
-        d = (xt - x0_hat) / st_hat
+            base, b = x, 1 / a_i
+            x0_hat = denoiser(x, t_hat)
         st_next, a_next = grid.sigma_tilde[i + 1], grid.alpha[i + 1]
-        xt_next = xt + (st_next - st_hat) * d
+        # Euler: x~_{i+1} = x~ + (sigma~_{i+1} - sigma~_hat) (x~ - x0_hat) / sigma~_hat, times alpha_{i+1}
+        q = st_next / st_hat
+        x_next = lincomb((a_next * b * q, base), (a_next * (1 - q), x0_hat))
         if heun:
-            x0_next = denoiser(a_next * xt_next, grid.tb[i + 1])
-            d_next = (xt_next - x0_next) / st_next
-            xt_next = xt + (st_next - st_hat) * 0.5 * (d + d_next)
+            # Heun: alpha_{i+1} (x~ + delta (d + d') / 2) with d' = (x_next / alpha_{i+1} - x0_next) / sigma~_{i+1},
+            # delta = sigma~_{i+1} - sigma~_hat, rewritten in x_next, x~ and x0_next (three passes)
+            x0_next = denoiser(x_next, grid.tb[i + 1])
+            r = (st_next - st_hat) / st_next
+            x_next = lincomb((0.5 + 0.5 * r, x_next), (0.5 * a_next * b, base), (-0.5 * a_next * r, x0_next))
             x0_hat = x0_next
-        x = end_step(grid, i, a_next * xt_next, x0_hat, hook, callback)
+        x = end_step(grid, i, x_next, x0_hat, hook, callback)
     return x
 
 

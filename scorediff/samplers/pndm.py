@@ -43,9 +43,9 @@ from ._common import (
     Grid,
     Hook,
     call_model,
-    ddim_step,
     denoise_to_zero,
     end_step,
+    lincomb,
     sampler_info,
 )
 
@@ -67,22 +67,25 @@ def adams_bashforth_weights(nodes: list[float], target: float) -> list[float]:
     return torch.linalg.solve(vander, moments).tolist()
 
 
-class _Transfer:
-    """DDIM's transfer phi(x_s, eps', s -> t) from a node s where the model's own x0_hat_s, eps_hat_s are known."""
+def _ab_weights_many(node_lists: list[list[float]], targets: list[float]) -> list[list[float]]:
+    """``adams_bashforth_weights`` for many steps at once: one batched solve per number of nodes."""
+    out: list[list[float]] = [[] for _ in node_lists]
+    for k in sorted({len(n) for n in node_lists}):
+        idx = [j for j, n in enumerate(node_lists) if len(n) == k]
+        nodes = torch.tensor([node_lists[j] for j in idx], dtype=torch.float64)  # (m, k), newest first
+        target = torch.tensor([targets[j] for j in idx], dtype=torch.float64)
+        u = (nodes - nodes[:, :1]) / (target - nodes[:, 0]).unsqueeze(1)
+        vander = u.unsqueeze(1) ** torch.arange(k, dtype=torch.float64).view(1, k, 1)  # [m, row p, col j] = u_j^p
+        moments = 1.0 / torch.arange(1, k + 1, dtype=torch.float64)  # int_0^1 u^p du
+        w = torch.linalg.solve(vander, moments.expand(len(idx), k)).tolist()
+        for j, wj in zip(idx, w):
+            out[j] = wj
+    return out
 
-    def __init__(self, x0_s: Tensor, eps_s: Tensor, rho_s: float):
-        self.x0_s, self.eps_s, self.rho_s = x0_s, eps_s, rho_s
 
-    def __call__(self, eps: Tensor, alpha_t: float, sigma_t: float) -> Tensor:
-        x = alpha_t * self.x0_s + sigma_t * self.eps_s
-        if eps is self.eps_s:
-            return x
-        rho_t = sigma_t / alpha_t
-        return x + alpha_t * (rho_t - self.rho_s) * (eps - self.eps_s)
-
-
-def _eps_at(denoiser: Denoiser, x: Tensor, t: float, alpha: float, sigma: float) -> Tensor:
-    return (x - alpha * call_model(denoiser, x, t)) / sigma
+def _eps_at(denoiser: Denoiser, x: Tensor, t: Tensor | float, alpha: float, sigma: float) -> Tensor:
+    """eps_hat = (x - alpha D(x, t)) / sigma, two passes."""
+    return lincomb((1.0 / sigma, x), (-alpha / sigma, call_model(denoiser, x, t)))
 
 
 def _midpoint(process: Process, grid: Grid, i: int, variable_step: bool) -> tuple[float, float, float]:
@@ -96,37 +99,58 @@ def _midpoint(process: Process, grid: Grid, i: int, variable_step: bool) -> tupl
 
 
 def _pseudo(denoiser, process, x, ts, callback, hook, variable_step, start):
+    """The pseudo numerical loop. DDIM's transfer phi(x_s, eps', s -> t) is computed as
+    (alpha_t / alpha_s) x_s + alpha_t (sigma~_t - sigma~_s) eps' (the same value: y_t = y_s + (sigma~_t - sigma~_s) eps'
+    in y = x / alpha), so a step is one linear combination of x_s and the stored noise predictions."""
     grid = Grid(process, ts, like=x)
+    # the plan of the run, fixed by the grid: per step its kind and its history length (finite sigma~ nodes only)
+    kinds, n_hist = [], 0
+    for i in range(grid.steps):
+        if grid.to_zero(i) or grid.infinite(i):
+            kinds.append("ddim")
+            continue
+        n_hist = min(n_hist + 1, 4)
+        if start == "rk" and n_hist < 4:
+            kinds.append("rk")
+        elif start == "heun" and n_hist == 1:
+            kinds.append("heun")
+        else:
+            kinds.append(n_hist)
+    ab = [i for i, kd in enumerate(kinds) if isinstance(kd, int)]
+    if variable_step:
+        st = grid.sigma_tilde
+        w_ab = _ab_weights_many([[st[i - j] for j in range(kinds[i])] for i in ab], [st[i + 1] for i in ab])
+    else:
+        w_ab = [_AB[kinds[i]] for i in ab]
+    weights = dict(zip(ab, w_ab))
     eps_hist: list[Tensor] = []  # noise predictions at earlier grid nodes, newest first (finite sigma~ only)
-    rho_hist: list[float] = []
     for i in range(grid.steps):
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_s = grid.denoise(denoiser, x, i)
-        eps_s = grid.eps(x, x0_s, i)
-        a_t, s_t = grid.alpha[i + 1], grid.sigma[i + 1]
-        if grid.infinite(i):  # DDIM from pure noise; its eps is no history for a step in sigma~
-            x = end_step(grid, i, ddim_step(grid, x0_s, eps_s, i), x0_s, hook, callback)
+        if kinds[i] == "ddim":  # DDIM from pure noise; its eps is no history for a step in sigma~
+            x = end_step(grid, i, grid.ddim(x, x0_s, i), x0_s, hook, callback)
             continue
-        rho_s = grid.sigma_tilde[i]
-        phi = _Transfer(x0_s, eps_s, rho_s)
-        eps_hist, rho_hist = [eps_s, *eps_hist][:4], [rho_s, *rho_hist][:4]
-        if start == "rk" and len(eps_hist) < 4:
+        eps_s = grid.eps(x, x0_s, i)
+        eps_hist = [eps_s, *eps_hist][:4]
+        a_s, rho_s = grid.alpha[i], grid.sigma_tilde[i]
+        a_t, s_t = grid.alpha[i + 1], grid.sigma[i + 1]
+        g_t = a_t * (grid.sigma_tilde[i + 1] - rho_s)  # phi(x, eps', s -> t) = (a_t / a_s) x + g_t eps'
+        if kinds[i] == "rk":
             # pseudo Runge-Kutta (eq. 13): midpoint m, four evaluations
             t_m, a_m, s_m = _midpoint(process, grid, i, variable_step)
-            e2 = _eps_at(denoiser, phi(eps_s, a_m, s_m), t_m, a_m, s_m)
-            e3 = _eps_at(denoiser, phi(e2, a_m, s_m), t_m, a_m, s_m)
-            e4 = _eps_at(denoiser, phi(e3, a_t, s_t), grid.t[i + 1], a_t, s_t)
-            eps_prime = (eps_s + 2 * e2 + 2 * e3 + e4) / 6
-        elif start == "heun" and len(eps_hist) == 1:
+            g_m = a_m * (s_m / a_m - rho_s)
+            e2 = _eps_at(denoiser, lincomb((a_m / a_s, x), (g_m, eps_s)), t_m, a_m, s_m)
+            e3 = _eps_at(denoiser, lincomb((a_m / a_s, x), (g_m, e2)), t_m, a_m, s_m)
+            e4 = _eps_at(denoiser, lincomb((a_t / a_s, x), (g_t, e3)), grid.tb[i + 1], a_t, s_t)
+            terms = [(g_t / 6, eps_s), (g_t / 3, e2), (g_t / 3, e3), (g_t / 6, e4)]
+        elif kinds[i] == "heun":
             # pseudo improved Euler: average the noise predictions at both ends of the DDIM step
-            e1 = _eps_at(denoiser, phi(eps_s, a_t, s_t), grid.t[i + 1], a_t, s_t)
-            eps_prime = 0.5 * (eps_s + e1)
-        else:
-            k = len(eps_hist)
-            w = adams_bashforth_weights(rho_hist, s_t / a_t) if variable_step else _AB[k]
-            eps_prime = sum(wj * ej for wj, ej in zip(w, eps_hist))
-        x = end_step(grid, i, phi(eps_prime, a_t, s_t), x0_s, hook, callback)
+            e1 = _eps_at(denoiser, lincomb((a_t / a_s, x), (g_t, eps_s)), grid.tb[i + 1], a_t, s_t)
+            terms = [(0.5 * g_t, eps_s), (0.5 * g_t, e1)]
+        else:  # pseudo linear multistep: eps' = sum_j w_j eps_j
+            terms = [(g_t * wj, ej) for wj, ej in zip(weights[i], eps_hist)]
+        x = end_step(grid, i, lincomb((a_t / a_s, x), *terms), x0_s, hook, callback)
     return x
 
 

@@ -27,6 +27,7 @@ from ._common import (
     ancestral_coefficients,
     denoise_to_zero,
     end_step,
+    lincomb,
     noise_like,
     sampler_info,
 )
@@ -35,8 +36,9 @@ from ._common import (
 def ancestral_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: bool = True) -> Tensor:
     """x_s ~ q(x_s | x_t, x0_hat) between nodes i and i + 1 (the DDPM posterior, variance beta_tilde)."""
     c0, ct, var = ancestral_coefficients(grid, i)
-    x = c0 * x0_hat + ct * x
-    return x + math.sqrt(var) * noise_like(x, generator) if noise else x
+    if not noise:
+        return lincomb((c0, x0_hat), (ct, x))
+    return noise_like(x, generator, math.sqrt(var)).add_(x0_hat, alpha=c0).add_(x, alpha=ct)
 
 
 def drift_diffusion(grid: Grid, i: int) -> tuple[float, float]:
@@ -50,9 +52,12 @@ def em_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: boo
     """One Euler-Maruyama step of the reverse SDE from node i to i + 1."""
     f, g2 = drift_diffusion(grid, i)
     h = grid.t[i] - grid.t[i + 1]
-    score = (grid.alpha[i] * x0_hat - x) / grid.sigma[i] ** 2
-    x = x - (f * x - g2 * score) * h
-    return x + math.sqrt(max(g2, 0.0) * h) * noise_like(x, generator) if noise else x
+    # x - (f x - g^2 score) h with score = (alpha x0_hat - x) / sigma^2, as one combination of x and x0_hat
+    k = g2 * h / grid.sigma[i] ** 2
+    cx, c0 = 1 - f * h - k, k * grid.alpha[i]
+    if not noise:
+        return lincomb((cx, x), (c0, x0_hat))
+    return noise_like(x, generator, math.sqrt(max(g2, 0.0) * h)).add_(x, alpha=cx).add_(x0_hat, alpha=c0)
 
 
 @sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform",

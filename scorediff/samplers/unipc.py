@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..processes.base import Process
-from ._common import Callback, Denoiser, Grid, Hook, ddim_step, denoise_to_zero, end_step, sampler_info
+from ._common import Callback, Denoiser, Grid, Hook, denoise_to_zero, end_step, lincomb, sampler_info
 from .dpm_solver import finite_history, grid_log_snr, multistep_order
 
 VARIANTS = ("bh1", "bh2")
@@ -48,11 +48,29 @@ def _rhs(h: float, order: int, variant: str) -> tuple[float, list[float]]:
 
 
 def _solve(rks: list[float], b: list[float]) -> list[float]:
-    """rho with sum_k rho_k r_k^{j-1} = b_j, j = 1..len(b) (UniPC's R rho = b)."""
+    """rho with sum_k rho_k r_k^{j-1} = b_j, j = 1..len(b) (UniPC's R rho = b), in float64 Python floats.
+
+    The 2 x 2 system (order 2 with the corrector) in closed form; larger ones by Gaussian elimination with
+    partial pivoting (a few nodes, so no library call per step).
+    """
     n = len(b)
-    r = torch.tensor(rks[:n], dtype=torch.float64)
-    R = torch.stack([r**j for j in range(n)])
-    return torch.linalg.solve(R, torch.tensor(b, dtype=torch.float64)).tolist()
+    if n == 1:
+        return [b[0]]
+    if n == 2:  # rho_1 + rho_2 = b_1, r_1 rho_1 + r_2 rho_2 = b_2
+        r1, r2 = rks[0], rks[1]
+        rho2 = (b[1] - r1 * b[0]) / (r2 - r1)
+        return [b[0] - rho2, rho2]
+    a = [[rks[k] ** j for k in range(n)] + [b[j]] for j in range(n)]
+    for c in range(n):
+        piv = max(range(c, n), key=lambda j: abs(a[j][c]))
+        a[c], a[piv] = a[piv], a[c]
+        for j in range(c + 1, n):
+            f = a[j][c] / a[c][c]
+            a[j] = [u - f * v for u, v in zip(a[j], a[c])]
+    rho = [0.0] * n
+    for c in range(n - 1, -1, -1):
+        rho[c] = (a[c][n] - sum(a[c][k] * rho[k] for k in range(c + 1, n))) / a[c][c]
+    return rho
 
 
 def _unipc(denoiser, process, x, ts, callback, hook, order, variant, corrector, lower_order_final):
@@ -72,29 +90,33 @@ def _unipc(denoiser, process, x, ts, callback, hook, order, variant, corrector, 
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_i = grid.denoise(denoiser, x, i)
         if corrector and x_last is not None and math.isfinite(lam[i - 1]):
-            # UniC-k_last: re-solve step i-1 -> i with x0_i at the new point (r = 1)
+            # UniC-k_last: re-solve step i-1 -> i with x0_i at the new point (r = 1):
+            # x = DDIM(x_last, m_0) - alpha_i B(h) (sum_k rho_k (m_k - m_0) / r_k + rho_c (x0_i - m_0)),
+            # one combination of x_last, the history m_k and x0_i (a sampler-owned tensor, never handed out)
             h = lam[i] - lam[i - 1]
             n_hist = min(k_last - 1, finite_history(lam_hist[1:]))
             rks = [(lam_hist[j] - lam_hist[0]) / h for j in range(1, n_hist + 1)] + [1.0]
-            diffs = [(x0_hist[j] - x0_hist[0]) / rks[j - 1] for j in range(1, n_hist + 1)] + [x0_i - x0_hist[0]]
             b_h, b = _rhs(h, n_hist + 1, variant)
             rho = [0.5] if n_hist == 0 else _solve(rks, b)
-            eps_last = (x_last - grid.alpha[i - 1] * x0_hist[0]) / grid.sigma[i - 1]
-            x = grid.alpha[i] * x0_hist[0] + grid.sigma[i] * eps_last
-            x = x - grid.alpha[i] * b_h * sum(rk * d for rk, d in zip(rho, diffs))
+            g = -grid.alpha[i] * b_h
+            c = grid.sigma[i] / grid.sigma[i - 1]
+            w = [g * rk / r for rk, r in zip(rho, rks)]  # weights of m_1 .. m_n_hist, then of x0_i
+            x = lincomb((c, x_last), (grid.alpha[i] - c * grid.alpha[i - 1] - sum(w), x0_hist[0]),
+                        *zip(w[:-1], x0_hist[1:]), (w[-1], x0_i))
         x0_hist, lam_hist = [x0_i, *x0_hist][:order], [lam[i], *lam_hist][:order]
         k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
         if not math.isfinite(lam[i]):
             k = 1
-        # UniP-k: predict node i + 1 from x0_i and k - 1 earlier outputs
-        x_next = ddim_step(grid, x0_i, grid.eps(x, x0_i, i), i)
+        # UniP-k: predict node i + 1 from x0_i and k - 1 earlier outputs, as one combination (k + 1 passes)
+        c = grid.sigma[i + 1] / grid.sigma[i]
+        w = []
         if k > 1:
             h = lam[i + 1] - lam[i]
-            rks = [(lam_hist[j] - lam[i]) / h for j in range(1, k)] + [1.0]
-            diffs = [(x0_hist[j] - x0_i) / rks[j - 1] for j in range(1, k)]
+            rks = [(lam_hist[j] - lam[i]) / h for j in range(1, k)]
             b_h, b = _rhs(h, k, variant)
-            rho = [0.5] if k == 2 else _solve(rks[:-1], b[:-1])
-            x_next = x_next - grid.alpha[i + 1] * b_h * sum(rk * d for rk, d in zip(rho, diffs))
+            rho = [0.5] if k == 2 else _solve(rks, b[:-1])
+            w = [-grid.alpha[i + 1] * b_h * rk / r for rk, r in zip(rho, rks)]  # weights of m_1 .. m_{k-1}
+        x_next = lincomb((c, x), (grid.alpha[i + 1] - c * grid.alpha[i] - sum(w), x0_i), *zip(w, x0_hist[1:]))
         x_last, k_last = x, k
         x = end_step(grid, i, x_next, x0_i, hook, callback)
     return x

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,  # seeds every generator: data order, time t, noise, augmentation, dropout
     "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     "precision": "fp32",  # "fp32" | "bf16" | "fp16" (autocast; fp16 uses a GradScaler)
+    "threads": None,  # CPU intra-op threads (torch.set_num_threads); null: torch's default
     "data": {
         "name": "digits",  # scorediff.data.make(name, **options)
         "options": FREE(),
@@ -119,6 +120,8 @@ def _validate_values(cfg: dict) -> None:
         positive("optim.grad_clip", o["grad_clip"], allow_zero=True)
     if not (isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"])):
         raise ValueError(f"config optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    if cfg["threads"] is not None and (not isinstance(cfg["threads"], int) or cfg["threads"] < 1):
+        raise ValueError(f"threads must be a positive integer or null, got {cfg['threads']!r}")
     if cfg["precision"] not in PRECISIONS:
         raise ValueError(f"config precision {cfg['precision']!r} unknown; one of: {', '.join(PRECISIONS)}")
     e = cfg["ema"]

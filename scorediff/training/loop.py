@@ -223,6 +223,8 @@ class Trainer:
     def __init__(self, config: dict, out: str | Path, resume: bool = False, components: Components | None = None):
         self.world, self.device = ddp.setup(config.get("device", "auto"))
         self.cfg = cfg = config_mod.resolve(config)
+        if cfg["threads"] is not None:
+            torch.set_num_threads(cfg["threads"])
         self.out = Path(out)
         self.is_main = self.world.is_main
         resuming = resume and ckpt.has_checkpoint(self.out)
