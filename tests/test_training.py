@@ -143,6 +143,37 @@ def test_resume_is_bit_exact(tmp_path):
     assert not all(torch.equal(init[k], final[k]) for k in final)
 
 
+def test_label_dropout_trains_the_null_label_and_resumes_exactly(tmp_path):
+    """Classifier-free guidance training: with net.label_dropout = p about a fraction p of the labels the
+    network sees are the null label -1 and the rest are the data's own labels; the draws come from the
+    saved loss generator, so a stopped run still resumes bit for bit."""
+    cfg = tiny_points(**{"net.class_conditional": True, "net.label_dropout": 0.5, "optim.steps": 4})
+    tr = Trainer(cfg, tmp_path / "seen")
+    tr._signals.received = None
+    seen, forward = [], tr.net.forward
+
+    def spy(x, noise_input, y=None):
+        seen.append(y.clone())
+        return forward(x, noise_input, y)
+
+    tr.net.forward = spy
+    for _ in range(3):
+        tr.train_step()
+    y = torch.cat(seen)
+    null = (y == -1).float().mean().item()
+    assert 0.4 < null < 0.6, null  # 3 x 64 labels: binomial s.e. 0.036
+    assert set(y[y >= 0].tolist()) <= set(range(8)) and len(set(y[y >= 0].tolist())) > 1
+    straight = train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b", stop_after=2)
+    resumed = train(cfg, tmp_path / "b", resume=True)
+    assert straight.step == resumed.step == 4
+    assert_same_files(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(ValueError, match="needs net.class_conditional"):
+        config.resolve({}, ["net.label_dropout=0.1"])
+    with pytest.raises(ValueError, match=r"label_dropout must be a probability in \[0, 1\), got 1"):
+        config.resolve({}, ["net.class_conditional=true", "net.label_dropout=1"])
+
+
 def test_existing_run_needs_resume(tmp_path):
     train(tiny_points(**{"optim.steps": 2}), tmp_path / "r")
     with pytest.raises(ValueError, match="already holds a checkpoint; pass --resume"):

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "config": None,  # a full network config instead of a preset
         "overrides": FREE(),
         "class_conditional": False,  # feed the data's labels y to the network
+        "label_dropout": 0.0,  # probability of training on the null label instead (classifier-free guidance)
     },
     "optim": {  # AdamW with linear warm-up
         "lr": 2e-4,
@@ -120,6 +121,11 @@ def _validate_values(cfg: dict) -> None:
         positive("optim.grad_clip", o["grad_clip"], allow_zero=True)
     if not (isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"])):
         raise ValueError(f"config optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    p_drop = cfg["net"]["label_dropout"]
+    if not (isinstance(p_drop, (int, float)) and 0 <= p_drop < 1):
+        raise ValueError(f"config net.label_dropout must be a probability in [0, 1), got {p_drop!r}")
+    if p_drop > 0 and not cfg["net"]["class_conditional"]:
+        raise ValueError("config net.label_dropout > 0 needs net.class_conditional = true (there are no labels to drop)")
     if cfg["threads"] is not None and (not isinstance(cfg["threads"], int) or cfg["threads"] < 1):
         raise ValueError(f"threads must be a positive integer or null, got {cfg['threads']!r}")
     if cfg["precision"] not in PRECISIONS:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import parameterizations, processes
+from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
 from . import config as config_mod
@@ -295,6 +296,15 @@ class Trainer:
         if out.shape != x.shape:
             raise ValueError(f"network output shape {tuple(out.shape[1:])} differs from the data shape {self.shape}")
 
+    def _drop(self, y: Tensor) -> Tensor:
+        """Classifier-free guidance training (Ho & Salimans 2022): each label becomes the null label with
+        probability ``net.label_dropout``, drawn from the loss generator (so resume stays exact)."""
+        p = self.cfg["net"]["label_dropout"]
+        if p <= 0 or not self.cfg["net"]["class_conditional"]:
+            return y
+        keep = torch.rand(y.shape, generator=self.gen_loss, device=self.gen_loss.device) >= p
+        return torch.where(keep.to(y.device), y, torch.full_like(y, NULL_LABEL))
+
     def _cond(self, y: Tensor | None) -> dict:
         return {"y": y} if (self.cfg["net"]["class_conditional"] and y is not None) else {}
 
@@ -328,7 +338,7 @@ class Trainer:
                 sync = self.train_net.no_sync()  # all-reduce gradients once, on the last micro-batch
             with sync:
                 with _autocast(self.device, self.precision):
-                    loss = self.loss_fn(self.denoiser, x, generator=self.gen_loss, **self._cond(y)).float().mean()
+                    loss = self.loss_fn(self.denoiser, x, generator=self.gen_loss, **self._cond(self._drop(y))).float().mean()
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.detach() / accum
