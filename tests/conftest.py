@@ -1,3 +1,7 @@
+import os
+import socket
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -29,3 +33,15 @@ def interior_times(process, n=9, lo=0.05, hi=0.95, dtype=torch.float64):
     """n times strictly inside (t_min, t_max), spaced in the process's own time (avoids grid points)."""
     frac = torch.linspace(lo, hi, n, dtype=dtype) + 0.0137
     return process.t_min + frac * (process.t_max - process.t_min) * 0.98
+
+
+def env_one_thread() -> dict:
+    """The environment for a subprocess (torchrun workers): one OpenMP thread, this checkout importable."""
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,9 +4,7 @@ and that a toy run actually learns (sliced W2 to the exact mixture against the u
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import env_one_thread, free_port
 from safetensors.torch import load_file
 
 import scorediff.training.checkpoint as ckpt
@@ -23,10 +22,6 @@ from scorediff.training import NonFiniteLossError, Trainer, config, load_run, tr
 from scorediff.training.loop import build
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def env_one_thread() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def tiny_images(path: Path, **over) -> dict:
@@ -291,18 +286,12 @@ save_file({k: v.contiguous() for k, v in tr.ema.model.state_dict().items()}, os.
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_identical_replicas_rank0_writes(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(DDP_SCRIPT)
     cfg = tiny_points(**{"optim.steps": 4, "optim.grad_accum": 2, "ckpt.every": 2})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(script), json.dumps(cfg), str(tmp_path)]
+           "--master_port", str(free_port()), str(script), json.dumps(cfg), str(tmp_path)]
     res = subprocess.run(cmd, env=env_one_thread(), capture_output=True, timeout=180)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     for name in ("weights", "ema"):
