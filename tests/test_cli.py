@@ -63,6 +63,16 @@ def test_sample_image_run_writes_a_grid(tmp_path, capsys):
     assert Image.open(tmp_path / "g.png").mode == "L"
 
 
+def test_ncsn_config_trains_and_samples_with_annealed_langevin(tmp_path, capsys):
+    out = tmp_path / "ncsn"
+    assert main(["train", "ncsn-2d", "--out", str(out), "--set", "optim.steps=3", "--set", "log.progress=false",
+                 "--set", "sample.num=16", "--set", "sample.options.n_steps_each=2", "--set", "data.options.n=500"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["process"]["options"]["levels"] == 11 and cfg["sample"]["sampler"] == "annealed_langevin"
+    assert main(["sample", str(out), "--num", "20", "--option", "n_steps_each=3", "--out", str(tmp_path / "s.png")]) == 0
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (20, 2)
+
+
 def test_presets_lists_parameter_counts(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -80,6 +90,9 @@ def test_presets_lists_parameter_counts(capsys):
         (["train", "toy2d", "--set", "optim.batch_size=-3"], "optim.batch_size must be a positive integer"),
         (["train", "no-such-config"], "neither a file nor a packaged config"),
         (["sample", "RUN", "--num", "0"], "--num must be >= 1"),
+        (["sample", "RUN", "--option", "eta"], "--option expects KEY=VALUE, got 'eta'"),
+        (["sample", "RUN", "--option", "bogus=1"], "unknown option(s) bogus"),
+        (["sample", "RUN", "--schedule", "cubic"], "unknown; one of"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, toy_run, tmp_path, capsys):
@@ -92,7 +105,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, toy_run, tmp_path, caps
 
 
 def test_every_command_has_help(capsys):
-    for cmd in ("train", "sample", "presets"):
+    for cmd in ("train", "sample", "presets", "samplers", "likelihood", "bench"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 HELP = "draw samples from a trained run: a PNG grid (images) or scatter plot (2-D points) plus an .npz"
@@ -12,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a run folder written by `scorediff train`")
     parser.add_argument("--sampler", default=None, help="a sampler name (see `scorediff samplers`); default: the run's")
     parser.add_argument("--steps", type=int, default=None, help="number of sampler steps; default: the run's")
+    parser.add_argument("--schedule", default=None, help="time grid name (see scorediff.schedules); default: the sampler's")
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a sampler option, repeatable, value parsed as JSON (e.g. --option eta=1.0, "
+                             "--option s_churn=40, --option rtol=1e-4)")
     parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=None, help="output picture (.png); the raw samples go beside it as .npz "
@@ -39,7 +44,17 @@ def run(args: argparse.Namespace) -> int:
     r = load_run(args.run, ema=not args.raw, device=args.device)
     sampler = args.sampler or r.config["sample"]["sampler"]
     steps = args.steps or int(r.config["sample"]["steps"])
-    options = r.config["sample"]["options"] if sampler == r.config["sample"]["sampler"] else {}
+    options = dict(r.config["sample"]["options"]) if sampler == r.config["sample"]["sampler"] else {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if args.schedule is not None:
+        options["schedule"] = args.schedule
     num_classes = int(r.info.get("num_classes") or 0)
     if args.label is not None:
         if not r.class_conditional:
