@@ -16,12 +16,12 @@ import sys
 
 import pytest
 import torch
-from conftest import env_one_thread, free_port
 
 import scorediff.processes as P
 from scorediff.analytic import GaussianMixture, mixture64, ring2d
 from scorediff.likelihood import bits_per_dim, decode, encode, log_likelihood, round_trip, to_model_space
 from scorediff.losses import ddpm_vlb
+from tests.conftest import env_one_thread, free_port
 
 F64 = torch.float64
 ODE_PROCESSES = [("vp", {}), ("vp", {"schedule": "cosine"}), ("sub-vp", {}), ("ve", {}), ("edm", {}), ("flow", {})]

@@ -4,9 +4,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import scorediff.processes as P
-from tests.conftest import interior_times
+from tests.conftest import PROCESS_SPECS, interior_times
 
 
 def test_derivatives_match_autograd(process):
@@ -169,3 +171,24 @@ def test_bad_input_errors():
         P.make("flow", beta_min=0.1)
     with pytest.raises(ValueError, match="sigma_min"):
         P.make("ve", sigma_min=10, sigma_max=1)
+
+
+# -- property-based: any time, any process ---------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=st.sampled_from(PROCESS_SPECS), frac=st.floats(0.01, 0.99))
+def test_log_snr_inverse_and_eps_round_trip_at_any_time(spec, frac):
+    """At an arbitrary time (hypothesis draws it, shrinking to the failing one): t_of_log_snr inverts log_snr,
+    and x0 -> eps -> x0 through the process's alpha, sigma is exact to float64 rounding."""
+    import scorediff.parameterizations as PZ
+
+    _, name, opts = spec
+    p = P.make(name, **opts)
+    t = torch.tensor([p.t_min + frac * (p.t_max - p.t_min)], dtype=torch.float64)
+    torch.testing.assert_close(p.t_of_log_snr(p.log_snr(t)), t, rtol=1e-7, atol=1e-9)
+    x0 = torch.linspace(-2, 2, 6, dtype=torch.float64).reshape(1, 6)
+    eps = torch.linspace(1, -1, 6, dtype=torch.float64).reshape(1, 6)
+    xt = p.marginal(x0, t, eps)
+    a, s = PZ.coefficients(p, t, xt)[:2]
+    torch.testing.assert_close(PZ.x0_from_eps(xt, PZ.eps_from_x0(xt, x0, a, s), a, s), x0, rtol=1e-9, atol=1e-9)

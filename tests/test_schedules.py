@@ -8,7 +8,7 @@ import torch
 import scorediff.processes as P
 from scorediff import schedules
 
-CONTINUOUS = ("uniform", "logsnr", "karras", "quadratic")
+CONTINUOUS = ("uniform", "logsnr", "karras", "quadratic", "logsnr_cosine")
 
 
 def sigma_tilde(process, ts):
@@ -66,6 +66,27 @@ def test_logsnr_infinite_noise(name, opts):
     lam = p.log_snr(ts[1:])
     assert math.isclose(float(lam[0]), -5.0, abs_tol=1e-8)
     assert torch.allclose(lam, torch.linspace(-5.0, float(p.log_snr(torch.tensor(p.t_min, dtype=torch.float64))), 10, dtype=torch.float64), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["vp-discrete", "edm", "flow"])
+def test_logsnr_cosine_closed_form(name):
+    # weight 0: uniform in the cosine schedule's time u = (2 / pi) arctan(e^{(lambda - c) / 2}) between the ends
+    # (closed-form inverse lambda = c + 2 log tan(pi u / 2)); weight 1: the logsnr grid; in between, the mixture's
+    # CDF w (lambda - lo) / (hi - lo) + (1 - w) (u(lambda) - u(lo)) / (u(hi) - u(lo)) is i / (N - 1) at node i.
+    p, n = P.make(name), 9
+    first = 1 if name == "flow" else 0  # flow: ts[0] = t_max at lambda = -inf, the rest from lambda_min = -6
+    lam = p.log_snr(schedules.make("logsnr_cosine", n - 1 + first, p, weight=0.0, center=0.5)[first:])
+    lo, hi = float(lam[0]), float(lam[-1])
+    u_of = lambda x: (2 / math.pi) * torch.atan(torch.exp((torch.as_tensor(x, dtype=torch.float64) - 0.5) / 2))
+    u = torch.linspace(float(u_of(lo)), float(u_of(hi)), n, dtype=torch.float64)
+    assert torch.allclose(lam, 0.5 + 2 * torch.log(torch.tan(math.pi * u / 2)), atol=1e-7)
+    assert torch.allclose(schedules.make("logsnr_cosine", 12, p, weight=1.0), schedules.make("logsnr", 12, p), atol=1e-9)
+    lam = p.log_snr(schedules.make("logsnr_cosine", n - 1 + first, p)[first:])  # default: weight 1/2, center 0
+    u_lam = u_of(lam + 0.5)  # u with center 0
+    cdf = 0.5 * (lam - lo) / (hi - lo) + 0.5 * (u_lam - u_lam[0]) / (u_lam[-1] - u_lam[0])
+    assert torch.allclose(cdf, torch.linspace(0, 1, n, dtype=torch.float64), atol=1e-7)
+    with pytest.raises(ValueError, match="weight must lie in"):
+        schedules.make("logsnr_cosine", 5, p, weight=1.5)
 
 
 @pytest.mark.parametrize("name", ["edm", "vp", "ve"])

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import env_one_thread, free_port
 from safetensors.torch import load_file
 
 import scorediff.training.checkpoint as ckpt
 from scorediff import analytic
 from scorediff.training import NonFiniteLossError, Trainer, config, load_run, train
 from scorediff.training.loop import build
+from tests.conftest import env_one_thread, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
