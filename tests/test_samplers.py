@@ -143,6 +143,18 @@ def test_runs_on_every_process(name, process, to_zero):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_finite_in_float32_on_every_process(name, process):
+    # float32 at sigma(t_min) ~ 1e-5 is where x - alpha x0_hat rounds to 0 (pc's corrector once gave NaN there)
+    if float(process.sigma(torch.tensor(0.0, dtype=torch.float64))) > 0:
+        opts = {}
+    else:
+        opts = {"schedule_options": {"denoise_to_zero": True}}
+    x = sample(A.ring2d().denoiser(process), process, (64, 2), sampler=name, steps=12, seed=0, dtype=torch.float32,
+               **opts, **FAST.get(name, {}))
+    assert x.dtype == torch.float32 and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_nfe_matches_declaration(name):
     # away from the special steps (uniform grid on linear VP: alpha(t_max) > 0, sigma(t_min) > 0)
     mix, p = A.ring2d(), P.make("vp")
@@ -325,3 +337,20 @@ def test_grid_precomputes_coefficients():
     assert g.alpha[0] == 0 and g.sigma_tilde[0] == math.inf and g.infinite(0) and not g.infinite(1)
     assert g.to_zero(3) and not g.to_zero(2) and g.lam[-1] == math.inf
     assert g.tb[1].shape == (3,) and g.tb[1].dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_tensor_is_written_after_it_is_handed_out(name):
+    """The samplers update their state in place for speed (see _common's "Per-step cost"); that must never
+    reach the caller: the start tensor is left as it was, and every x the callback receives is a distinct
+    tensor that keeps its value for the rest of the run."""
+    mix, p = A.ring2d(), P.make("vp")
+    x = p.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    start = x.clone()
+    seen = []
+    SAMPLERS[name](mix.denoiser(p), p, x, schedules.make(info(name).default_schedule, 6, p),
+                   generator=torch.Generator().manual_seed(1), callback=lambda d: seen.append((d["x"], d["x"].clone())),
+                   **FAST.get(name, {}))
+    assert torch.equal(x, start)
+    assert seen and len({id(a) for a, _ in seen}) == len(seen)
+    assert all(torch.equal(a, b) for a, b in seen)

@@ -40,7 +40,11 @@ def langevin_corrector(denoiser: Denoiser, grid: Grid, i: int, x: Tensor, snr: f
         z = noise_like(x, generator)
         g_norm = g.reshape(g.shape[0], -1).norm(dim=1)
         z_norm = z.reshape(z.shape[0], -1).norm(dim=1)
-        eps = append_dims(2 * (snr * z_norm / g_norm.clamp_min(1e-30)) ** 2, x.ndim)
+        # For data near N(mu, sigma^2) |g| ~ |z| / sigma, so eps ~ 2 snr^2 sigma^2. Where the score vanishes
+        # (in float32 at tiny sigma, x - alpha x0_hat can round to exactly 0) the raw rule gives eps = inf and
+        # NaN; cap eps at 10^4 times that natural scale, i.e. bound |g| below by |z| / (100 sigma_i).
+        g_norm = torch.maximum(g_norm, z_norm / (100 * grid.sigma[i]))
+        eps = append_dims(2 * (snr * z_norm / g_norm) ** 2, x.ndim)
         x = x + eps * g + torch.sqrt(2 * eps) * z
     return x
 
