@@ -13,15 +13,14 @@ Schedules (sigma~ = sigma / alpha, lambda = log(alpha / sigma) = -log sigma~):
                (Karras et al. 2022, eq. 5), in sigma~ so it serves every process.
     quadratic  t_i = t_min + (t_max - t_min) (1 - i/(N-1))^2: dense near the data (DDIM's "quad").
     logsnr_cosine
-               half uniform in lambda, half uniform in the time of the cosine schedule (Nichol & Dhariwal
-               2021: lambda = -2 log tan(pi t / 2), so its node density in lambda is sech((lambda - c) / 2) / (2 pi),
-               the logistic-type density that VDM++, Kingma & Gao 2023, uses as a weighting in lambda). The
-               cosine part puts nodes where x0_hat(lambda) turns fastest for data of unit scale (sigma~ near 1,
-               c = 0: where the modes of the data are told apart, the part of the path whose errors decide
-               which mode a trajectory ends in), the uniform part keeps the low-noise end resolved (fine
-               detail). Options ``weight`` (share of the uniform part, default 1/2; 1 is ``logsnr``, 0 the pure
-               cosine time) and ``center`` (c, default 0). Node density in lambda:
-               w / (lambda_hi - lambda_lo) + (1 - w) sech((lambda - c) / 2) / Z over [lambda_lo, lambda_hi].
+               uniform in lambda below the data scale (lambda >= c, sigma~ <= e^{-c}; default c = 0: sigma~ <= 1,
+               for data of unit scale) and thinned above it like the cosine schedule (Nichol & Dhariwal 2021,
+               whose time t = (2/pi) arctan(e^{-lambda/2}) has density sech(lambda/2) / (2 pi) in lambda): node
+               density in lambda 1 for lambda >= c and sech((lambda - c) / 2) below, continuous at c. Why: below
+               the data scale data has detail at every scale, which a scale-free (uniform in log sigma~) grid
+               resolves evenly; above it x0_hat(lambda) changes by O(sigma_data^2 / sigma~^2) only, so the logsnr
+               grid's equal steps there are wasted, and the cosine thinning (e^{lambda/2} far out) moves those
+               nodes to sigma~ ~ 1, where the modes of the data are told apart. Option ``center`` (c).
     leading, trailing, linspace
                diffusers' ``timestep_spacing`` for a DDPM of T steps (vp-discrete only); diffusers' step k
                in 0..T-1 is our t = (k + 1) / T. These end on clean data like diffusers' schedulers
@@ -104,26 +103,20 @@ def _karras(rho: float):
     return spacing
 
 
-def _cosine_time(weight: float, center: float):
-    """Lambdas whose density mixes uniform (share ``weight``) and the cosine schedule's sech((lambda - c) / 2)."""
+def _cosine_above(center: float):
+    """Lambdas with node density 1 for lambda >= c and sech((lambda - c) / 2) below (closed-form inverse CDF).
+
+    S(lambda) = 4 arctan(e^{(min(lambda, c) - c) / 2}) + max(lambda - c, 0) is an antiderivative of that
+    density (S(c) = pi); the nodes are S^{-1} of m equally spaced values between S(lo) and S(hi).
+    """
+
+    def S(lam: float) -> float:
+        return 4 * math.atan(math.exp((min(lam, center) - center) / 2)) + max(lam - center, 0.0)
 
     def spacing(lo: float, hi: float, m: int) -> Tensor:
-        def cdf_cos(lam: Tensor) -> Tensor:  # CDF of sech((lambda - c) / 2) / (2 pi): (2 / pi) arctan(e^{(lambda - c)/2})
-            return (2 / math.pi) * torch.atan(torch.exp((lam - center) / 2))
-
-        lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
-        c_lo, c_hi = cdf_cos(lo_t), cdf_cos(hi_t)
-
-        def cdf(lam: Tensor) -> Tensor:  # the mixture's CDF on [lo, hi], increasing from 0 to 1
-            return weight * (lam - lo) / (hi - lo) + (1 - weight) * (cdf_cos(lam) - c_lo) / (c_hi - c_lo)
-
-        u = torch.linspace(0, 1, m, dtype=torch.float64)
-        a, b = torch.full_like(u, lo), torch.full_like(u, hi)
-        for _ in range(64):  # bisection: the CDF is strictly increasing, 64 halvings reach float64 precision
-            mid = (a + b) / 2
-            below = cdf(mid) < u
-            a, b = torch.where(below, mid, a), torch.where(below, b, mid)
-        lams = (a + b) / 2
+        a = torch.linspace(S(lo), S(hi), m, dtype=torch.float64)
+        below = center + 2 * torch.log(torch.tan(a.clamp(max=math.pi) / 4))  # a <= pi: the sech part
+        lams = torch.where(a <= math.pi, below, center + (a - math.pi))
         lams[0], lams[-1] = lo, hi
         return lams
 
@@ -154,14 +147,13 @@ def make(
     denoise_to_zero: bool | None = None,
     rho: float = 7.0,
     lambda_min: float = -6.0,
-    weight: float = 0.5,
     center: float = 0.0,
 ) -> Tensor:
     """A float64 grid of ``steps + 1`` times descending from t_max; see the module docstring.
 
     Options: ``denoise_to_zero`` (end at t = 0; default False, True for the discrete spacings),
     ``rho`` (karras), ``lambda_min`` (clip of lambda at t_max for logsnr, karras and logsnr_cosine),
-    ``weight`` and ``center`` (logsnr_cosine).
+    ``center`` (logsnr_cosine: the lambda below which nodes thin out, default 0).
     """
     if name not in SCHEDULES:
         raise unknown("schedule", name, SCHEDULES)
@@ -182,8 +174,6 @@ def make(
     _t_end(process, denoise_to_zero)
     if rho <= 0:
         raise ValueError(f"karras: rho must be > 0, got {rho}")
-    if not 0 <= weight <= 1:
-        raise ValueError(f"logsnr_cosine: weight must lie in [0, 1], got {weight}")
     if not math.isfinite(center):
         raise ValueError(f"logsnr_cosine: center must be a finite lambda, got {center}")
     n = steps if denoise_to_zero else steps + 1  # nodes from t_max to t_min
@@ -196,7 +186,7 @@ def make(
     elif name == "logsnr":
         nodes = _lambda_nodes(process, n, lambda_min, _uniform_lam)
     elif name == "logsnr_cosine":
-        nodes = _lambda_nodes(process, n, lambda_min, _cosine_time(weight, center))
+        nodes = _lambda_nodes(process, n, lambda_min, _cosine_above(center))
     else:  # karras
         nodes = _lambda_nodes(process, n, lambda_min, _karras(rho))
     return _finish(nodes, process, denoise_to_zero, name)

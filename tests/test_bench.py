@@ -104,3 +104,29 @@ def test_cli_bench_samplers_prints_tables(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "nothing"])
     assert main(["bench", "samplers", "--samplers", "dpm++2x"]) == 2
+
+
+def test_bench_options_make_steps_match_nfe_and_rms_is_kept_per_start(ring):
+    # annealed Langevin's default costs 100 calls per level: the benchmark runs it with one Langevin step per
+    # level, so that a target NFE is met (before, every target matched the single denoise-to-zero call, NFE 1)
+    config = bench.our_configs(ring.process, ["default"], ["annealed_langevin"])[0]
+    assert config.sampler == "annealed_langevin n_steps_each=1"
+    row = bench.measure(ring, config, 10)
+    assert row.error is None and row.nfe == 10 and bench.matched(row) and row.rms is None
+    # the rms is the root of the mean of the kept per-start squared errors (for paired comparisons)
+    det = bench.measure(ring, bench.our_configs(ring.process, ["uniform"], ["ddim"])[0], 10)
+    sq = det.extra["rms_sq"]
+    assert sq.shape == (ring.ref.shape[0],) and math.isclose(float(sq.mean().sqrt()), det.rms, rel_tol=1e-12)
+
+
+def test_t_min_grids_end_without_the_denoising_call(ring):
+    # "default@t_min": the sampler's default grid ending at t_min with its own last step (no denoise-to-zero call);
+    # same NFE, and its samples differ from the denoise-to-zero run's
+    zero, at_min = bench.our_configs(ring.process, ["default", "default@t_min"], ["ddim"])
+    assert at_min.grid == zero.grid + "@t_min"
+    a, b = bench.measure(ring, zero, 10), bench.measure(ring, at_min, 10)
+    assert a.nfe == b.nfe == 10 and a.rms != b.rms
+    # the two runs differ in their grids (10 steps to t_min vs 9 steps to t_min and the call there) and last step,
+    # but follow the same ODE: path errors of the same size
+    assert abs(a.rms - b.rms) < 0.5 * a.rms
+    assert bench.our_configs(processes.make("ve"), ["default@t_min"], ["ddim"]) == []  # VE always ends at t_min

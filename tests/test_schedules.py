@@ -70,23 +70,24 @@ def test_logsnr_infinite_noise(name, opts):
 
 @pytest.mark.parametrize("name", ["vp-discrete", "edm", "flow"])
 def test_logsnr_cosine_closed_form(name):
-    # weight 0: uniform in the cosine schedule's time u = (2 / pi) arctan(e^{(lambda - c) / 2}) between the ends
-    # (closed-form inverse lambda = c + 2 log tan(pi u / 2)); weight 1: the logsnr grid; in between, the mixture's
-    # CDF w (lambda - lo) / (hi - lo) + (1 - w) (u(lambda) - u(lo)) / (u(hi) - u(lo)) is i / (N - 1) at node i.
-    p, n = P.make(name), 9
+    # node density in lambda: 1 above c, sech((lambda - c) / 2) below. Independently of the implementation: the
+    # density's integral from lambda_0 to each node (numerical quadrature) grows by the same amount per node,
+    # the steps above c are equal, and a c below the whole range gives the logsnr grid.
+    p, n, c = P.make(name), 12, 0.5
     first = 1 if name == "flow" else 0  # flow: ts[0] = t_max at lambda = -inf, the rest from lambda_min = -6
-    lam = p.log_snr(schedules.make("logsnr_cosine", n - 1 + first, p, weight=0.0, center=0.5)[first:])
-    lo, hi = float(lam[0]), float(lam[-1])
-    u_of = lambda x: (2 / math.pi) * torch.atan(torch.exp((torch.as_tensor(x, dtype=torch.float64) - 0.5) / 2))
-    u = torch.linspace(float(u_of(lo)), float(u_of(hi)), n, dtype=torch.float64)
-    assert torch.allclose(lam, 0.5 + 2 * torch.log(torch.tan(math.pi * u / 2)), atol=1e-7)
-    assert torch.allclose(schedules.make("logsnr_cosine", 12, p, weight=1.0), schedules.make("logsnr", 12, p), atol=1e-9)
-    lam = p.log_snr(schedules.make("logsnr_cosine", n - 1 + first, p)[first:])  # default: weight 1/2, center 0
-    u_lam = u_of(lam + 0.5)  # u with center 0
-    cdf = 0.5 * (lam - lo) / (hi - lo) + 0.5 * (u_lam - u_lam[0]) / (u_lam[-1] - u_lam[0])
-    assert torch.allclose(cdf, torch.linspace(0, 1, n, dtype=torch.float64), atol=1e-7)
-    with pytest.raises(ValueError, match="weight must lie in"):
-        schedules.make("logsnr_cosine", 5, p, weight=1.5)
+    lam = p.log_snr(schedules.make("logsnr_cosine", n - 1 + first, p, center=c)[first:])
+    assert torch.isfinite(lam).all() and (lam[1:] > lam[:-1]).all()
+    fine = torch.linspace(float(lam[0]), float(lam[-1]), 200001, dtype=torch.float64)
+    dens = torch.where(fine >= c, torch.ones_like(fine), 1 / torch.cosh((fine - c) / 2))
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2 * (fine[1:] - fine[:-1]), 0)])
+    at_nodes = cum[torch.searchsorted(fine, lam).clamp(max=len(fine) - 1)]
+    assert torch.allclose(at_nodes, torch.linspace(0, float(cum[-1]), n, dtype=torch.float64), atol=2e-3 * float(cum[-1]) / n)
+    steps = (lam[1:] - lam[:-1])[lam[:-1] >= c]
+    assert steps.numel() >= 3 and torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-6)
+    assert (lam[1:] - lam[:-1])[0] > steps.mean()  # thinner at high noise than the logsnr part
+    assert torch.allclose(schedules.make("logsnr_cosine", 12, p, center=-100.0), schedules.make("logsnr", 12, p), atol=1e-9)
+    with pytest.raises(ValueError, match="center must be a finite lambda"):
+        schedules.make("logsnr_cosine", 12, p, center=float("nan"))
 
 
 @pytest.mark.parametrize("name", ["edm", "vp", "ve"])

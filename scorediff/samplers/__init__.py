@@ -38,6 +38,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpm_solver_pp_2m_sde": dpm_solver_pp.sample_dpm_solver_pp_2m_sde,
     "unipc_bh1": unipc.sample_unipc_bh1,
     "unipc_bh2": unipc.sample_unipc_bh2,
+    "unipc_bh2_3": unipc.sample_unipc_bh2_3,
     "pndm": pndm.sample_pndm,
     "plms": pndm.sample_plms,
 }

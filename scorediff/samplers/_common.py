@@ -34,10 +34,25 @@ For flow and cosine VP, alpha(t_max) is 0 (or ~1e-17), so sigma~ = sigma / alpha
 infinite there. A node with sigma~ > ``SIGMA_TILDE_INF`` is treated as infinite noise: samplers that
 work in sigma~ (Euler, Heun) or with the SDE drift f = alpha'/alpha (Euler-Maruyama) take their first
 step from it as the DDIM / ancestral step, which is finite in alpha/sigma form (``Grid.infinite``).
+
+Per-step cost
+-------------
+With a cheap network the sampler's own arithmetic is the cost, and on large batches that is the number of
+passes over full-size tensors. So every per-node and per-step coefficient is a float64 Python float computed
+before or outside the tensor work (``Grid``'s lists; intermediate nodes and multistep weights precomputed for
+the whole grid where the grid fixes them), there is no host synchronisation (``.item()``) in a loop, and each
+update is written as one linear combination of the tensors it needs (:func:`lincomb`: one pass per term, e.g.
+DDIM from x and x0_hat is two passes, ``Grid.ddim``), with noise scaled as it is drawn (:func:`noise_like`).
+Buffers: none is reused across steps. Each step's result is a new tensor that the sampler builds in place
+(``add_`` on the tensor it has just allocated) before anyone else sees it; a sampler never writes into the
+caller's start tensor, a tensor handed to the denoiser, hook or callback, or the denoiser's output, so a
+callback may keep every ``x`` and ``x0_hat`` it is given. The result stays differentiable (no in-place op
+touches a tensor autograd needs).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,23 +125,30 @@ class Grid:
         self.process = process
         self.steps = ts.numel() - 1
         self.ts = ts
-        a, s = process._alpha(ts), process._sigma(ts)
         with torch.no_grad():
-            # derivatives may be infinite at a boundary (e.g. d sigma at sigma = 0); no sampler uses them there
-            da, ds = process._d_alpha(ts), process._d_sigma(ts)
+            a, s = process._alpha(ts), process._sigma(ts)
             lam = torch.log(a) - torch.log(s)
         self.t: list[float] = ts.tolist()
         self.alpha: list[float] = a.tolist()
         self.sigma: list[float] = s.tolist()
-        self.d_alpha: list[float] = da.tolist()
-        self.d_sigma: list[float] = ds.tolist()
         self.lam: list[float] = lam.tolist()
         self.sigma_tilde: list[float] = [si / ai if ai > 0 else math.inf for ai, si in zip(self.alpha, self.sigma)]
-        self.tb: list[Tensor] = [
-            torch.full((like.shape[0],), ti, dtype=like.dtype if like.is_floating_point() else torch.float32,
-                       device=like.device)
-            for ti in self.t
-        ]
+        # all (B,) model times in one tensor, one row per node (one allocation instead of one per node)
+        dtype = like.dtype if like.is_floating_point() else torch.float32
+        rows = ts.to(dtype).unsqueeze(1).expand(ts.numel(), like.shape[0]).contiguous().to(like.device)
+        self.tb: list[Tensor] = list(rows.unbind(0))
+
+    # derivatives: only the SDE samplers use them, so they are computed on first use (they may be infinite at a
+    # boundary, e.g. d sigma at sigma = 0; no sampler uses them there)
+    @functools.cached_property
+    def d_alpha(self) -> list[float]:
+        with torch.no_grad():
+            return self.process._d_alpha(self.ts).tolist()
+
+    @functools.cached_property
+    def d_sigma(self) -> list[float]:
+        with torch.no_grad():
+            return self.process._d_sigma(self.ts).tolist()
 
     def to_zero(self, i: int) -> bool:
         """Whether step i lands on sigma = 0 (the denoise-to-zero step; see the module docstring)."""

@@ -193,24 +193,15 @@ def _singlestep_noise(denoiser, grid, i, x, x0_s, lam_s, lam_t, order, nodes):
     )
 
 
-def _multistep_noise(x_t, sigma_t, h, eps_hist, lam_hist, order, reference_third_order=False):
-    """The higher-order part of a multistep DPM-Solver step (noise form, the reference's "dpmsolver" type).
-
-    eps_hist / lam_hist: model outputs and lambdas, most recent first; x_t the DDIM part. Order 2:
-    - sigma_t phi_1 D1 / 2 with D1 = (eps_0 - eps_1) / r0, r0 = h_0 / h (Lu et al. 2022b, Sec. 4 / App.).
-    Order 3: - sigma_t (phi_2 D1 + 2 phi_3 D2), where D1 estimates h eps' and D2 = (D1_0 - D1_1) / (r0 + r1)
-    estimates h^2 eps'' / 2 (hence the 2; the reference code's weight phi_3, ``reference_third_order``, leaves
-    the step second order; see ``dpm_solver_pp.multistep_data_update``). The sampler itself uses
-    ``_multistep_noise_weights``, the same update as weights on the stored outputs.
-    """
-    if order == 1:
-        return x_t
-    w = _multistep_noise_weights(sigma_t, h, lam_hist, order, reference_third_order)
-    return lincomb((1.0, x_t), *zip(w, eps_hist))
-
-
 def _multistep_noise_weights(sigma_t, h, lam_hist, order, reference_third_order=False) -> list[float]:
-    """Weights of eps_0, eps_1, ... in the higher-order part of ``_multistep_noise`` (order >= 2)."""
+    """Weights of eps_0, eps_1, ... (most recent first) in the higher-order part of a multistep DPM-Solver step.
+
+    Noise form, the reference's "dpmsolver" type; order >= 2. Order 2: - sigma_t phi_1 D1 / 2 with
+    D1 = (eps_0 - eps_1) / r0, r0 = h_0 / h (Lu et al. 2022b, Sec. 4 / App.). Order 3:
+    - sigma_t (phi_2 D1 + 2 phi_3 D2), where D1 estimates h eps' and D2 = (D1_0 - D1_1) / (r0 + r1) estimates
+    h^2 eps'' / 2 (hence the 2; the reference code's weight phi_3, ``reference_third_order``, leaves the step
+    second order; see ``dpm_solver_pp.multistep_data_update``). ``difference_weights`` expands the D's.
+    """
     phi1, phi2, phi3 = _phi(h)
     if order == 2:
         return difference_weights(h, lam_hist, 2, -0.5 * sigma_t * phi1)
@@ -222,7 +213,7 @@ def _multistep_noise_weights(sigma_t, h, lam_hist, order, reference_third_order=
     order=3,
     stochastic=False,
     nfe_per_step=3,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="DPM-Solver (Lu et al. 2022), noise form; singlestep order 3 by default, or multistep",
 )
 def sample_dpm_solver(
@@ -253,7 +244,7 @@ def sample_dpm_solver(
             that many steps. Without ``nfe`` every step of ts is of ``order``: NFE = order * steps.
         lower_order_final: multistep only: with fewer than 15 steps the last steps drop to lower order.
         reference_third_order: multistep order 3 only: weigh the second difference as the reference code
-            does (second order in fact; see ``_multistep_noise``), for comparison.
+            does (second order in fact; see ``_multistep_noise_weights``), for comparison.
 
     Steps and NFE: ts gives the outer steps; singlestep uses order evaluations per step (fewer in the
     fast schedule), multistep one. A first node at infinite noise (alpha = 0) is a DDIM step (1 NFE), and a

@@ -110,7 +110,7 @@ def _multistep(denoiser, process, x, ts, callback, hook, order, lower_order_fina
     order=2,
     stochastic=False,
     nfe_per_step=2,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1): singlestep second order, data prediction",
 )
 def sample_dpm_solver_pp_2s(
@@ -158,7 +158,7 @@ def sample_dpm_solver_pp_2s(
     order=2,
     stochastic=False,
     nfe_per_step=1,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): multistep second order, data prediction",
 )
 def sample_dpm_solver_pp_2m(
@@ -187,7 +187,7 @@ def sample_dpm_solver_pp_2m(
     order=3,
     stochastic=False,
     nfe_per_step=1,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="DPM-Solver++(3M) (Lu et al. 2022b): multistep third order, data prediction",
 )
 def sample_dpm_solver_pp_3m(
@@ -216,7 +216,7 @@ def sample_dpm_solver_pp_3m(
     order=1,
     stochastic=True,
     nfe_per_step=1,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="SDE-DPM-Solver++(2M) (Lu et al. 2022b): multistep solver of the reverse SDE, data prediction",
 )
 def sample_dpm_solver_pp_2m_sde(

@@ -31,8 +31,6 @@ used as history; a last step onto sigma = 0 returns x0_hat (``_common``, denoise
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -42,7 +40,6 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
-    call_model,
     denoise_to_zero,
     end_step,
     lincomb,
@@ -57,51 +54,50 @@ def adams_bashforth_weights(nodes: list[float], target: float) -> list[float]:
     """Weights w_j with sum_j w_j f(nodes[j]) = mean of p over [nodes[0], target], p the interpolant of f.
 
     ``nodes`` newest first (nodes[0] the current point). Exact for polynomials of degree < len(nodes); on
-    equally spaced nodes these are the classical Adams-Bashforth coefficients.
+    equally spaced nodes these are the classical Adams-Bashforth coefficients. Computed as the integrals over
+    [0, 1] of the Lagrange basis polynomials in u = (v - nodes[0]) / (target - nodes[0]), in Python floats
+    (a handful of nodes: cheaper than any library call, once per step).
     """
     span = target - nodes[0]
-    u = torch.tensor([(v - nodes[0]) / span for v in nodes], dtype=torch.float64)
-    k = len(nodes)
-    vander = torch.stack([u**m for m in range(k)])  # row m: u_j^m
-    moments = torch.tensor([1.0 / (m + 1) for m in range(k)], dtype=torch.float64)  # int_0^1 u^m du
-    return torch.linalg.solve(vander, moments).tolist()
+    u = [(v - nodes[0]) / span for v in nodes]
+    w = []
+    for j, uj in enumerate(u):
+        r = [um for m, um in enumerate(u) if m != j]  # roots of L_j
+        den = 1.0
+        for um in r:
+            den *= uj - um
+        # int_0^1 prod_m (u - r_m) du = sum_q (-1)^(n-q) e_{n-q}(r) / (q + 1), e the elementary symmetric polynomials
+        if len(r) == 3:  # the usual case, AB4, written out
+            a, b, c = r
+            w.append((0.25 - (a + b + c) / 3 + (a * b + a * c + b * c) / 2 - a * b * c) / den)
+            continue
+        e = [1.0]
+        for um in r:
+            e = [1.0] + [e[q] + um * e[q - 1] for q in range(1, len(e))] + [um * e[-1]]
+        n = len(r)
+        w.append(sum((-1) ** (n - q) * e[n - q] / (q + 1) for q in range(n + 1)) / den)
+    return w
 
 
-def _ab_weights_many(node_lists: list[list[float]], targets: list[float]) -> list[list[float]]:
-    """``adams_bashforth_weights`` for many steps at once: one batched solve per number of nodes."""
-    out: list[list[float]] = [[] for _ in node_lists]
-    for k in sorted({len(n) for n in node_lists}):
-        idx = [j for j, n in enumerate(node_lists) if len(n) == k]
-        nodes = torch.tensor([node_lists[j] for j in idx], dtype=torch.float64)  # (m, k), newest first
-        target = torch.tensor([targets[j] for j in idx], dtype=torch.float64)
-        u = (nodes - nodes[:, :1]) / (target - nodes[:, 0]).unsqueeze(1)
-        vander = u.unsqueeze(1) ** torch.arange(k, dtype=torch.float64).view(1, k, 1)  # [m, row p, col j] = u_j^p
-        moments = 1.0 / torch.arange(1, k + 1, dtype=torch.float64)  # int_0^1 u^p du
-        w = torch.linalg.solve(vander, moments.expand(len(idx), k)).tolist()
-        for j, wj in zip(idx, w):
-            out[j] = wj
-    return out
-
-
-def _eps_at(denoiser: Denoiser, x: Tensor, t: Tensor | float, alpha: float, sigma: float) -> Tensor:
-    """eps_hat = (x - alpha D(x, t)) / sigma, two passes."""
-    return lincomb((1.0 / sigma, x), (-alpha / sigma, call_model(denoiser, x, t)))
-
-
-def _midpoint(process: Process, grid: Grid, i: int, variable_step: bool) -> tuple[float, float, float]:
-    """(t, alpha, sigma) of the pseudo-RK midpoint between nodes i and i + 1 (in sigma~, or in t as the paper)."""
+def _midpoints(process: Process, grid: Grid, steps: list[int], variable_step: bool) -> list[tuple[float, float, float]]:
+    """(t, alpha, sigma) of the pseudo-RK midpoints of ``steps`` (in sigma~, or in t as the paper), in one call."""
+    if not steps:
+        return []
     if variable_step:
-        rho = 0.5 * (grid.sigma_tilde[i] + grid.sigma_tilde[i + 1])
-        t = process.t_of_log_snr(torch.tensor(-math.log(rho), dtype=torch.float64))
+        rho = torch.tensor([0.5 * (grid.sigma_tilde[i] + grid.sigma_tilde[i + 1]) for i in steps], dtype=torch.float64)
+        t = process.t_of_log_snr(-torch.log(rho))
     else:
-        t = torch.tensor(0.5 * (grid.t[i] + grid.t[i + 1]), dtype=torch.float64)
-    return float(t), float(process._alpha(t)), float(process._sigma(t))
+        t = torch.tensor([0.5 * (grid.t[i] + grid.t[i + 1]) for i in steps], dtype=torch.float64)
+    return list(zip(t.tolist(), process._alpha(t).tolist(), process._sigma(t).tolist()))
 
 
 def _pseudo(denoiser, process, x, ts, callback, hook, variable_step, start):
-    """The pseudo numerical loop. DDIM's transfer phi(x_s, eps', s -> t) is computed as
-    (alpha_t / alpha_s) x_s + alpha_t (sigma~_t - sigma~_s) eps' (the same value: y_t = y_s + (sigma~_t - sigma~_s) eps'
-    in y = x / alpha), so a step is one linear combination of x_s and the stored noise predictions."""
+    """The pseudo numerical loop, as linear combinations (one pass per term).
+
+    DDIM's transfer phi(x_s, eps', s -> t) is computed as (alpha_t / alpha_s) x_s + alpha_t (sigma~_t - sigma~_s) eps',
+    the same value (y_t = y_s + (sigma~_t - sigma~_s) eps' in y = x / alpha). A noise prediction is stored
+    unscaled, v = x - alpha D(x) = sigma eps_hat (one pass), and its 1 / sigma goes into the step's weights.
+    """
     grid = Grid(process, ts, like=x)
     # the plan of the run, fixed by the grid: per step its kind and its history length (finite sigma~ nodes only)
     kinds, n_hist = [], 0
@@ -116,14 +112,14 @@ def _pseudo(denoiser, process, x, ts, callback, hook, variable_step, start):
             kinds.append("heun")
         else:
             kinds.append(n_hist)
-    ab = [i for i, kd in enumerate(kinds) if isinstance(kd, int)]
-    if variable_step:
-        st = grid.sigma_tilde
-        w_ab = _ab_weights_many([[st[i - j] for j in range(kinds[i])] for i in ab], [st[i + 1] for i in ab])
-    else:
-        w_ab = [_AB[kinds[i]] for i in ab]
-    weights = dict(zip(ab, w_ab))
-    eps_hist: list[Tensor] = []  # noise predictions at earlier grid nodes, newest first (finite sigma~ only)
+    st = grid.sigma_tilde
+    weights = {
+        i: adams_bashforth_weights([st[i - j] for j in range(k)], st[i + 1]) if variable_step else _AB[k]
+        for i, k in enumerate(kinds) if isinstance(k, int)
+    }
+    rk = [i for i, kd in enumerate(kinds) if kd == "rk"]
+    mids = dict(zip(rk, _midpoints(process, grid, rk, variable_step)))
+    v_hist: list[tuple[Tensor, float]] = []  # (sigma eps_hat, sigma) at earlier grid nodes, newest first
     for i in range(grid.steps):
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
@@ -131,25 +127,30 @@ def _pseudo(denoiser, process, x, ts, callback, hook, variable_step, start):
         if kinds[i] == "ddim":  # DDIM from pure noise; its eps is no history for a step in sigma~
             x = end_step(grid, i, grid.ddim(x, x0_s, i), x0_s, hook, callback)
             continue
-        eps_s = grid.eps(x, x0_s, i)
-        eps_hist = [eps_s, *eps_hist][:4]
-        a_s, rho_s = grid.alpha[i], grid.sigma_tilde[i]
+        a_s, s_s, rho_s = grid.alpha[i], grid.sigma[i], st[i]
         a_t, s_t = grid.alpha[i + 1], grid.sigma[i + 1]
-        g_t = a_t * (grid.sigma_tilde[i + 1] - rho_s)  # phi(x, eps', s -> t) = (a_t / a_s) x + g_t eps'
+        v_s = torch.add(x, x0_s, alpha=-a_s)  # sigma_s eps_hat_s
+        v_hist = [(v_s, s_s), *v_hist][:4]
+        g_t = a_t * (st[i + 1] - rho_s)  # phi(x, eps', s -> t) = (a_t / a_s) x + g_t eps'
         if kinds[i] == "rk":
             # pseudo Runge-Kutta (eq. 13): midpoint m, four evaluations
-            t_m, a_m, s_m = _midpoint(process, grid, i, variable_step)
+            t_m, a_m, s_m = mids[i]
+            tb_m = grid.tb[i].new_full(grid.tb[i].shape, t_m)
             g_m = a_m * (s_m / a_m - rho_s)
-            e2 = _eps_at(denoiser, lincomb((a_m / a_s, x), (g_m, eps_s)), t_m, a_m, s_m)
-            e3 = _eps_at(denoiser, lincomb((a_m / a_s, x), (g_m, e2)), t_m, a_m, s_m)
-            e4 = _eps_at(denoiser, lincomb((a_t / a_s, x), (g_t, e3)), grid.tb[i + 1], a_t, s_t)
-            terms = [(g_t / 6, eps_s), (g_t / 3, e2), (g_t / 3, e3), (g_t / 6, e4)]
+            u = lincomb((a_m / a_s, x), (g_m / s_s, v_s))
+            v2 = torch.add(u, denoiser(u, tb_m), alpha=-a_m)
+            u = lincomb((a_m / a_s, x), (g_m / s_m, v2))
+            v3 = torch.add(u, denoiser(u, tb_m), alpha=-a_m)
+            u = lincomb((a_t / a_s, x), (g_t / s_m, v3))
+            v4 = torch.add(u, denoiser(u, grid.tb[i + 1]), alpha=-a_t)
+            terms = [(g_t / (6 * s_s), v_s), (g_t / (3 * s_m), v2), (g_t / (3 * s_m), v3), (g_t / (6 * s_t), v4)]
         elif kinds[i] == "heun":
             # pseudo improved Euler: average the noise predictions at both ends of the DDIM step
-            e1 = _eps_at(denoiser, lincomb((a_t / a_s, x), (g_t, eps_s)), grid.tb[i + 1], a_t, s_t)
-            terms = [(0.5 * g_t, eps_s), (0.5 * g_t, e1)]
+            u = lincomb((a_t / a_s, x), (g_t / s_s, v_s))
+            v1 = torch.add(u, denoiser(u, grid.tb[i + 1]), alpha=-a_t)
+            terms = [(0.5 * g_t / s_s, v_s), (0.5 * g_t / s_t, v1)]
         else:  # pseudo linear multistep: eps' = sum_j w_j eps_j
-            terms = [(g_t * wj, ej) for wj, ej in zip(weights[i], eps_hist)]
+            terms = [(g_t * wj / sj, vj) for wj, (vj, sj) in zip(weights[i], v_hist)]
         x = end_step(grid, i, lincomb((a_t / a_s, x), *terms), x0_s, hook, callback)
     return x
 

@@ -138,7 +138,7 @@ def _doc(variant: str, b: str) -> str:
     order=3,
     stochastic=False,
     nfe_per_step=1,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="UniPC-bh1 (Zhao et al. 2023): UniP-2 predictor + UniC corrector, B(h) = h, data prediction",
 )
 def sample_unipc_bh1(
@@ -161,7 +161,7 @@ def sample_unipc_bh1(
     order=3,
     stochastic=False,
     nfe_per_step=1,
-    default_schedule="logsnr",
+    default_schedule="logsnr_cosine",
     description="UniPC-bh2 (Zhao et al. 2023): UniP-2 predictor + UniC corrector, B(h) = e^h - 1, data prediction",
 )
 def sample_unipc_bh2(
@@ -182,3 +182,35 @@ def sample_unipc_bh2(
 
 sample_unipc_bh1.__doc__ = _doc("bh1", "h")
 sample_unipc_bh2.__doc__ = _doc("bh2", "e^h - 1")
+
+
+@sampler_info(
+    order=4,
+    stochastic=False,
+    nfe_per_step=1,
+    default_schedule="logsnr_cosine",
+    description="UniPC-3 (Zhao et al. 2023): UniP-3 predictor + UniC corrector (order 4), B(h) = e^h - 1, data prediction",
+)
+def sample_unipc_bh2_3(
+    denoiser: Denoiser,
+    process: Process,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    hook: Hook | None = None,
+    corrector: bool = True,
+    lower_order_final: bool = True,
+) -> Tensor:
+    """UniPC-bh2 with the third-order predictor UniP-3 (Zhao et al. 2023; diffusers' ``solver_order=3``).
+
+    ``unipc_bh2`` with ``order=3``, registered on its own because it is the better choice from about 20 model
+    evaluations on: the corrector raises the step to order 4 (measured 4.2-4.3 on VP and flow,
+    tests/test_samplers.py), and on the closed-form mixtures its RMS error to the exact PF-ODE is 0.75x / 0.39x
+    and its log-density gap 0.49x / 0.50x those of ``unipc_bh2`` at NFE 20 / 50 (geometric means over ring2d and
+    mixture64, vp-discrete / VP / EDM, two seeds), while at NFE 5-10 its longer extrapolation costs accuracy
+    (gap 5-6x larger): below about 15 evaluations use ``unipc_bh2``. Warm-up: orders 1, 2, 3, 3, ...; with
+    fewer than 15 steps the last steps drop to lower order (``lower_order_final``).
+    """
+    return _unipc(denoiser, process, x, ts, callback, hook, 3, "bh2", corrector, lower_order_final)
