@@ -101,7 +101,7 @@ SUMMARY = """### Summary of the latest run (2026-11-26, 2 busy CPU cores, 10 min
 - **What changed.** A new grid, `logsnr_cosine` (uniform in lambda below sigma~ = 1, thinned above like the cosine
   schedule's time), is now the default of DPM-Solver, DPM-Solver++ (2S, 2M, 3M, 2M-SDE) and UniPC; it was chosen
   on other draws (seeds 7 and 11; linear VP and EDM too) by a rule fixed beforehand (see
-  `docs/readme/high_order_samplers.md`). `unipc_bh2_3` (UniP-3 predictor + UniC corrector, measured order
+  the README, "Default grid: `logsnr_cosine`"). `unipc_bh2_3` (UniP-3 predictor + UniC corrector, measured order
   4.2-4.3) is a new registry entry for 20+ evaluations. Rows marked `@t_min` end at t_min with the solver's own
   last step (`scorediff.sample`'s default on these grids). The goal check now uses 1024 exact-ODE references and
   compares rms start by start. `annealed_langevin` runs with one Langevin step per level; before, every target
