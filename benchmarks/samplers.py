@@ -66,8 +66,13 @@ noisy; the goal check compares it start by start (paired) and counts those off-m
 Our grids (`schedules.make` names, * = the sampler's default, all ending with one denoise-to-zero call): `uniform`
 (DDPM/DDIM/PNDM defaults), `logsnr` (uniform in lambda), `logsnr_cosine` (uniform in lambda below sigma~ = 1,
 thinned above like the cosine schedule; the default of the DPM-Solver/DPM-Solver++/UniPC family), `karras`
-(EDM's rho = 7) and diffusers' `trailing`; `@t_min` marks the sampler's default grid ending at t_min with its own
-last step and no denoising call (what `scorediff.sample` does by default on these grids, DPM-Solver's own default,
+(EDM's rho = 7), diffusers' `trailing`, and `optimized`, a grid fitted to the model on a pilot batch (GITS, Chen et al.
+2024; `scorediff.samplers.fit_schedule`: the DP path over 128 uniform-lambda candidates that minimises the summed
+DDIM-step error against a fine DPM-Solver++(3M) reference trajectory; fitted once per mixture, process and ending on
+256 prior draws with their own seed, never the evaluation starts; its pilot model calls are listed below the tables and
+are not counted in a run's NFE, being a one-off per model; deterministic fixed-step samplers only); `@t_min` marks
+a grid (the sampler's default or `optimized`) ending at t_min with the sampler's own last step and no denoising call
+(what `scorediff.sample` does by default on these grids, DPM-Solver's own default,
 and diffusers' `final_sigmas_type="sigma_min"`: samples keep noise of size sigma(t_min) = 0.01, which the gap sees).
 `annealed_langevin` runs with one Langevin step per noise level
 (`n_steps_each=1`): its default of 100 steps per level costs 100 model calls per step, more than any target NFE
@@ -88,48 +93,42 @@ over many noisy runs decides.
 
 """
 # Hand-written reading of the latest full run (its numbers come from the tables below; update it with each run).
-SUMMARY = """### Summary of the latest run (2026-11-26, 2 busy CPU cores, 10 min)
+SUMMARY = """### Summary of the latest run (2026-11-26, 2 busy CPU cores, 12 min)
 
-- **Why the path error (rms) was lost before.** On these mixtures the rms to the exact PF-ODE solution is dominated
-  by the few starts whose trajectory ends in another mode than the exact one: one of 256 mixture64 starts alone
-  costs ~0.04. With the old default grid (`logsnr`, uniform in lambda) the median start was 3-4x closer to the
-  exact solution than with diffusers' trailing spacing at NFE 10 (0.025-0.035 vs 0.09), but about ten of 256 trajectories
-  switched mode. The switches happen in the middle of the path, sigma~ ~ 0.25-2, where the modes are told apart
-  and uniform-lambda steps are h ~ 1.07 at NFE 10, while the first steps (sigma~ > 18) were spent where x0_hat
-  hardly changes (path error after them ~1e-3). The ending was not the cause: stopping at t_min or denoising
-  there lands 3.3e-4 / 3.4e-4 from the exact t = 0 solution.
-- **What changed.** A new grid, `logsnr_cosine` (uniform in lambda below sigma~ = 1, thinned above like the cosine
-  schedule's time), is now the default of DPM-Solver, DPM-Solver++ (2S, 2M, 3M, 2M-SDE) and UniPC; it was chosen
-  on other draws (seeds 7 and 11; linear VP and EDM too) by a rule fixed beforehand (see
-  the README, "Default grid: `logsnr_cosine`"). `unipc_bh2_3` (UniP-3 predictor + UniC corrector, measured order
-  4.2-4.3) is a new registry entry for 20+ evaluations. Rows marked `@t_min` end at t_min with the solver's own
-  last step (`scorediff.sample`'s default on these grids). The goal check now uses 1024 exact-ODE references and
-  compares rms start by start. `annealed_langevin` runs with one Langevin step per level; before, every target
-  NFE fell back to its single denoise call (NFE 1).
-- **Goal check** (finalists re-run on seed 100 with 32768 / 4096 samples): at NFE 10 ours is clearly better than
-  the best peer on ring2d in sliced W2 (0.024 vs 0.050), |gap| (0.031 vs 0.20 nats) and rms (0.055 vs 0.096),
-  and on mixture64 in |gap| (0.27 vs 0.99); mixture64's sliced W2 is at the sampling floor for everyone. Over
-  NFE 5-50 the rms is clearly better on ring2d at NFE 5 and 10 (0.59x, 0.57x) and on mixture64 at NFE 20 and 50
-  (0.0083 vs 0.041; 0.0010 vs 0.0017, `unipc_bh2_3`), and cannot be told apart from the peer's on ring2d at 20
-  and 50.
-- **Where the goal is not met: mixture64 rms at NFE 5 and 10**, 0.175 vs 0.168 and 0.0957 vs 0.0914 (4-5% behind
-  diffusers' UniPC-bh1 on the trailing grid, `final_sigmas_type="sigma_min"`). There the best rows of both
-  libraries use the trailing grid, whose last call denoises from sigma~ = 0.72 / 0.35: close to the ODE endpoint
-  in rms but over-concentrated (gap about -23 / -24 nats, both libraries). The peer's edge is only its last step, to sigma~ = 0.01
-  instead of 0: scorediff's `unipc_bh1` with `schedule="trailing", schedule_options={"denoise_to_zero": False}`
-  is the same computation (on another draw: rms 0.1787 and 0.1060 for both, largest difference 1.5e-5), but the
-  benchmark's trailing rows end at 0. Our own grids reach 0.11-0.14 at NFE 10 on this draw (0.05-0.15 on seeds 7 and 11):
-  at that budget the rms is decided by a handful of mode switches.
+- **What changed: a grid fitted to the model, `optimized`** (GITS, Chen et al. 2024; `scorediff.samplers.fit_schedule`).
+  A pilot of 256 prior draws (seed 9973, not the evaluation starts of seed 0 nor the goal check's seed 100) follows
+  the PF-ODE over 128 uniform-lambda candidate times with DPM-Solver++(3M); every jump between candidates is scored
+  by the error of one DDIM step against that reference (closed form, no extra model calls: the solver's own calls
+  at the nodes are reused), and dynamic programming picks the path with the wanted number of steps and the least
+  summed error. Cost: 128 batched model calls on the 256 pilot states, once per mixture, process and ending (listed
+  below the tables), serving every NFE; it is not counted in the NFE of the runs. At NFE 10 on mixture64 (modes 4-6
+  apart) 6 of its 9 inner nodes lie at sigma~ = 0.7-6, where trajectories choose their mode; on ring2d they spread
+  over sigma~ = 0.05-4.
+- **Goal check** (finalists re-run on seed 100 with 32768 / 4096 samples, 1024 exact-ODE references): at NFE 10 ours
+  is now clearly better than the best peer on every comparison sampling noise can decide: ring2d sliced W2 (0.025 vs
+  0.050), |gap| (0.031 vs 0.20 nats) and rms (0.030 vs 0.096), mixture64 |gap| (0.012 vs 0.99) and **mixture64 rms
+  (0.035 vs 0.091, `unipc_bh2[optimized@t_min]` vs diffusers' UniPC-bh1[trailing]; before: 0.096, 4-5% behind)**;
+  mixture64's sliced W2 is at the sampling floor for everyone. Over NFE 5-50 mixture64's rms is clearly better at 20
+  (0.0028 vs 0.041) and 50 (0.00038 vs 0.0017); at NFE 5 it is a tie (0.171 vs 0.168, within paired noise).
+  ring2d's rms is clearly better at NFE 5 and 10 (0.31x both) and within paired noise at 20 and 50.
+- **Where the fitted grid helps and where it hurts** (rms on the seed-0 draw, `optimized` vs the default
+  `logsnr_cosine`, both ending with the denoising call). UniPC-bh2 gains everywhere at NFE 5-10 (mixture64 on
+  vp-discrete 0.068 vs 0.127 at NFE 10, on VP 0.068 vs 0.142, on EDM 0.065 vs 0.138; ring2d 0.034 vs 0.052 / 0.081 /
+  0.062) and on mixture64 at 20 (0.0028 vs 0.046 / 0.098 / 0.088). DDIM, the step the costs model, gains on every
+  problem and NFE. It **hurts** UniPC-bh1 on mixture64 (vp-discrete 0.175 vs 0.138 at NFE 10, 0.084 vs 0.044 at 20),
+  DPM-Solver++(3M) on mixture64 at NFE 10 on vp-discrete (0.156 vs 0.133) and the multistep solvers on ring2d at
+  NFE 20 (vp-discrete 2M 0.0126 vs 0.0040, bh2 0.0096 vs 0.0031; EDM similar): the costs are those of a first-order
+  step, and the fitted grid's uneven step ratios cost high-order multistep solvers more than the better placement
+  gains once the default grid is already fine. Its samples are also over-concentrated on mixture64 at NFE 5-10 (gap
+  -4.5 nats for bh2 at NFE 10, against +2.3 on `logsnr_cosine`; probably its few nodes below sigma~ = 0.3, where
+  errors are small in rms but the components' fine per-coordinate variance is resolved). Even so, half of the goal check's
+  best |gap| rows use it (e.g. mixture64 NFE 10: `unipc_bh1[optimized]`, +0.06 nats on the seed-0 draw, 0.012
+  on seed 100), where the solver's own bias happens to cancel that one.
 - **Parity.** On the same grid our samplers give the peers' numbers (e.g. `dpm_solver_pp_2m[trailing]` and
   diffusers' DPMSolverMultistep(trailing), `unipc_bh2[trailing]` and UniPCMultistep(trailing) agree to 3 digits
   in every table).
-- **Linear VP and EDM** (NFE 10 and 20, our samplers only): the new default lowers the rms on ring2d for every
-  lambda-based solver (`unipc_bh2`: 0.081 vs 0.101 and 0.021 vs 0.025 on VP, 0.062 vs 0.084 and 0.0059 vs 0.024
-  on EDM, against `logsnr`) and the gap in most cells; on mixture64 at NFE 10 the rms of 2M/3M is 11-17% higher,
-  UniPC's about equal, and at NFE 20 `unipc_bh2_3` on it halves the rms (0.046 vs 0.084 on VP, 0.018 vs 0.044 on
-  EDM).
-- **Overhead.** With a network that costs nothing, ours takes 0.09-0.34x diffusers' time per model call at
-  batch 1 and 0.10-0.43x at batch 64, PNDM/PLMS included (0.30-0.34x).
+- **Overhead.** With a network that costs nothing, ours takes 0.09-0.35x diffusers' time per model call at
+  batch 1 and 0.10-0.43x at batch 64, PNDM/PLMS included (0.29-0.35x).
 
 """
 BEGIN, END = "<!-- samplers:begin -->", "<!-- samplers:end -->"
@@ -436,6 +435,10 @@ def write_readme(text: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _name_of(mixture, problems: list[bench.Problem]) -> str:
+    return next(p.name for p in problems if p.mixture is mixture)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples, grids and NFEs")
@@ -471,13 +474,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         targets, sizes, ref_points = (5, 10, 20), {"ring2d": 2048, "mixture64": 512}, 64
-        grids_discrete, other = ["default", "default@t_min", "logsnr_cosine", "trailing"], {}
+        grids_discrete, other = ["default", "default@t_min", "logsnr_cosine", "trailing", "optimized",
+                                 "optimized@t_min"], {}
         big_sizes, top, big_ref = {"ring2d": 8192, "mixture64": 1024}, 1, 256
     else:
         targets, sizes, ref_points = (5, 10, 20, 50), {"ring2d": 4096, "mixture64": 512}, 256
         big_sizes, top, big_ref = {"ring2d": 32768, "mixture64": 4096}, 2, 1024
-        grids_discrete = ["default", "default@t_min", "logsnr", "logsnr_cosine", "karras", "trailing"]
-        other = {"vp": ["default", "logsnr", "logsnr_cosine"], "edm": ["default", "logsnr", "logsnr_cosine"]}
+        grids_discrete = ["default", "default@t_min", "logsnr", "logsnr_cosine", "karras", "trailing", "optimized",
+                          "optimized@t_min"]
+        other = {"vp": ["default", "logsnr", "logsnr_cosine", "optimized"],
+                 "edm": ["default", "logsnr", "logsnr_cosine", "optimized"]}
 
     emit(f"Registered samplers ({len(SAMPLERS)}): {', '.join(SAMPLERS)}")
     emit(f"torch {torch.__version__}, {args.threads} thread(s); target NFEs {targets}")
@@ -514,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
         for metric in ("sw", "gap", "rms"):
             emit(f"\n{metric}:\n")
             emit(bench.format_table(sub, metric, sorted({r.target_nfe for r in sub if r.target_nfe > 0})))
+    emit("\nPilots of the `optimized` grid (GITS, `scorediff.samplers.fit_schedule`; one per problem and ending, "
+         f"{bench.PILOT_N} prior draws with seed {bench.PILOT_SEED}, not the evaluation starts; its model calls are a "
+         "one-off per model, not counted in the NFE of the runs): "
+         + "; ".join(f"{_name_of(m, problems + other_problems)} on {proc} ({'to 0' if dz else 'to t_min'}): {nfe}"
+                     for m, proc, dz, nfe in bench.pilots() if any(m is p.mixture for p in problems + other_problems))
+         + ".")
     fails = bench.failures(rows)
     if fails or notes:
         emit("\nRuns that failed (a table cell 'fail'):\n")

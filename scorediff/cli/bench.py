@@ -23,7 +23,10 @@ by the denoiser) comes as close as possible to each target NFE. Three errors per
   (``Row.extra["rms_sq"]``) for paired comparisons.
 
 Grids end with one denoise-to-zero call (as the peers' defaults do); ``NAME@t_min`` (e.g. ``default@t_min``)
-ends at t_min with the sampler's own last step instead. ``BENCH_OPTIONS`` holds the few sampler options the
+ends at t_min with the sampler's own last step instead. ``optimized`` is a grid fitted to the problem's exact
+denoiser on a pilot batch of prior draws with its own seed (``scorediff.samplers.fit_schedule``, GITS; see
+``optimized_grid``); its pilot's model calls are a one-off per problem, listed by ``pilots()``, not counted in a
+run's NFE. ``BENCH_OPTIONS`` holds the few sampler options the
 benchmark sets, with the reason (annealed Langevin: one Langevin step per level, so that steps = NFE).
 
 Every sampler starts from the same prior draw x_T at t_max. With RUN (a training run folder, see
@@ -352,6 +355,43 @@ BENCH_OPTIONS: dict[str, dict[str, Any]] = {"annealed_langevin": {"n_steps_each"
 
 T_MIN_SUFFIX = "@t_min"
 
+# The "optimized" grid (``scorediff.samplers.fit_schedule``, GITS): fitted per problem (mixture and process) on a
+# pilot batch of PILOT_N prior draws with its own seed, never the evaluation starts (seed and seed + 100 in the
+# benchmark; the exact samples use seed + 1 .. seed + 3). One pilot per problem and ending serves every step count.
+OPTIMIZED = "optimized"
+PILOT_SEED = 9973
+PILOT_N = 256
+_PILOTS: dict[tuple, Any] = {}  # (id(mixture), process, denoise_to_zero) -> (mixture, ScheduleFit)
+
+
+def pilots() -> list[tuple[Any, str, bool, int]]:
+    """The pilots run so far: (mixture, process name, denoise_to_zero, the pilot's model calls)."""
+    return [(m, key[1], key[2], fit.pilot_nfe) for key, (m, fit) in _PILOTS.items()]
+
+
+def optimized_grid(denoiser, process, steps: int, denoise_to_zero: bool) -> Tensor:
+    """The pilot-optimised grid for the exact denoiser's mixture (the pilot runs once per mixture and process).
+
+    The free NFE probe (``_CountingIdentity``) gets a logsnr grid of the same length: a fixed-step sampler's NFE
+    depends on the number of nodes only. Any other denoiser (a trained run) is an error: the pilot needs the
+    problem's own model, which the benchmark's trained mode does not wire up.
+    """
+    from .. import schedules
+    from ..samplers import fit_schedule
+
+    if isinstance(denoiser, _CountingIdentity):
+        return schedules.make("logsnr", steps, process, denoise_to_zero=denoise_to_zero)
+    mixture = getattr(denoiser, "mixture", None)
+    if mixture is None:
+        raise ValueError("grid 'optimized' needs the exact oracle (scorediff.analytic's denoiser)")
+    key = (id(mixture), process.name, denoise_to_zero)
+    if key not in _PILOTS or _PILOTS[key][0] is not mixture:
+        g = torch.Generator().manual_seed(PILOT_SEED)
+        x = process.prior_sample((PILOT_N, *mixture.event_shape), g, dtype=torch.float64)
+        _PILOTS[key] = (mixture, fit_schedule(mixture.denoiser(process), process, x,
+                                              denoise_to_zero=denoise_to_zero))
+    return _PILOTS[key][1].grid(steps)
+
 
 def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[str] | None = None,
                 dtype: torch.dtype = torch.float64) -> list[Config]:
@@ -362,6 +402,8 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
     the suffix "@t_min" (e.g. "default@t_min") ends at t_min instead, with the sampler's own last step and no
     denoising call: ``scorediff.sample``'s default for continuous grids, DPM-Solver's default (Lu et al. 2022)
     and diffusers' ``final_sigmas_type="sigma_min"``; its samples keep noise of size sigma(t_min).
+    The grid "optimized" is fitted to the problem's exact denoiser on a pilot batch (``optimized_grid``);
+    it is offered to deterministic fixed-step samplers only.
     """
     from ..samplers import SAMPLERS, sample
 
@@ -382,6 +424,8 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
             g = info.default_schedule if base == "default" else base
             if (g, at_t_min) in seen or at_t_min and sigma0 > 0:  # VE already ends at t_min
                 continue
+            if g == OPTIMIZED and (info.stochastic or adaptive):
+                continue  # the pilot's costs are those of ODE steps; an adaptive solver picks its own steps
             seen.add((g, at_t_min))
             if at_t_min:
                 opts = {"denoise_to_zero": False}
@@ -391,6 +435,10 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
             extra = BENCH_OPTIONS.get(name, {})
 
             def run(x_T, steps, seed, denoiser, name=name, g=g, opts=opts, extra=extra):
+                if g == OPTIMIZED:
+                    ts = optimized_grid(denoiser, process, steps, opts["denoise_to_zero"])
+                    return sample(denoiser, process, x_T, sampler=name, steps=steps, seed=seed, schedule=ts,
+                                  dtype=dtype, **extra)
                 return sample(denoiser, process, x_T, sampler=name, steps=steps, seed=seed, schedule=g,
                               schedule_options=opts, dtype=dtype, **extra)
 
@@ -505,6 +553,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfe", default="5,10,20,50", help="target NFEs (default: 5,10,20,50)")
     parser.add_argument("--grids", default="default,karras,logsnr",
                         help="time grids; 'default' is each sampler's own, 'all' every applicable one; "
+                             "'optimized' is fitted to the mixture on a pilot batch (GITS); "
                              "NAME@t_min ends at t_min without the denoise-to-zero call")
     parser.add_argument("--samplers", default="all", help="registered sampler names, or 'all'")
     parser.add_argument("--n", type=int, default=1024, help="samples per run (default 1024)")

@@ -20,6 +20,7 @@ from ..processes.base import Process
 from ..utils import unknown
 from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
+from .optimize import ScheduleFit, fit_schedule, optimize_schedule
 
 # name -> sampler function; one line per sampler (no import side effects)
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -157,4 +158,4 @@ def sample(
             bar.close()
 
 
-__all__ = ["SAMPLERS", "SamplerInfo", "options_of", "sample", "sampler_table"]
+__all__ = ["SAMPLERS", "SamplerInfo", "ScheduleFit", "fit_schedule", "optimize_schedule", "options_of", "sample", "sampler_table"]
