@@ -36,7 +36,7 @@ except ImportError:  # run from a checkout without installing
 import torch  # noqa: E402
 
 from scorediff import processes  # noqa: E402
-from scorediff.cli import bench  # noqa: E402
+from scorediff.eval import bench  # noqa: E402
 from scorediff.samplers import SAMPLERS, sample  # noqa: E402
 
 README = HERE / "README.md"

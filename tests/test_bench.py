@@ -9,7 +9,7 @@ import torch
 
 from scorediff import processes
 from scorediff.analytic import GaussianMixture
-from scorediff.cli import bench
+from scorediff.eval import bench
 
 
 @pytest.mark.parametrize(

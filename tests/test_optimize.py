@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scorediff import analytic, processes, schedules
-from scorediff.cli import bench
+from scorediff.eval import bench
 from scorediff.samplers import fit_schedule, optimize_schedule, sample
 from scorediff.samplers.optimize import best_path, jump_costs
 

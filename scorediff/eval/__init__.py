@@ -1,0 +1,1 @@
+"""Evaluation engines: the sampler benchmark against closed-form truth (``bench``)."""
