@@ -7,7 +7,7 @@
 
 1. Accuracy vs NFE (5, 10, 20, 50) on ``ring2d()`` and ``mixture64()`` with the exact denoiser (float64), on
    the DDPM linear schedule ("vp-discrete", the model every peer can run), for every registered sampler on
-   each applicable grid, and on "vp" and "edm" for ours. Metrics and NFE matching: ``scorediff.cli.bench``.
+   each applicable grid, and on "vp" and "edm" for ours. Metrics and NFE matching: ``scorediff.eval.bench``.
 2. Peers on the same model in the same run: diffusers' schedulers (``peers_diffusers.py``) and k-diffusion's
    samplers (``peers_kdiffusion.py``). A peer that cannot run is reported as such; the benchmark goes on.
 3. Per-step overhead with a network that costs nothing (the denoiser returns its input), (B, 3, 32, 32),

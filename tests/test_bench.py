@@ -1,4 +1,4 @@
-"""The sampler benchmark's machinery (scorediff.cli.bench): NFE matching, the exact ODE reference, metrics, tables."""
+"""The sampler benchmark's machinery (scorediff.eval.bench): NFE matching, the exact ODE reference, metrics, tables."""
 
 from __future__ import annotations
 

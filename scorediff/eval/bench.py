@@ -36,7 +36,6 @@ the sliced W2 to data the run was not trained on (a fresh draw of its toy datase
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -45,8 +44,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
-HELP = "benchmark samplers: accuracy vs NFE against the exact oracle (or a trained RUN against held-out data)"
 
 MIXTURES = ("ring2d", "mixture64")
 TARGET_NFES = (5, 10, 20, 50)
@@ -537,50 +534,30 @@ def problem_summary(p: Problem) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The command
+# Whole runs (the ``scorediff bench samplers`` command parses its arguments and calls these)
 # ---------------------------------------------------------------------------------------------------
 
 
-def _csv(s: str) -> list[str]:
-    return [v.strip() for v in s.split(",") if v.strip()]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["samplers"], help="what to benchmark (samplers)")
-    parser.add_argument("run_dir", nargs="?", metavar="RUN", help="a training run folder (default: the exact oracle)")
-    parser.add_argument("--mixtures", default="ring2d,mixture64", help="oracle mixtures (default: ring2d,mixture64)")
-    parser.add_argument("--process", default="vp-discrete", help="process for the oracle (default: vp-discrete)")
-    parser.add_argument("--nfe", default="5,10,20,50", help="target NFEs (default: 5,10,20,50)")
-    parser.add_argument("--grids", default="default,karras,logsnr",
-                        help="time grids; 'default' is each sampler's own, 'all' every applicable one; "
-                             "'optimized' is fitted to the mixture on a pilot batch (GITS); "
-                             "NAME@t_min ends at t_min without the denoise-to-zero call")
-    parser.add_argument("--samplers", default="all", help="registered sampler names, or 'all'")
-    parser.add_argument("--n", type=int, default=1024, help="samples per run (default 1024)")
-    parser.add_argument("--ref-points", type=int, default=256, help="starts with an exact ODE reference (0: no rms)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--metrics", default="sw,gap,rms", help="tables to print (sw, gap, rms)")
-
-
-def _grids(spec: str, process) -> list[str]:
+def grid_names(spec: str | Iterable[str], process) -> list[str]:
+    """``"all"``: the sampler's own grid and every applicable one; else the names given (a list or comma-separated)."""
     if spec == "all":
         return ["default", *default_grids(process)]
-    return _csv(spec)
+    return [v.strip() for v in spec.split(",") if v.strip()] if isinstance(spec, str) else list(spec)
 
 
-def _run_oracle(args, samplers, nfes) -> list[Row]:
-    from .. import processes
-
-    process = processes.make(args.process)
+def oracle_rows(process, mixtures: Iterable[str], grids: str | Iterable[str], samplers: Iterable[str],
+                nfes: Iterable[int], n: int = 1024, seed: int = 0, ref_points: int = 256,
+                log: Callable[[str], None] = print) -> list[Row]:
+    """Every sampler on every grid at every target NFE, on each oracle mixture (its summary goes to ``log``)."""
     rows = []
-    for name in _csv(args.mixtures):
-        problem = make_problem(name, process, args.n, seed=args.seed, ref_points=args.ref_points)
-        print(problem_summary(problem), flush=True)
-        rows += accuracy(problem, our_configs(process, _grids(args.grids, process), samplers), nfes, args.seed)
+    for name in mixtures:
+        problem = make_problem(name, process, n, seed=seed, ref_points=ref_points)
+        log(problem_summary(problem))
+        rows += accuracy(problem, our_configs(process, grid_names(grids, process), samplers), nfes, seed)
     return rows
 
 
-def _held_out(run) -> Tensor:
+def held_out(run) -> Tensor:
     """Data the run did not train on: a fresh draw (seed + 1) of a seeded toy dataset, else the data itself."""
     from .. import data
 
@@ -602,24 +579,24 @@ def _held_out(run) -> Tensor:
     return torch.stack([ds[i][0] for i in range(len(ds))])
 
 
-def _run_trained(args, samplers, nfes) -> list[Row]:
+def trained_rows(run, label: str, samplers: Iterable[str], grids: str | Iterable[str], nfes: Iterable[int],
+                 n: int = 1024, seed: int = 0, log: Callable[[str], None] = print) -> list[Row]:
+    """The samplers on a trained run (``scorediff.training.load_run``): sliced W2 to held-out data."""
     from ..analytic import sliced_wasserstein
-    from ..training import load_run
 
-    run = load_run(args.run_dir)
     if run.class_conditional:
-        raise ValueError(f"run {args.run_dir!r} is class-conditional; bench samplers supports unconditional runs")
-    data = _held_out(run).to(torch.float32)
-    n = min(args.n, data.shape[0])
-    perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(args.seed))
+        raise ValueError(f"run {label!r} is class-conditional; bench samplers supports unconditional runs")
+    data = held_out(run).to(torch.float32)
+    n = min(n, data.shape[0])
+    perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))
     ref = data[perm[:n]]
-    x_T = run.process.prior_sample((n, *run.shape), torch.Generator().manual_seed(args.seed))
+    x_T = run.process.prior_sample((n, *run.shape), torch.Generator().manual_seed(seed))
     floor = ""
     if data.shape[0] >= 2 * n:  # two disjoint data samples: what sliced W2 reads for a perfect model
         g = torch.Generator().manual_seed(12345)
         floor = f"; floor (data vs data) {float(sliced_wasserstein(data[perm[n:2 * n]], ref, 256, generator=g)):.3g}"
-    print(f"run {args.run_dir} (step {run.step}, process {run.process.name}); sliced W2 to {n} held-out "
-          f"examples{floor}")
+    log(f"run {label} (step {run.step}, process {run.process.name}); sliced W2 to {n} held-out "
+        f"examples{floor}")
     rows = []
 
     class Counting:
@@ -630,20 +607,20 @@ def _run_trained(args, samplers, nfes) -> list[Row]:
             self.nfe += 1
             return run.denoiser(x, t, **cond)
 
-    for config in our_configs(run.process, _grids(args.grids, run.process), samplers, dtype=torch.float32):
+    for config in our_configs(run.process, grid_names(grids, run.process), samplers, dtype=torch.float32):
         for target in [0] if config.adaptive else nfes:
-            row = Row(str(args.run_dir), run.process.name, config.library, config.sampler, config.grid,
+            row = Row(label, run.process.name, config.library, config.sampler, config.grid,
                       config.stochastic, target)
             try:
                 def nfe_of(steps, config=config):
                     d = Counting()
-                    config.run(x_T[:1], steps, args.seed, d)
+                    config.run(x_T[:1], steps, seed, d)
                     return d.nfe
 
                 steps = ADAPTIVE_STEPS if config.adaptive else match_steps(nfe_of, target)[0]
                 d = Counting()
                 t0 = time.perf_counter()
-                x = config.run(x_T, steps, args.seed, d)
+                x = config.run(x_T, steps, seed, d)
                 row.seconds, row.steps, row.nfe = time.perf_counter() - t0, steps, d.nfe
                 g = torch.Generator().manual_seed(12345)
                 row.sw = float(sliced_wasserstein(x, ref, 256, generator=g)) if torch.isfinite(x).all() else math.nan
@@ -651,41 +628,3 @@ def _run_trained(args, samplers, nfes) -> list[Row]:
                 row.error = f"{type(e).__name__}: {e}"
             rows.append(row)
     return rows
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..samplers import SAMPLERS
-
-    samplers = list(SAMPLERS) if args.samplers == "all" else _csv(args.samplers)
-    for s in samplers:
-        if s not in SAMPLERS:
-            from ..utils import unknown
-
-            raise unknown("sampler", s, SAMPLERS)
-    try:
-        nfes = [int(v) for v in _csv(args.nfe)]
-    except ValueError:
-        raise ValueError(f"--nfe must be comma-separated integers, got {args.nfe!r}") from None
-    if not nfes or min(nfes) < 1:
-        raise ValueError(f"--nfe values must be >= 1, got {args.nfe!r}")
-    if args.n < 2:
-        raise ValueError(f"--n must be >= 2, got {args.n}")
-    metrics = _csv(args.metrics)
-    for m in metrics:
-        if m not in ("sw", "gap", "rms"):
-            raise ValueError(f"--metrics: {m!r} unknown; one of: sw, gap, rms")
-    if args.run_dir:
-        rows = _run_trained(args, samplers, nfes)
-        metrics = ["sw"]
-    else:
-        rows = _run_oracle(args, samplers, nfes)
-    for problem in dict.fromkeys(r.problem for r in rows):
-        sub = [r for r in rows if r.problem == problem]
-        for m in metrics:
-            if m == "rms" and all(r.rms is None for r in sub):
-                continue
-            print(f"\n{problem}: {m}\n")
-            print(format_table(sub, m, nfes))
-    for line in failures(rows):
-        print("failed:", line)
-    return 0
