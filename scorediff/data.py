@@ -21,6 +21,9 @@ mnist           MNIST IDX files the user has (``images``, ``labels``; optionally
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
 constants put each coordinate at roughly unit standard deviation.
+
+Every dataset also takes ``split`` ("train" | "test"), ``test_fraction`` (0.2) and ``split_seed`` (0): a
+deterministic held-out split (see ``make``), so that a model trained on "train" is scored on "test".
 """
 
 from __future__ import annotations
@@ -527,12 +530,52 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def make(name: str, **options: Any) -> Dataset:
-    """Build dataset ``name`` (see the module docstring) with its options; ``.info`` describes it."""
+SPLITS = ("train", "test")
+
+
+def split_indices(n: int, split: str, test_fraction: float = 0.2, split_seed: int = 0) -> Tensor:
+    """The indices of ``split`` in a deterministic train / test split of n examples: a permutation seeded by
+    ``split_seed``; its first round(n * test_fraction) entries (at least 1) are the test set, the rest train."""
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = max(1, round(n * test_fraction))
+    if n_test >= n:
+        raise ValueError(f"a dataset of {n} examples cannot be split with test_fraction {test_fraction}")
+    perm = torch.randperm(n, generator=_gen(split_seed))
+    return (perm[:n_test] if split == "test" else perm[n_test:]).sort().values
+
+
+def _select(ds: Dataset, idx: Tensor) -> Dataset:
+    if isinstance(ds, ArrayDataset):
+        return ArrayDataset(ds.x[idx], ds.y[idx], ds.info)
+    if isinstance(ds, FolderDataset):
+        keep = idx.tolist()
+        ds.files, ds.labels = [ds.files[i] for i in keep], [ds.labels[i] for i in keep]
+        if ds._cache is not None:
+            ds._cache = [ds._cache[i] for i in keep]
+        return ds
+    raise ValueError(f"dataset {type(ds).__name__} cannot be split")
+
+
+def make(name: str, split: str | None = None, test_fraction: float = 0.2, split_seed: int = 0,
+         **options: Any) -> Dataset:
+    """Build dataset ``name`` (see the module docstring) with its options; ``.info`` describes it.
+
+    ``split="train"`` / ``"test"`` keeps one side of a deterministic split (``split_indices``: a fraction
+    ``test_fraction`` held out, chosen by ``split_seed``), so that a model trained on "train" is evaluated on
+    examples it never saw. A dataset with its own split (mnist's official train / t10k files) uses that instead.
+    """
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS)
     fn = DATASETS[name]
     target = fn.__init__ if isinstance(fn, type) else fn
     allowed = [k for k in inspect.signature(target).parameters if k != "self"]
     check_options(f"dataset {name!r}", options, allowed)
-    return fn(**options)
+    if split is not None and "split" in allowed:
+        return fn(split=split, **options)
+    ds = fn(**options)
+    if split is None:
+        return ds
+    return _select(ds, split_indices(len(ds), split, test_fraction, split_seed))

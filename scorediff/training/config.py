@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "sample": {"sampler": "heun", "steps": 18, "num": 64, "every": 1000, "seed": 0, "options": FREE()},
     "log": {"every": 50, "progress": True, "tensorboard": True},
     "ckpt": {"every": 1000},
+    # scorediff.eval.at_checkpoint: FID / KID / precision-recall of the EMA model every `every` steps (0: never)
+    "eval": {"every": 0, "num": 500, "features": "raw", "sampler": None, "steps": None, "split": "test",
+             "cache": None},
 }
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -137,7 +140,7 @@ def _validate_values(cfg: dict) -> None:
     elif e["half_life_steps"] is not None:
         positive("ema.half_life_steps", e["half_life_steps"])
     for path, value in (("sample.every", cfg["sample"]["every"]), ("log.every", cfg["log"]["every"]),
-                        ("ckpt.every", cfg["ckpt"]["every"])):
+                        ("ckpt.every", cfg["ckpt"]["every"]), ("eval.every", cfg["eval"]["every"])):
         positive(path, value, integer=True, allow_zero=True)
     positive("sample.num", cfg["sample"]["num"], integer=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)

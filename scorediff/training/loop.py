@@ -527,6 +527,10 @@ class Trainer:
                         self.save_checkpoint()
                     if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total):
                         self.save_samples()
+                    if self.is_main and cfg["eval"]["every"] and (self.step % cfg["eval"]["every"] == 0 or last):
+                        from ..eval import at_checkpoint  # training sits above eval in the layers
+
+                        self._log({"step": self.step, **at_checkpoint(self)})
                     if self.stopped_by is not None:
                         break
         finally:

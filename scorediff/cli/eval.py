@@ -1,0 +1,102 @@
+"""``scorediff eval RUN [--ref NAME --ref-option K=V ...] [--features raw|inception:PATH|classifier:PATH]``.
+
+Draws ``--num`` samples from the run (EMA weights) with ``--sampler`` / ``--steps`` (default: the run's own
+sampling settings), embeds them and the reference data with the chosen features, and prints FID (Frechet distance
+of the features), KID, precision / recall and the sliced W2 of the data; the same goes as JSON to ``--out``
+(default ``eval_<run name>.json`` in the current folder). The reference defaults to the run's own data set with
+``split=test``. Nothing is written into the run folder: a reader never modifies a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "score a trained run on held-out data: FID, KID, precision/recall, sliced W2"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a run folder written by `scorediff train`")
+    parser.add_argument("--ref", default=None, metavar="NAME",
+                        help="reference dataset name (default: the run's data set with split=test)")
+    parser.add_argument("--ref-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a reference dataset option, repeatable (default: the run's options, split=test)")
+    parser.add_argument("--features", default="raw",
+                        help="raw (the data, flattened), inception:PATH (FID Inception-v3 weights file) or "
+                             "classifier:PATH (a classifier from `scorediff train-classifier`); default raw")
+    parser.add_argument("--num", type=int, default=1000, help="samples to draw (default 1000)")
+    parser.add_argument("--sampler", default=None, help="sampler (default: the run's sample.sampler)")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's sample.steps)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples and the KID subsets")
+    parser.add_argument("--batch", type=int, default=500, help="samples per sampler call (default 500)")
+    parser.add_argument("--out", default=None, help="JSON file to write (default eval_<run name>.json here)")
+    parser.add_argument("--cache", default=None,
+                        help="folder for cached reference features (default $SCOREDIFF_CACHE/eval or "
+                             "~/.cache/scorediff/eval)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the reference features")
+    parser.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA weights")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _reference(args, run):
+    """The reference data (N, *event) and a description of it."""
+    from .. import data
+    from .likelihood import _data_options
+
+    if args.ref is None:
+        name, options = run.config["data"]["name"], dict(run.config["data"].get("options") or {})
+        if options.get("split") != "train":
+            print(f"note: the run trained on all of {name!r}; its test split was seen in training. Train with "
+                  f"--set data.options.split=train to score on unseen examples")
+        options["split"] = "test"
+        options.update(_data_options(args.ref_option))
+    else:
+        name, options = args.ref, _data_options(args.ref_option)
+    ds = data.make(name, **options)
+    if tuple(ds.info.shape) != tuple(run.shape):
+        raise ValueError(f"reference {name!r} has examples of shape {tuple(ds.info.shape)}, the run's are "
+                         f"{tuple(run.shape)}")
+    import torch
+
+    x = ds.x if hasattr(ds, "x") else torch.stack([ds[i][0] for i in range(len(ds))])
+    return x, {"name": name, "options": options}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval import evaluate, make_features
+    from ..training import load_run
+
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else Path(f"eval_{run_dir.resolve().name}.json")
+    for what, path in (("--out", out), ("--cache", Path(args.cache) if args.cache else None)):
+        if path is not None and _inside(path, run_dir):
+            raise ValueError(f"{what} {str(path)!r} lies inside the run folder {str(run_dir)!r}; "
+                             f"scorediff eval never writes into a run")
+    if args.num < 4:
+        raise ValueError(f"--num must be >= 4, got {args.num}")
+    r = load_run(run_dir, ema=not args.raw_weights, device=args.device)
+    reference, ref_desc = _reference(args, r)
+    features = make_features(args.features, args.device)
+    s = r.config["sample"]
+    sampler, steps = args.sampler or s["sampler"], args.steps or int(s["steps"])
+    num_classes = int(r.info.get("num_classes", 0)) if r.class_conditional else 0
+    res = evaluate(r.denoiser, r.process, r.shape, reference, features, num=args.num, sampler=sampler, steps=steps,
+                   seed=args.seed, batch_size=args.batch, num_classes=num_classes, device=args.device,
+                   cache_dir=args.cache, use_cache=not args.no_cache)
+    res.update(run=str(run_dir), step=r.step, ema=r.ema, reference=ref_desc)
+    print(f"run {run_dir} (step {r.step}): {res['num']} samples ({sampler}, {steps} steps) vs {res['num_ref']} "
+          f"reference examples of {ref_desc['name']!r}, {res['features']} features")
+    print(f"  FID        {res['fid']:.4g}")
+    print(f"  KID        {res['kid']:.4g} +- {res['kid_std']:.2g}")
+    print(f"  precision  {res['precision']:.3f}")
+    print(f"  recall     {res['recall']:.3f}")
+    print(f"  sliced W2  {res['sliced_w2']:.4g} (data space)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0

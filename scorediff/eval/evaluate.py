@@ -1,0 +1,103 @@
+"""Scoring a model on held-out data: draw samples, embed them and the reference, report FID / KID / P&R / SW.
+
+``score(samples, reference, features)`` takes two sets of data; ``evaluate(denoiser, process, shape, reference,
+...)`` draws the samples first with a registered sampler (``scorediff.sample``). ``at_checkpoint`` is what
+``scorediff train`` calls when its config has an ``eval`` section.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .features import Features, raw_features, reference_features
+from .metrics import frechet_distance, kid, precision_recall, sliced_w2
+
+__all__ = ["at_checkpoint", "evaluate", "generate", "score"]
+
+
+def score(samples: Tensor, reference: Tensor, features: Features | None = None, *,
+          cache_dir: str | os.PathLike | None = None, use_cache: bool = True, kid_subsets: int = 100,
+          kid_subset_size: int = 1000, k: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Metrics of ``samples`` against ``reference`` (both (N, *event) data) in the features of ``features``.
+
+    Returns ``fid`` (Frechet distance of the features; FID proper with Inception), ``kid`` / ``kid_std``,
+    ``precision`` / ``recall`` (k-NN manifolds, k = ``k``) and ``sliced_w2`` on the data themselves; the
+    reference features come from the cache when they were computed before.
+    """
+    features = features or raw_features()
+    if samples.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"samples of shape {tuple(samples.shape[1:])} cannot be compared with reference data of "
+                         f"shape {tuple(reference.shape[1:])}")
+    f_ref = reference_features(reference, features, cache_dir, use_cache)
+    f_gen = features(samples)
+    kid_mean, kid_std = kid(f_ref, f_gen, kid_subsets, kid_subset_size, seed)
+    precision, recall = precision_recall(f_ref, f_gen, k)
+    return {"fid": frechet_distance(f_ref, f_gen), "kid": kid_mean, "kid_std": kid_std, "precision": precision,
+            "recall": recall, "sliced_w2": sliced_w2(samples.flatten(1), reference.flatten(1)),
+            "features": features.name, "num": int(samples.shape[0]), "num_ref": int(reference.shape[0])}
+
+
+@torch.no_grad()
+def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: str = "heun", steps: int = 32,
+             seed: int = 0, batch_size: int = 500, num_classes: int = 0, device: torch.device | str = "cpu",
+             **options: Any) -> Tensor:
+    """``num`` samples in batches (batch i seeded ``seed + i``); class-conditional when ``num_classes`` > 0, with
+    the labels 0, 1, ..., K-1, 0, ... so that every class is equally represented."""
+    from ..samplers import sample
+
+    out = []
+    for i, start in enumerate(range(0, num, batch_size)):
+        n = min(batch_size, num - start)
+        cond = {"y": torch.arange(start, start + n, device=device) % num_classes} if num_classes else {}
+        out.append(sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i,
+                          device=device, cond=cond, **options).to("cpu", torch.float32))
+    return torch.cat(out)
+
+
+def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, features: Features | None = None, *,
+             num: int = 1000, sampler: str = "heun", steps: int = 32, seed: int = 0, batch_size: int = 500,
+             num_classes: int = 0, device: torch.device | str = "cpu", cache_dir: str | os.PathLike | None = None,
+             use_cache: bool = True, **options: Any) -> dict[str, Any]:
+    """Draw ``num`` samples from ``denoiser`` and ``score`` them against ``reference``."""
+    if num < 4:
+        raise ValueError(f"num must be >= 4 samples to estimate the metrics, got {num}")
+    x = generate(denoiser, process, shape, num, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
+                 num_classes=num_classes, device=device, **options)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"sampler {sampler!r} with {steps} steps produced non-finite samples")
+    out = score(x, reference, features, cache_dir=cache_dir, use_cache=use_cache, seed=seed)
+    out.update(sampler=sampler, steps=steps, seed=seed)
+    return out
+
+
+def at_checkpoint(trainer) -> dict[str, float]:
+    """The ``eval`` section of a training config, run at a checkpoint of ``trainer`` (``scorediff.training``'s
+    Trainer): the EMA model's metrics as ``{"eval/fid": ..., ...}`` for the metrics log.
+
+    ``eval`` keys: ``every`` (steps; 0 = never), ``num`` samples, ``features`` (``raw`` | ``inception:PATH`` |
+    ``classifier:PATH``), ``sampler`` / ``steps`` (null: the config's ``sample`` settings), ``split`` of the
+    training data set to score against (``test``; train on ``data.options.split=train`` so that it is held out),
+    ``cache`` (folder of the reference features; null: the user cache).
+    """
+    from .. import data
+    from ..parameterizations import NetDenoiser
+    from .features import make_features
+
+    cfg, opts = trainer.cfg, trainer.cfg["eval"]
+    if getattr(trainer, "_eval_reference", None) is None:  # built once per run: the data set and its features
+        options = {**cfg["data"]["options"], "split": opts["split"]}
+        ds = data.make(cfg["data"]["name"], **options)
+        x = ds.x if hasattr(ds, "x") else torch.stack([ds[i][0] for i in range(len(ds))])
+        trainer._eval_reference = (x, make_features(opts["features"], trainer.device))
+    reference, features = trainer._eval_reference
+    den = NetDenoiser(trainer.ema.model, trainer.process, trainer.param).eval()
+    num_classes = int(trainer.info["num_classes"]) if cfg["net"]["class_conditional"] else 0
+    res = evaluate(den, trainer.process, tuple(trainer.shape), reference, features, num=int(opts["num"]),
+                   sampler=opts["sampler"] or cfg["sample"]["sampler"], steps=int(opts["steps"] or cfg["sample"]["steps"]),
+                   num_classes=num_classes, device=trainer.device, cache_dir=opts["cache"],
+                   **(cfg["sample"]["options"] if not opts["sampler"] else {}))
+    return {f"eval/{k}": res[k] for k in ("fid", "kid", "kid_std", "precision", "recall", "sliced_w2")}
