@@ -27,17 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
-    from scipy import linalg
-
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(sa @ sb)
-    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa + sb - 2 * covmean))
-
-
 def features(clf, x: np.ndarray) -> np.ndarray:
     """The classifier's last hidden layer (ReLU activations)."""
     h = x
@@ -74,6 +63,7 @@ def main() -> None:
 
     from scorediff import plotting, sample
     from scorediff.data import from_unit
+    from scorediff.eval import frechet_distance as frechet
     from scorediff.training import load_run
 
     if args.threads:

@@ -21,7 +21,7 @@ __all__ = ["at_checkpoint", "evaluate", "generate", "score"]
 
 def score(samples: Tensor, reference: Tensor, features: Features | None = None, *,
           cache_dir: str | os.PathLike | None = None, use_cache: bool = True, kid_subsets: int = 100,
-          kid_subset_size: int = 1000, k: int = 3, seed: int = 0) -> dict[str, Any]:
+          kid_subset_size: int | None = None, k: int = 3, seed: int = 0) -> dict[str, Any]:
     """Metrics of ``samples`` against ``reference`` (both (N, *event) data) in the features of ``features``.
 
     Returns ``fid`` (Frechet distance of the features; FID proper with Inception), ``kid`` / ``kid_std``,

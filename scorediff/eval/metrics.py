@@ -85,15 +85,19 @@ def mmd2_unbiased(x: Tensor, y: Tensor) -> float:
                  - 2 * kxy.mean())
 
 
-def kid(feats_a: Tensor | np.ndarray, feats_b: Tensor | np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
+def kid(feats_a: Tensor | np.ndarray, feats_b: Tensor | np.ndarray, subsets: int = 100,
+        subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
     """Kernel inception distance: (mean, std) of the unbiased MMD^2 over ``subsets`` random subsets.
 
-    Each subset draws ``subset_size`` points without replacement from each set (capped at the set's size, as
-    torchmetrics and torch-fidelity do), from a generator seeded by ``seed``. The mean is unbiased: over equal
-    distributions it is 0 up to its std / sqrt(subsets).
+    Each subset draws ``subset_size`` points without replacement from each set (capped at the set's size), from a
+    generator seeded by ``seed``. The default is the usual 1000 (torch-fidelity, torchmetrics) when both sets hold
+    at least 2000 points, else half the smaller set, so that the subsets differ and their std means something.
+    The mean is unbiased: over independent draws of equal distributions it averages to 0.
     """
     a, b = _pair(feats_a, feats_b)
+    if subset_size is None:
+        smaller = min(a.shape[0], b.shape[0])
+        subset_size = 1000 if smaller >= 2000 else max(2, smaller // 2)
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"kid needs subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
     g = torch.Generator().manual_seed(seed)
