@@ -8,8 +8,9 @@
 """
 
 from .evaluate import at_checkpoint, evaluate, generate, score
-from .features import Features, make_features, module_features, reference_features
+from .features import Features, make_features, module_features, raw_features, reference_features
 from .metrics import frechet_distance, gaussian_frechet, kid, precision_recall, sliced_w2
 
 __all__ = ["Features", "at_checkpoint", "evaluate", "frechet_distance", "gaussian_frechet", "generate", "kid",
-           "make_features", "module_features", "precision_recall", "reference_features", "score", "sliced_w2"]
+           "make_features", "module_features", "precision_recall", "raw_features", "reference_features", "score",
+           "sliced_w2"]
