@@ -79,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
                              f"scorediff eval never writes into a run")
     if args.num < 4:
         raise ValueError(f"--num must be >= 4, got {args.num}")
+    from ..samplers import SAMPLERS
+
+    if args.sampler is not None and args.sampler not in SAMPLERS:  # before the minutes of loading and sampling
+        from ..utils import unknown
+
+        raise unknown("sampler", args.sampler, SAMPLERS)
     r = load_run(run_dir, ema=not args.raw_weights, device=args.device)
     reference, ref_desc = _reference(args, r)
     features = make_features(args.features, args.device)
