@@ -362,3 +362,11 @@ def test_cli_eval_writes_json_outside_the_run(split_run, tmp_path, capsys, monke
     assert main(["eval", str(split_run), "--num", "8", "--features", f"inception:{tmp_path / 'nope.pth'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope.pth" in err and "not found" in err
+
+
+def test_bench_compares_a_split_run_with_its_test_split(split_run):
+    from scorediff.eval import bench
+    from scorediff.training import load_run
+
+    held = bench.held_out(load_run(split_run))
+    assert torch.equal(held, data.make("8gaussians", n=500, split="test").x)

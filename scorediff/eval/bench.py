@@ -31,7 +31,8 @@ benchmark sets, with the reason (annealed Langevin: one Langevin step per level,
 
 Every sampler starts from the same prior draw x_T at t_max. With RUN (a training run folder, see
 ``scorediff.training.load_run``), the same samplers draw from the trained model and the table reports
-the sliced W2 to data the run was not trained on (a fresh draw of its toy dataset, else its data).
+the sliced W2 to data the run was not trained on (its test split when it trained on split=train,
+else a fresh draw of its toy dataset, else its data).
 """
 
 from __future__ import annotations
@@ -558,7 +559,8 @@ def oracle_rows(process, mixtures: Iterable[str], grids: str | Iterable[str], sa
 
 
 def held_out(run) -> Tensor:
-    """Data the run did not train on: a fresh draw (seed + 1) of a seeded toy dataset, else the data itself."""
+    """Data the run did not train on: the test split if it trained on ``split="train"``, else a fresh draw
+    (seed + 1) of a seeded toy dataset, else the data itself."""
     from .. import data
 
     cfg = run.config["data"]
@@ -569,7 +571,9 @@ def held_out(run) -> Tensor:
         seeded = "seed" in inspect.signature(data.DATASETS[cfg["name"]]).parameters
     except (KeyError, TypeError, ValueError):
         seeded = False
-    if seeded:
+    if options.get("split") == "train":
+        options["split"] = "test"
+    elif seeded:
         options["seed"] = int(options.get("seed", 0)) + 1
     else:
         print(f"note: dataset {cfg['name']!r} has no seed; comparing with its own (training) data")
