@@ -107,10 +107,36 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 # -- module and optimizer state as tensors + JSON -----------------------------------------------------
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a run's JSON file; a missing, truncated or garbage file raises one line naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{str(path)!r} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from None
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never a pickle); a missing, truncated or garbage file raises one line naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} is missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError (or OSError) on bad bytes
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
+
+
 def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a safetensors state dict into ``module`` (strict: every key must match)."""
-    state = load_file(str(path))
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    """Load a safetensors state dict into ``module`` (strict: every key and shape must match)."""
+    state = read_tensors(path)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape mismatch: name the first tensor, not torch's 40-line listing
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+        raise ValueError(f"weights {str(path)!r} do not fit the network ({first.rstrip('.')})") from None
     if missing or unexpected:
         raise ValueError(
             f"weights {str(path)!r} do not fit the network: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"

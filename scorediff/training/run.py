@@ -53,7 +53,7 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
 
     Only JSON and safetensors are read; nothing is unpickled. The data set is not needed.
     """
-    from .loop import build_net, build_process_param
+    from .components import build_net, build_process_param
 
     path = Path(path)
     if not (path / "config.json").exists():
