@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from . import ddp
 from .batches import Batches, derive_seed
 from .components import Components, Settings, build, build_net, build_process_param, info_dict
 from .ema import EMA, decay_from
+from .lock import RunLock
 from .state import TrainingState
 
 __all__ = ["Components", "NonFiniteLossError", "Trainer", "build", "build_net", "build_process_param",
@@ -79,19 +81,16 @@ class Trainer:
     """Train a config into a run folder. ``Trainer(config, out).train()``; see ``train`` for the arguments."""
 
     def __init__(self, config: dict, out: str | Path, resume: bool = False, components: Components | None = None):
-        self.world, self.device = ddp.setup(config.get("device", "auto"))
         self.cfg = cfg = config_mod.resolve(config)
+        self.world, self.device = ddp.setup(cfg["device"])
         self.settings = st = Settings.from_config(cfg)
         if st.threads is not None:
             torch.set_num_threads(st.threads)
         self.out = Path(out)
         self.is_main = self.world.is_main
-        resuming = resume and ckpt.has_checkpoint(self.out)
-        if not resuming and (self.out / "state.json").exists():
-            raise ValueError(
-                f"run folder {str(self.out)!r} already holds a checkpoint; pass --resume to continue it "
-                "or choose another folder with --out"
-            )
+        # Every check that can fail on bad input runs before the first write to the run folder.
+        self.changes = self._check_resumable(cfg) if resume else self._check_fresh()
+        self.resuming = resume
         # The initial weights come from the seed (identical on every rank; DDP broadcasts rank 0's anyway).
         torch.manual_seed(st.seed)
         c = components or build(cfg)
@@ -130,15 +129,88 @@ class Trainer:
         self.stopped_by: str | None = None
         self._tb = None
         self._signals = _StopSignals()
-        if resuming:
-            self._load_checkpoint()
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            ckpt.write_json_atomic(self.out / "config.json", cfg)
-            ckpt.write_json_atomic(self.out / "info.json", {
-                "data": self.info, "parameters": sum(p.numel() for p in self.net.parameters()),
-                "world_size": self.world.world_size,
-            })
+        self._lock = RunLock(self.out) if self.is_main else None
+        self._acquire()
+        try:
+            if resume:
+                self._load_checkpoint()
+            elif self.is_main:
+                self._check_fresh()  # again under the lock: another trainer may have finished in between
+                ckpt.write_json_atomic(self.out / "config.json", cfg)
+                ckpt.write_json_atomic(self.out / "info.json", {
+                    "data": self.info, "parameters": sum(p.numel() for p in self.net.parameters()),
+                    "world_size": self.world.world_size,
+                })
+            self._begin_session()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- the run folder: one writer, resume or fresh, the session history -----------------------------------
+    def _check_fresh(self) -> dict:
+        """A new run never overwrites one: the folder must not hold a checkpoint or a run's config."""
+        held = [f for f in (*ckpt.CHECKPOINT_FILES, ckpt.TMP) if (self.out / f).exists()]
+        if held:
+            raise ValueError(
+                f"run folder {str(self.out)!r} already holds a checkpoint; pass --resume to continue it "
+                f"or choose another folder with --out (found {held[0]})"
+            )
+        if (self.out / "config.json").exists():
+            raise ValueError(
+                f"run folder {str(self.out)!r} already holds a run (config.json) that has no checkpoint yet; "
+                "delete the folder or choose another one with --out"
+            )
+        return {}
+
+    def _check_resumable(self, cfg: dict) -> dict:
+        """Read-only checks of a folder to resume; returns the config values this session changes."""
+        if not self.out.is_dir():
+            raise FileNotFoundError(f"cannot resume: run folder {str(self.out)!r} does not exist")
+        if not (self.out / "config.json").exists():
+            raise FileNotFoundError(f"cannot resume {str(self.out)!r}: config.json is missing (not a run folder?)")
+        stored = config_mod.resolve(ckpt.read_json(self.out / "config.json"))
+        return config_mod.resume_changes(stored, cfg)
+
+    def _acquire(self) -> None:
+        if self._lock is not None and not self._lock.held:
+            self._lock.acquire()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def _history(self) -> list:
+        path = self.out / "history.json"
+        return ckpt.read_json(path) if path.exists() else []
+
+    def _begin_session(self) -> None:
+        """Append this session to ``history.json``: its start step and the config values it changes.
+
+        ``config.json`` keeps the config the run started with; a resumed session's ``--set`` values are
+        recorded here and apply to that session only, so a value that failed is not repeated by a plain
+        ``--resume``.
+        """
+        if not self.is_main:
+            return
+        history = self._history()
+        earlier = {k for h in history for k in h.get("changes", {})} - set(self.changes)
+        if self.resuming and earlier:
+            print(f"note: earlier sessions of this run changed {', '.join(sorted(earlier))}; such changes apply to "
+                  "their session only (pass --set again to keep one)", file=sys.stderr)
+        history.append({"session": len(history) + 1, "start_step": self.step, "changes": self.changes,
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        ckpt.write_json_atomic(self.out / "history.json", history)
+
+    def _end_session(self, outcome: str) -> None:
+        if not self.is_main:
+            return
+        try:
+            history = self._history()
+            if history:
+                history[-1].update(end_step=self.step, outcome=outcome)
+                ckpt.write_json_atomic(self.out / "history.json", history)
+        except (OSError, ValueError):  # never hide the error that ended the session behind this one
+            pass
 
     # -- setup helpers -------------------------------------------------------------------------------------
     def _check_forward(self) -> None:
@@ -229,14 +301,41 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Save weights, EMA, optimizer, RNG and data position atomically (every rank calls; rank 0 writes)."""
+        """Save weights, EMA, optimizer, RNG and data position atomically (every rank calls; rank 0 writes).
+
+        Weights that are no longer finite (a step that diverged without a non-finite loss, e.g. a huge
+        learning rate) are never saved: the last good checkpoint stays and NonFiniteLossError is raised.
+        """
+        bad = next((name for name, p in (*self.net.named_parameters(), *(("ema." + n, q) for n, q in
+                    self.ema.model.named_parameters())) if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept"
+                    if self.last_checkpoint_step is not None else "no checkpoint was saved")
+            raise NonFiniteLossError(
+                f"non-finite weights ({bad}) at step {self.step}; training stopped, {kept} in {self.out}. "
+                "Try a lower optim.lr, more optim.warmup_steps or optim.grad_clip."
+            )
         self.state.save(self.out, self.step)
         self.last_checkpoint_step = self.step
 
     def _load_checkpoint(self) -> None:
-        ckpt.recover(self.out)
+        """Resume: recover an interrupted save (the writer only), check, load, drop log lines past the checkpoint."""
+        missing: list[str] = []
+        if self.is_main:
+            ckpt.recover(self.out)
+            missing = ckpt.missing_files(self.out)
+        ddp.barrier(self.world)
+        if not self.is_main:
+            missing = ckpt.missing_files(self.out)
+        if missing:
+            raise FileNotFoundError(
+                f"cannot resume {str(self.out)!r}: {', '.join(missing)} missing, so the run has no complete "
+                "checkpoint; nothing was changed (start a new run with another --out)"
+            )
         self.step = self.state.load(self.out)
         self.last_checkpoint_step = self.step
+        if self.is_main:
+            ckpt.drop_log_lines_after(self.out / "metrics.jsonl", self.step)
 
     # -- samples and logs ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -288,9 +387,23 @@ class Trainer:
 
         SIGTERM / SIGINT end the current step, save a checkpoint and return (``stopped_by == "signal"``).
         """
-        st = self.settings
-        total = st.optim.steps
+        total = self.settings.optim.steps
         end = total if stop_after is None else min(total, stop_after)
+        self._acquire()
+        outcome = "error"
+        try:
+            self._train(end, total)
+            outcome = "signal" if self.stopped_by else ("finished" if self.step == total else "stopped")
+        except NonFiniteLossError:
+            outcome = "non-finite"
+            raise
+        finally:
+            self._end_session(outcome)
+            self._release()
+        return self
+
+    def _train(self, end: int, total: int) -> None:
+        st = self.settings
         every_log, every_ckpt, every_sample = st.log_every, st.ckpt_every, st.sample.every
         examples_per_step = st.optim.batch_size * st.optim.grad_accum
         bar = None
@@ -335,9 +448,9 @@ class Trainer:
             from ..plotting import save_loss_plot
 
             save_loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
-        return self
 
     def close(self) -> None:
+        self._release()
         ddp.teardown(self.world)
 
 
