@@ -121,6 +121,15 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
     ncfg = cfg["net"]
     spec = ncfg["config"] if ncfg["config"] is not None else ncfg["preset"]
     overrides = dict(ncfg["overrides"])
+    base = spec if isinstance(spec, dict) else nets.PRESETS.get(spec, {})
+    arch = overrides.get("type", base.get("type"))
+    if arch in nets.ARCHITECTURES:
+        defaults = {**nets.default_config(arch), **base}
+        for key, value in overrides.items():
+            expected = _expected_type(value, defaults.get(key))
+            if expected:
+                raise ValueError(f"net.overrides.{key}={value!r} must be {expected} (the {arch} default is "
+                                 f"{defaults[key]!r})")
     if ncfg["class_conditional"]:
         num_classes = info.get("num_classes") or 0
         if num_classes < 1:
@@ -135,15 +144,40 @@ def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations
     return process, param
 
 
+def check_sampler_options(name: str, options: dict) -> None:
+    """Fail now, with the option named, on an unknown sampler, an unknown option, or a value whose type does
+    not match the option's default (a string where a number belongs would otherwise fail deep in a step)."""
+    from ..samplers import options_of
+    from ..utils import check_options
+
+    allowed = options_of(name)  # raises for an unknown sampler
+    check_options(f"sampler '{name}'", options, {*allowed, "schedule", "schedule_options"})
+    for key, value in options.items():
+        expected = _expected_type(value, "" if key == "schedule" else allowed.get(key))
+        if expected:
+            raise ValueError(f"sampler '{name}': option {key}={value!r} must be {expected} "
+                             f"(default {allowed.get(key)!r})")
+
+
+def _expected_type(value: Any, default: Any) -> str | None:
+    """What ``value`` should be, judged by the type of the option's ``default``; None if it fits (or no rule)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if number and float(value).is_integer() else "an integer"
+    if isinstance(default, float):
+        return None if number else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    return None
+
+
 def check_sampler(cfg: dict) -> None:
     """Fail now, not at the first sample grid hours later, on a bad sampler name or option."""
-    from ..samplers import options_of
-
-    name, opts = cfg["sample"]["sampler"], cfg["sample"]["options"]
-    allowed = options_of(name)  # raises for an unknown sampler
-    bad = sorted(set(opts) - set(allowed) - {"schedule", "schedule_options"})
-    if bad:
-        raise ValueError(f"sampler '{name}': unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
+    check_sampler_options(cfg["sample"]["sampler"], cfg["sample"]["options"])
 
 
 def build(cfg: dict) -> Components:
