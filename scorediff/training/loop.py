@@ -89,7 +89,8 @@ class Trainer:
         self.out = Path(out)
         self.is_main = self.world.is_main
         # Every check that can fail on bad input runs before the first write to the run folder.
-        self.changes = self._check_resumable(cfg) if resume else self._check_fresh()
+        # (Only rank 0 checks a fresh folder: it writes config.json, which another rank could otherwise see.)
+        self.changes = self._check_resumable(cfg) if resume else (self._check_fresh() if self.is_main else {})
         self.resuming = resume
         # The initial weights come from the seed (identical on every rank; DDP broadcasts rank 0's anyway).
         torch.manual_seed(st.seed)
