@@ -422,6 +422,25 @@ def _main_on_a_full_disk(argv: list[str]) -> int:
     return main(argv)
 
 
+def test_read_only_run_folder_is_one_line_and_changes_nothing(run_copy, monkeypatch, capsys):
+    """Writing into the folder fails as on a read-only mount (simulated: the tests may run as root, whom
+    chmod does not stop): one line naming the folder and the cause; nothing changed."""
+    real_write = Path.write_text
+
+    def write_text(self, *a, **k):
+        if run_copy in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    before = snapshot(run_copy)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run_copy), "--resume", "--set", "optim.steps=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(run_copy) in err and "Permission denied" in err, err
+    assert snapshot(run_copy) == before
+
+
 def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous(run_copy, tmp_path):
     files = {f: (run_copy / f).read_bytes() for f in ckpt.CHECKPOINT_FILES}
     assert len(files["model.safetensors"]) > 64 * 1024  # the limit bites on the checkpoint

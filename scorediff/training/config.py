@@ -186,8 +186,9 @@ def resume_changes(stored: dict, new: dict) -> dict[str, list]:
     fixed = [k for k in changes if k.split(".")[0] in FIXED_ON_RESUME]
     if fixed:
         k = fixed[0]
+        old, new = ("unset" if v is None else repr(v) for v in changes[k])
         raise ValueError(
-            f"cannot change {k} on resume (the run has {changes[k][0]!r}, asked {changes[k][1]!r}): "
+            f"cannot change {k} on resume (the run has {old}, asked {new}): "
             f"{', '.join(FIXED_ON_RESUME)} are fixed for a run; start a new run with another --out to change them"
         )
     return changes
