@@ -332,6 +332,34 @@ def _image_layout(shape: tuple[int, ...], layout: str, name: str) -> str:
     )
 
 
+def _load_array(p: Path):
+    """``np.load`` without pickle; anything that is not a plain .npy / .npz gives one line naming the file."""
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:
+        # numpy's own message for such bytes suggests enabling pickle, which would run code from the file
+        why = "it holds pickled Python objects, which are never loaded" if "pickle" in str(e) else str(e)
+        raise ValueError(f"array file {str(p)!r} is not a numeric .npy/.npz array ({why})") from None
+
+
+def _npz_member(npz, key: str, p: Path) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as e:  # an object array inside the .npz
+        why = "it holds pickled Python objects, which are never loaded" if "pickle" in str(e) else str(e)
+        raise ValueError(f"array {key!r} in {str(p)!r} is not numeric ({why})") from None
+
+
+def _check_finite(arr: np.ndarray, where: str) -> None:
+    """Name the first NaN / inf: found at load, not as a non-finite loss many steps later."""
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"data {where} holds a non-finite value ({arr[index]}) at index {index} "
+                             f"({int(bad.sum())} such values); clean the data before training")
+
+
 def npy(
     path: str | os.PathLike,
     key: str | None = None,
@@ -354,10 +382,7 @@ def npy(
         raise FileNotFoundError(f"array file {str(p)!r} not found (expected a .npy or .npz)")
     if layout not in LAYOUTS:
         raise unknown("layout", layout, LAYOUTS)
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except Exception as e:
-        raise ValueError(f"array file {p} could not be read as .npy/.npz: {e}") from e
+    loaded = _load_array(p)
     y = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
@@ -373,13 +398,13 @@ def npy(
                     raise ValueError(f"{p} holds arrays {names}; pass key= to choose the data")
             if key not in names:
                 raise ValueError(f"{p} has no array {key!r}; it holds {names}")
-            arr = loaded[key]
+            arr = _npz_member(loaded, key, p)
             if labels_key is None:
                 labels_key = next((k for k in ("y", "labels") if k in names), None)
             elif labels_key not in names:
                 raise ValueError(f"{p} has no array {labels_key!r}; it holds {names}")
             if labels_key is not None:
-                y = loaded[labels_key]
+                y = _npz_member(loaded, labels_key, p)
     else:
         if key is not None or labels_key is not None:
             raise ValueError(f"key/labels_key apply to .npz files; {p} is a .npy")
@@ -388,13 +413,16 @@ def npy(
         lp = Path(labels)
         if not lp.is_file():
             raise FileNotFoundError(f"labels file {str(lp)!r} not found (expected a .npy of N integers)")
-        y = np.load(lp, allow_pickle=False)
+        y = _load_array(lp)
+        if not isinstance(y, np.ndarray):
+            raise ValueError(f"labels file {str(lp)!r} must be a .npy of N integers, not a .npz")
 
     if arr.dtype == np.uint8:
         x = to_unit(torch.from_numpy(np.ascontiguousarray(arr)))
         if value_range is not None:
             raise ValueError("value_range applies to float arrays; uint8 arrays are read as 0..255")
     elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
+        _check_finite(arr, str(p) + (f" (array {key!r})" if key is not None else ""))
         x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
         if value_range is not None:
             lo, hi = (float(v) for v in value_range)

@@ -199,8 +199,10 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tr.save_checkpoint()
     assert (out / ckpt.TMP).exists()  # the half-written temp checkpoint is there ...
-    run = load_run(out, ema=False)  # ... and loading discards it
-    assert run.step == 2 and not (out / ckpt.TMP).exists()
+    run = load_run(out, ema=False)  # ... a reader reads the previous checkpoint and leaves the folder alone ...
+    assert run.step == 2 and (out / ckpt.TMP).exists()
+    ckpt.recover(out)  # ... and the writer's recovery discards it
+    assert not (out / ckpt.TMP).exists()
     after = tensors(out / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not all(torch.equal(before[k], v.detach()) for k, v in tr.net.state_dict().items())
@@ -211,7 +213,11 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tr.save_checkpoint()
     monkeypatch.undo()
-    assert load_run(out, ema=False).step == 3
+    assert load_run(out, ema=False).step == 3  # a reader already sees the committed step-3 checkpoint
+    assert (out / ckpt.TMP / ckpt.MARKER).exists()
+    ckpt.recover(out)
+    assert load_run(out, ema=False).step == 3 and not (out / ckpt.TMP).exists()
+    tr.close()
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -2,8 +2,8 @@
 
 Each command is one module in this package with ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``; the table below is the whole registry (no import side effects, modules load
-lazily so ``scorediff --help`` stays fast). A ``ValueError`` / ``FileNotFoundError`` raised by a
-command becomes one clear line on stderr and exit code 2.
+lazily so ``scorediff --help`` stays fast). A ``ValueError`` / ``OSError`` (a missing, unreadable or
+unwritable file, a full disk) raised by a command becomes one clear line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, OSError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        msg = " ".join(str(msg).split())  # one line, whatever the message held
         print(f"scorediff {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "draw samples from a trained run: a PNG grid (images) or scatter plot (2-D points) plus an .npz"
@@ -36,11 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from .. import plotting
     from ..samplers import sample
     from ..training import load_run
+    from ..training.components import check_sampler_options
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
     r = load_run(args.run, ema=not args.raw, device=args.device)
     sampler = args.sampler or r.config["sample"]["sampler"]
     steps = args.steps or int(r.config["sample"]["steps"])
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             options[key] = value
     if args.schedule is not None:
         options["schedule"] = args.schedule
+    check_sampler_options(sampler, options)
     num_classes = int(r.info.get("num_classes") or 0)
     if args.label is not None:
         if not r.class_conditional:
@@ -74,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
                              generator=generator, device=args.device, progress=args.progress, cond=cond,
                              **options).cpu())
     x = torch.cat(chunks)
+    bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+    if bad:  # never hand out NaN pictures as if they were samples
+        print(f"scorediff sample: error: {bad} of {len(x)} samples are not finite (NaN or inf), nothing written; "
+              f"the weights of run {args.run!r} (step {r.step}) may have diverged", file=sys.stderr)
+        return 1
     out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
     if out.suffix.lower() != ".png":
         out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")

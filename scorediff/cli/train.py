@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     source = args.config
     if source is None and args.resume and args.out and (Path(args.out) / "config.json").exists():
         source = args.out  # resuming a run folder: its own config
+    if args.resume and not args.out and not (source is not None and Path(str(source)).is_dir()):
+        raise ValueError("--resume needs the run folder: --out RUN_FOLDER (or the run folder as CONFIG)")
     if source is None:
         source = DEFAULT_CONFIG
     cfg = config_mod.load(source, args.overrides)

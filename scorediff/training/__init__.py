@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from . import config
 from .config import DEFAULTS, packaged_configs
+from .lock import RunLockedError
 from .loop import NonFiniteLossError, Trainer, build, train
 from .run import Run, load_run
 
 __all__ = [
-    "DEFAULTS", "NonFiniteLossError", "Run", "Trainer", "build", "config", "load_run", "packaged_configs", "train",
+    "DEFAULTS", "NonFiniteLossError", "Run", "RunLockedError", "Trainer", "build", "config", "load_run",
+    "packaged_configs", "train",
 ]

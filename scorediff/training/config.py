@@ -115,6 +115,8 @@ def _validate_values(cfg: dict) -> None:
             raise ValueError(f"config {path} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
 
     positive("optim.lr", o["lr"])
+    if o["lr"] > 1:  # AdamW moves each weight by about lr per step: above 1 the weights blow up at once
+        raise ValueError(f"config optim.lr must be a positive number at most 1 (AdamW's step size), got {o['lr']!r}")
     positive("optim.weight_decay", o["weight_decay"], allow_zero=True)
     positive("optim.warmup_steps", o["warmup_steps"], integer=True, allow_zero=True)
     positive("optim.batch_size", o["batch_size"], integer=True)
@@ -144,6 +146,8 @@ def _validate_values(cfg: dict) -> None:
         positive(path, value, integer=True, allow_zero=True)
     positive("sample.num", cfg["sample"]["num"], integer=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)
+    if not isinstance(cfg["device"], str):
+        raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):
         raise ValueError(f"config seed must be an integer, got {cfg['seed']!r}")
 
@@ -160,6 +164,37 @@ def resolve(config: dict | None = None, overrides: list[str] | dict | None = Non
     _check(cfg, DEFAULTS)
     _validate_values(cfg)
     return _plain(cfg)
+
+
+# Fixed for the life of a run: a checkpoint's weights, data order and noise streams only mean something with
+# these. Everything else (optimizer, EMA, sampling, logging, checkpoints, device, precision) may change on resume.
+FIXED_ON_RESUME = ("seed", "data", "process", "parameterization", "loss", "net")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):  # an empty mapping adds no key: {} and "absent" are the same options
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_changes(stored: dict, new: dict) -> dict[str, list]:
+    """``{key: [old, new]}`` for every value a resumed session changes; ValueError for a fixed key."""
+    a, b = flatten(stored), flatten(new)
+    changes = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    fixed = [k for k in changes if k.split(".")[0] in FIXED_ON_RESUME]
+    if fixed:
+        k = fixed[0]
+        old, new = ("unset" if v is None else repr(v) for v in changes[k])
+        raise ValueError(
+            f"cannot change {k} on resume (the run has {old}, asked {new}): "
+            f"{', '.join(FIXED_ON_RESUME)} are fixed for a run; start a new run with another --out to change them"
+        )
+    return changes
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -217,22 +252,35 @@ def read(path_or_name: str | Path) -> dict:
         )
     if path.is_dir():
         if (path / "config.json").exists():  # a run folder
-            return json.loads((path / "config.json").read_text())
-        raise FileNotFoundError(f"config {str(path)!r} is a folder without config.json")
+            path = path / "config.json"
+        else:
+            raise FileNotFoundError(f"config {str(path)!r} is a folder without config.json")
     suffix = path.suffix.lower()
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"config {str(path)!r} is not a text file") from None
     if suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config {str(path)!r} is not valid JSON ({e})") from None
     elif suffix == ".toml":
         import tomllib
 
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config {str(path)!r} is not valid TOML ({e})") from None
     elif suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ModuleNotFoundError:
             raise ValueError(f"config {str(path)!r} is YAML but PyYAML is not installed; use JSON or TOML") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"config {str(path)!r} is not valid YAML ({' '.join(str(e).split())})") from None
     else:
         raise ValueError(f"config {str(path)!r}: unknown format {suffix!r}; expected .json, .toml, .yaml")
     if not isinstance(data, dict):

@@ -6,183 +6,42 @@ periodic sample grids from the EMA model, a JSONL metrics log and a progress bar
 ``torchrun``; one code path, only rank 0 writes.
 
 Randomness comes only from explicit, saved sources, so a run stopped and resumed gives bit-identical
-weights: the data order (a permutation per epoch from a generator seeded by (seed, epoch), plus a
-position in the stream), the loss's times and noise (a per-rank generator), the augmentation (another),
-and the global torch RNG (dropout).
+weights: the data order (``batches.Batches``), the loss's times and noise (a per-rank generator), the
+augmentation (another), and the global torch RNG (dropout); ``state.TrainingState`` saves and restores them.
+The components and typed settings come from ``components`` (built once from the config).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .. import parameterizations, processes
 from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
 from . import config as config_mod
 from . import ddp
+from .batches import Batches, derive_seed
+from .components import Components, Settings, build, build_net, build_process_param, info_dict
 from .ema import EMA, decay_from
+from .lock import RunLock
+from .state import TrainingState
+
+__all__ = ["Components", "NonFiniteLossError", "Trainer", "build", "build_net", "build_process_param",
+           "derive_seed", "info_dict", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN / inf loss (or gradient norm); the last good checkpoint is kept."""
-
-
-def derive_seed(seed: int, *names: object) -> int:
-    """A 63-bit seed for one named random stream, e.g. derive_seed(0, "loss", rank)."""
-    digest = hashlib.sha256("/".join(str(v) for v in (seed, *names)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def info_dict(info: Any) -> dict:
-    """A dataset's ``info`` as a plain JSON-able dict."""
-    if hasattr(info, "to_dict"):
-        info = info.to_dict()
-    elif is_dataclass(info):
-        info = asdict(info)
-    out = dict(info)
-    for k, v in out.items():
-        if isinstance(v, tuple):
-            out[k] = list(v)
-    return out
-
-
-# -- components built from a config ------------------------------------------------------------------
-
-
-@dataclass
-class Components:
-    dataset: Any
-    info: dict
-    net: nn.Module
-    process: processes.Process
-    param: parameterizations.Parameterization
-    loss: Any
-
-
-def build_net(cfg: dict, info: dict) -> nn.Module:
-    """The network of a config (``net.preset`` or ``net.config`` with ``net.overrides``)."""
-    from .. import nets
-
-    ncfg = cfg["net"]
-    spec = ncfg["config"] if ncfg["config"] is not None else ncfg["preset"]
-    overrides = dict(ncfg["overrides"])
-    if ncfg["class_conditional"]:
-        num_classes = info.get("num_classes") or 0
-        if num_classes < 1:
-            raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
-        overrides.setdefault("num_classes", num_classes)
-    return nets.make(spec, shape=info["shape"], **overrides)
-
-
-def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations.Parameterization]:
-    process = processes.make(cfg["process"]["name"], **cfg["process"]["options"])
-    param = parameterizations.make(cfg["parameterization"]["name"], **cfg["parameterization"]["options"])
-    return process, param
-
-
-def check_sampler(cfg: dict) -> None:
-    """Fail now, not at the first sample grid hours later, on a bad sampler name or option."""
-    from ..samplers import options_of
-
-    name, opts = cfg["sample"]["sampler"], cfg["sample"]["options"]
-    allowed = options_of(name)  # raises for an unknown sampler
-    bad = sorted(set(opts) - set(allowed) - {"schedule", "schedule_options"})
-    if bad:
-        raise ValueError(f"sampler '{name}': unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
-
-
-def build(cfg: dict) -> Components:
-    """Build every component of a config; any bad name or option raises ValueError before training."""
-    from .. import data, losses
-
-    process, param = build_process_param(cfg)
-    loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
-    check_sampler(cfg)
-    try:
-        dataset = data.make(cfg["data"]["name"], **cfg["data"]["options"])
-    except TypeError as e:  # a required option missing, e.g. a folder's path
-        raise ValueError(f"data {cfg['data']['name']!r}: {e}; set it with --set data.options.KEY=VALUE") from None
-    info = info_dict(dataset.info)
-    net = build_net(cfg, info)
-    return Components(dataset, info, net, process, param, loss)
-
-
-# -- the data stream -----------------------------------------------------------------------------------
-
-
-class Batches:
-    """An endless stream of batches: epoch e is a permutation from a generator seeded by (seed, e).
-
-    The state is one integer, the position in the concatenated stream of permutations, so a resumed
-    run continues the exact data order. Under DDP every rank computes the same global batch and takes
-    its own contiguous slice of it.
-    """
-
-    def __init__(self, dataset, batch_size: int, seed: int, world: ddp.World, device: torch.device):
-        if batch_size % world.world_size:
-            raise ValueError(f"optim.batch_size {batch_size} must be divisible by the {world.world_size} DDP ranks")
-        self.n = len(dataset)
-        if self.n == 0:
-            raise ValueError("the dataset is empty")
-        self.global_batch, self.local_batch = batch_size, batch_size // world.world_size
-        self.seed, self.rank, self.device = seed, world.rank, device
-        self.position = 0
-        self._epoch, self._perm = -1, None
-        # Array-backed data (every toy set, digits, MNIST, npy) lives on the device as one tensor; a folder
-        # of images small enough does too, after one pass of decoding.
-        self.dataset = dataset
-        self.preloaded = True
-        if torch.is_tensor(getattr(dataset, "x", None)) and torch.is_tensor(getattr(dataset, "y", None)):
-            self.x, self.y = dataset.x.to(device, torch.float32), dataset.y.to(device)
-        else:
-            item_bytes = torch.as_tensor(dataset[0][0]).numel() * 4
-            self.preloaded = self.n * item_bytes <= 2**31
-            if self.preloaded:
-                xs, ys = self._load(range(self.n))
-                self.x, self.y = xs.to(device), ys.to(device)
-
-    def _load(self, indices) -> tuple[Tensor, Tensor]:
-        items = [self.dataset[int(i)] for i in indices]
-        x = torch.stack([torch.as_tensor(it[0], dtype=torch.float32) for it in items])
-        return x, torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
-
-    def _indices(self, start: int, count: int) -> Tensor:
-        out = []
-        while count > 0:
-            epoch, offset = divmod(start, self.n)
-            if epoch != self._epoch:
-                g = torch.Generator().manual_seed(derive_seed(self.seed, "data", epoch))
-                self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
-            take = min(count, self.n - offset)
-            out.append(self._perm[offset: offset + take])
-            start, count = start + take, count - take
-        return torch.cat(out)
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        idx = self._indices(self.position, self.global_batch)
-        idx = idx[self.rank * self.local_batch: (self.rank + 1) * self.local_batch]
-        self.position += self.global_batch
-        if self.preloaded:
-            dev_idx = idx.to(self.x.device)
-            return self.x[dev_idx], self.y[dev_idx]
-        x, y = self._load(idx)
-        return x.to(self.device, non_blocking=True), y.to(self.device)
-
-
-# -- the trainer ------------------------------------------------------------------------------------------
 
 
 def _autocast(device: torch.device, precision: str):
@@ -222,21 +81,19 @@ class Trainer:
     """Train a config into a run folder. ``Trainer(config, out).train()``; see ``train`` for the arguments."""
 
     def __init__(self, config: dict, out: str | Path, resume: bool = False, components: Components | None = None):
-        self.world, self.device = ddp.setup(config.get("device", "auto"))
         self.cfg = cfg = config_mod.resolve(config)
-        if cfg["threads"] is not None:
-            torch.set_num_threads(cfg["threads"])
+        self.world, self.device = ddp.setup(cfg["device"])
+        self.settings = st = Settings.from_config(cfg)
+        if st.threads is not None:
+            torch.set_num_threads(st.threads)
         self.out = Path(out)
         self.is_main = self.world.is_main
-        resuming = resume and ckpt.has_checkpoint(self.out)
-        if not resuming and (self.out / "state.json").exists():
-            raise ValueError(
-                f"run folder {str(self.out)!r} already holds a checkpoint; pass --resume to continue it "
-                "or choose another folder with --out"
-            )
-        seed = cfg["seed"]
+        # Every check that can fail on bad input runs before the first write to the run folder.
+        # (Only rank 0 checks a fresh folder: it writes config.json, which another rank could otherwise see.)
+        self.changes = self._check_resumable(cfg) if resume else (self._check_fresh() if self.is_main else {})
+        self.resuming = resume
         # The initial weights come from the seed (identical on every rank; DDP broadcasts rank 0's anyway).
-        torch.manual_seed(seed)
+        torch.manual_seed(st.seed)
         c = components or build(cfg)
         self.components = c
         self.info, self.process, self.param = c.info, c.process, c.param
@@ -245,12 +102,11 @@ class Trainer:
         self.kind = self.info.get("kind", "images" if len(self.info.get("shape", ())) == 3 else "points")
         self.shape = tuple(self.info["shape"])
         self._check_forward()
-        o = cfg["optim"]
-        self.optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"]
-        )
-        self.ema = EMA(self.net, decay_from(cfg["ema"]["decay"], cfg["ema"]["half_life_steps"]))
-        self.precision = cfg["precision"]
+        o = st.optim
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        self.ema = EMA(self.net, decay_from(st.ema_decay, st.ema_half_life_steps))
+        self.precision = st.precision
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
         if self.world.distributed:
@@ -261,26 +117,101 @@ class Trainer:
         else:
             self.train_net = self.net
         self.denoiser = NetDenoiser(self.train_net, self.process, self.param)
-        self.batches = Batches(c.dataset, o["batch_size"], seed, self.world, self.device)
+        self.batches = Batches(c.dataset, o.batch_size, st.seed, self.world, self.device)
         r = self.world.rank
-        self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(seed, "loss", r))
-        self.gen_aug = torch.Generator(self.device).manual_seed(derive_seed(seed, "augment", r))
-        torch.manual_seed(derive_seed(seed, "global", r))  # dropout
+        self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "loss", r))
+        self.gen_aug = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "augment", r))
+        torch.manual_seed(derive_seed(st.seed, "global", r))  # dropout
+        self.state = TrainingState(self.net, self.ema, self.optimizer, self.scaler, self.batches, self.gen_loss,
+                                   self.gen_aug, self.world, self.device, st.seed)
         self.step = 0
         self.last_checkpoint_step: int | None = None
         self.last_sample_path: Path | None = None
         self.stopped_by: str | None = None
         self._tb = None
         self._signals = _StopSignals()
-        if resuming:
-            self._load_checkpoint()
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            ckpt.write_json_atomic(self.out / "config.json", cfg)
-            ckpt.write_json_atomic(self.out / "info.json", {
-                "data": self.info, "parameters": sum(p.numel() for p in self.net.parameters()),
-                "world_size": self.world.world_size,
-            })
+        self._lock = RunLock(self.out) if self.is_main else None
+        self._acquire()
+        try:
+            if resume:
+                self._load_checkpoint()
+            elif self.is_main:
+                self._check_fresh()  # again under the lock: another trainer may have finished in between
+                ckpt.write_json_atomic(self.out / "config.json", cfg)
+                ckpt.write_json_atomic(self.out / "info.json", {
+                    "data": self.info, "parameters": sum(p.numel() for p in self.net.parameters()),
+                    "world_size": self.world.world_size,
+                })
+            self._begin_session()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- the run folder: one writer, resume or fresh, the session history -----------------------------------
+    def _check_fresh(self) -> dict:
+        """A new run never overwrites one: the folder must not hold a checkpoint or a run's config."""
+        held = [f for f in (*ckpt.CHECKPOINT_FILES, ckpt.TMP) if (self.out / f).exists()]
+        if held:
+            raise ValueError(
+                f"run folder {str(self.out)!r} already holds a checkpoint; pass --resume to continue it "
+                f"or choose another folder with --out (found {held[0]})"
+            )
+        if (self.out / "config.json").exists():
+            raise ValueError(
+                f"run folder {str(self.out)!r} already holds a run (config.json) that has no checkpoint yet; "
+                "delete the folder or choose another one with --out"
+            )
+        return {}
+
+    def _check_resumable(self, cfg: dict) -> dict:
+        """Read-only checks of a folder to resume; returns the config values this session changes."""
+        if not self.out.is_dir():
+            raise FileNotFoundError(f"cannot resume: run folder {str(self.out)!r} does not exist")
+        if not (self.out / "config.json").exists():
+            raise FileNotFoundError(f"cannot resume {str(self.out)!r}: config.json is missing (not a run folder?)")
+        stored = config_mod.resolve(ckpt.read_json(self.out / "config.json"))
+        return config_mod.resume_changes(stored, cfg)
+
+    def _acquire(self) -> None:
+        if self._lock is not None and not self._lock.held:
+            self._lock.acquire()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def _history(self) -> list:
+        path = self.out / "history.json"
+        return ckpt.read_json(path) if path.exists() else []
+
+    def _begin_session(self) -> None:
+        """Append this session to ``history.json``: its start step and the config values it changes.
+
+        ``config.json`` keeps the config the run started with; a resumed session's ``--set`` values are
+        recorded here and apply to that session only, so a value that failed is not repeated by a plain
+        ``--resume``.
+        """
+        if not self.is_main:
+            return
+        history = self._history()
+        earlier = {k for h in history for k in h.get("changes", {})} - set(self.changes)
+        if self.resuming and earlier:
+            print(f"note: earlier sessions of this run changed {', '.join(sorted(earlier))}; such changes apply to "
+                  "their session only (pass --set again to keep one)", file=sys.stderr)
+        history.append({"session": len(history) + 1, "start_step": self.step, "changes": self.changes,
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        ckpt.write_json_atomic(self.out / "history.json", history)
+
+    def _end_session(self, outcome: str) -> None:
+        if not self.is_main:
+            return
+        try:
+            history = self._history()
+            if history:
+                history[-1].update(end_step=self.step, outcome=outcome)
+                ckpt.write_json_atomic(self.out / "history.json", history)
+        except (OSError, ValueError):  # never hide the error that ended the session behind this one
+            pass
 
     # -- setup helpers -------------------------------------------------------------------------------------
     def _check_forward(self) -> None:
@@ -299,32 +230,30 @@ class Trainer:
     def _drop(self, y: Tensor) -> Tensor:
         """Classifier-free guidance training (Ho & Salimans 2022): each label becomes the null label with
         probability ``net.label_dropout``, drawn from the loss generator (so resume stays exact)."""
-        p = self.cfg["net"]["label_dropout"]
-        if p <= 0 or not self.cfg["net"]["class_conditional"]:
+        p = self.settings.label_dropout
+        if p <= 0 or not self.settings.class_conditional:
             return y
         keep = torch.rand(y.shape, generator=self.gen_loss, device=self.gen_loss.device) >= p
         return torch.where(keep.to(y.device), y, torch.full_like(y, NULL_LABEL))
 
     def _cond(self, y: Tensor | None) -> dict:
-        return {"y": y} if (self.cfg["net"]["class_conditional"] and y is not None) else {}
+        return {"y": y} if (self.settings.class_conditional and y is not None) else {}
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up from lr / warmup_steps to lr over the first warmup_steps steps, then constant."""
-        o = self.cfg["optim"]
-        w = int(o["warmup_steps"])
-        return o["lr"] * min(1.0, (step + 1) / w) if w > 0 else o["lr"]
+        return self.settings.optim.lr_at(step)
 
     # -- one optimizer step --------------------------------------------------------------------------------
     def _augment(self, x: Tensor) -> Tensor:
-        if self.cfg["data"]["hflip"] and x.ndim >= 3:
+        if self.settings.hflip and x.ndim >= 3:
             flip = torch.rand(x.shape[0], generator=self.gen_aug, device=x.device) < 0.5
             x = torch.where(flip.reshape(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
         return x
 
     def train_step(self) -> tuple[float, float]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm) averaged over ranks."""
-        o = self.cfg["optim"]
-        accum = int(o["grad_accum"])
+        o = self.settings.optim
+        accum = o.grad_accum
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -344,8 +273,7 @@ class Trainer:
             total += loss.detach() / accum
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        clip = o["grad_clip"] or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
         # One small all-reduce carries the loss, the non-finite flag and a stop request to every rank, so
         # every rank takes the same decision at the same step.
         flags = torch.stack([total, grad_norm.to(total.dtype), torch.tensor(
@@ -373,75 +301,42 @@ class Trainer:
         return loss_v, gn_v
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def _rng_tensors(self) -> dict[str, Tensor]:
-        """Every rank's generator states, gathered to every rank (rank 0 writes them)."""
-        states = {
-            "loss": ckpt.generator_state(self.gen_loss),
-            "augment": ckpt.generator_state(self.gen_aug),
-            "global": torch.get_rng_state(),
-        }
-        if self.device.type == "cuda":
-            states["global_cuda"] = torch.cuda.get_rng_state(self.device)
-        out = {}
-        for name, state in states.items():
-            for r, s in enumerate(ddp.all_gather_bytes(state, self.world)):
-                out[f"rng.{name}.rank{r}"] = s
-        return out
-
     def save_checkpoint(self) -> None:
-        """Save weights, EMA, optimizer, RNG and data position atomically (every rank calls; rank 0 writes)."""
-        rng = self._rng_tensors()
-        if not self.is_main:
-            ddp.barrier(self.world)
-            return
-        opt_tensors, opt_info = ckpt.optimizer_state(self.optimizer)
-        state = {
-            "step": self.step,
-            "data_position": self.batches.position,
-            "optimizer": opt_info,
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "world_size": self.world.world_size,
-            "ema_decay": self.ema.decay,
-        }
-        meta = {"step": str(self.step)}
-        ckpt.save_files(
-            self.out,
-            {"model.safetensors": self.net.state_dict(), "ema.safetensors": self.ema.model.state_dict(),
-             "state.safetensors": {**opt_tensors, **rng}},
-            {"state.json": state},
-            metadata=meta,
-        )
+        """Save weights, EMA, optimizer, RNG and data position atomically (every rank calls; rank 0 writes).
+
+        Weights that are no longer finite (a step that diverged without a non-finite loss, e.g. a huge
+        learning rate) are never saved: the last good checkpoint stays and NonFiniteLossError is raised.
+        """
+        bad = next((name for name, p in (*self.net.named_parameters(), *(("ema." + n, q) for n, q in
+                    self.ema.model.named_parameters())) if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept"
+                    if self.last_checkpoint_step is not None else "no checkpoint was saved")
+            raise NonFiniteLossError(
+                f"non-finite weights ({bad}) at step {self.step}; training stopped, {kept} in {self.out}. "
+                "Try a lower optim.lr, more optim.warmup_steps or optim.grad_clip."
+            )
+        self.state.save(self.out, self.step)
         self.last_checkpoint_step = self.step
-        ddp.barrier(self.world)
 
     def _load_checkpoint(self) -> None:
-        from safetensors.torch import load_file
-
-        ckpt.recover(self.out)
-        state = json.loads((self.out / "state.json").read_text())
-        ckpt.load_weights(self.net, self.out / "model.safetensors")
-        ckpt.load_weights(self.ema.model, self.out / "ema.safetensors")
-        tensors = load_file(str(self.out / "state.safetensors"))
-        ckpt.load_optimizer_state(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()
-                                                   if k.startswith("optim.")}, state["optimizer"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.batches.position = int(state["data_position"])
-        r = self.world.rank
-        if state.get("world_size", 1) != self.world.world_size and self.is_main:
-            print(f"resuming a {state.get('world_size')}-process run on {self.world.world_size} processes: "
-                  "the data order continues exactly, the per-rank noise streams are reseeded", file=sys.stderr)
-        if f"rng.loss.rank{r}" in tensors:
-            self.gen_loss.set_state(tensors[f"rng.loss.rank{r}"])
-            self.gen_aug.set_state(tensors[f"rng.augment.rank{r}"])
-            torch.set_rng_state(tensors[f"rng.global.rank{r}"])
-            if self.device.type == "cuda" and f"rng.global_cuda.rank{r}" in tensors:
-                torch.cuda.set_rng_state(tensors[f"rng.global_cuda.rank{r}"], self.device)
-        else:
-            self.gen_loss.manual_seed(derive_seed(self.cfg["seed"], "loss", r, "resume", self.step))
-            self.gen_aug.manual_seed(derive_seed(self.cfg["seed"], "augment", r, "resume", self.step))
+        """Resume: recover an interrupted save (the writer only), check, load, drop log lines past the checkpoint."""
+        missing: list[str] = []
+        if self.is_main:
+            ckpt.recover(self.out)
+            missing = ckpt.missing_files(self.out)
+        ddp.barrier(self.world)
+        if not self.is_main:
+            missing = ckpt.missing_files(self.out)
+        if missing:
+            raise FileNotFoundError(
+                f"cannot resume {str(self.out)!r}: {', '.join(missing)} missing, so the run has no complete "
+                "checkpoint; nothing was changed (start a new run with another --out)"
+            )
+        self.step = self.state.load(self.out)
         self.last_checkpoint_step = self.step
+        if self.is_main:
+            ckpt.drop_log_lines_after(self.out / "metrics.jsonl", self.step)
 
     # -- samples and logs ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -449,14 +344,14 @@ class Trainer:
         """Samples from the EMA model with the configured sampler (rank 0; its own seeded generator)."""
         from ..samplers import sample
 
-        s = self.cfg["sample"]
-        num = num or int(s["num"])
+        s = self.settings.sample
+        num = num or s.num
         den = NetDenoiser(self.ema.model, self.process, self.param).eval()
         cond = {}
-        if self.cfg["net"]["class_conditional"]:
+        if self.settings.class_conditional:
             cond = {"y": torch.arange(num, device=self.device) % int(self.info["num_classes"])}
-        return sample(den, self.process, (num, *self.shape), sampler=s["sampler"], steps=int(s["steps"]),
-                      seed=int(s["seed"]), device=self.device, cond=cond, **s["options"])
+        return sample(den, self.process, (num, *self.shape), sampler=s.sampler, steps=s.steps,
+                      seed=s.seed, device=self.device, cond=cond, **s.options)
 
     def save_samples(self) -> Path:
         from .. import plotting
@@ -479,7 +374,7 @@ class Trainer:
                     self._tb.add_scalar(k, v, record["step"])
 
     def _open_tensorboard(self) -> None:
-        if not (self.is_main and self.cfg["log"]["tensorboard"]):
+        if not (self.is_main and self.settings.tensorboard):
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -493,13 +388,27 @@ class Trainer:
 
         SIGTERM / SIGINT end the current step, save a checkpoint and return (``stopped_by == "signal"``).
         """
-        cfg = self.cfg
-        total = int(cfg["optim"]["steps"])
+        total = self.settings.optim.steps
         end = total if stop_after is None else min(total, stop_after)
-        every_log, every_ckpt, every_sample = (int(cfg["log"]["every"]), int(cfg["ckpt"]["every"]),
-                                               int(cfg["sample"]["every"]))
+        self._acquire()
+        outcome = "error"
+        try:
+            self._train(end, total)
+            outcome = "signal" if self.stopped_by else ("finished" if self.step == total else "stopped")
+        except NonFiniteLossError:
+            outcome = "non-finite"
+            raise
+        finally:
+            self._end_session(outcome)
+            self._release()
+        return self
+
+    def _train(self, end: int, total: int) -> None:
+        st = self.settings
+        every_log, every_ckpt, every_sample = st.log_every, st.ckpt_every, st.sample.every
+        examples_per_step = st.optim.batch_size * st.optim.grad_accum
         bar = None
-        if self.is_main and cfg["log"]["progress"]:
+        if self.is_main and st.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
@@ -520,14 +429,14 @@ class Trainer:
                         self._log({
                             "step": self.step, "loss": window_loss / window_n, "lr": self.lr_at(self.step - 1),
                             "grad_norm": grad_norm, "steps_per_s": rate,
-                            "examples_per_s": rate * cfg["optim"]["batch_size"] * cfg["optim"]["grad_accum"],
+                            "examples_per_s": rate * examples_per_step,
                         })
                         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
                     if (every_ckpt and self.step % every_ckpt == 0) or last:
                         self.save_checkpoint()
                     if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total):
                         self.save_samples()
-                    if self.is_main and cfg["eval"]["every"] and (self.step % cfg["eval"]["every"] == 0 or last):
+                    if self.is_main and st.eval_every and (self.step % st.eval_every == 0 or last):
                         from ..eval import at_checkpoint  # training sits above eval in the layers
 
                         self._log({"step": self.step, **at_checkpoint(self)})
@@ -544,9 +453,9 @@ class Trainer:
             from ..plotting import save_loss_plot
 
             save_loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
-        return self
 
     def close(self) -> None:
+        self._release()
         ddp.teardown(self.world)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,22 +50,37 @@ class Run:
 def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Run:
     """Load the run folder ``path``: its network with the EMA (default) or raw weights, in eval mode.
 
-    Only JSON and safetensors are read; nothing is unpickled. The data set is not needed.
+    A reader: it never modifies the folder (no recovery of an interrupted save, no lock), so it may run
+    while a trainer writes the folder; it reads the last committed checkpoint (``checkpoint.read_committed``)
+    and takes the step from the weights file itself, so weights and step always belong together. Only JSON
+    and safetensors are read; nothing is unpickled. The data set is not needed.
     """
-    from .loop import build_net, build_process_param
+    from .components import build_net, build_process_param
+    from .ddp import pick_device
 
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{str(path)!r} is not a run folder (no config.json)")
-    ckpt.recover(path)
-    weights = path / ("ema.safetensors" if ema else "model.safetensors")
-    if not weights.exists():
-        raise FileNotFoundError(f"run {str(path)!r} has no checkpoint yet ({weights.name} missing)")
-    cfg = config_mod.resolve(json.loads((path / "config.json").read_text()))
-    info = json.loads((path / "info.json").read_text())["data"]
+    device = pick_device(device)
+    name = "ema.safetensors" if ema else "model.safetensors"
+    try:
+        data = ckpt.read_committed(path, name)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"run {str(path)!r} has no checkpoint yet ({name} missing)") from None
+    state, meta = ckpt.parse_tensors(data, path / name)
+    cfg = config_mod.resolve(ckpt.read_json(path / "config.json"))
+    try:
+        info = ckpt.read_json(path / "info.json")["data"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{str(path / 'info.json')!r} has no 'data' entry") from None
     net = build_net(cfg, info)
-    ckpt.load_weights(net, weights)
+    ckpt.load_state(net, state, path / name)
     process, param = build_process_param(cfg)
-    step = json.loads((path / "state.json").read_text())["step"] if (path / "state.json").exists() else 0
+    try:
+        step = int(meta.get("step", 0))
+    except ValueError:
+        raise ValueError(f"{str(path / name)!r}: metadata step {meta.get('step')!r} is not an integer") from None
     denoiser = NetDenoiser(net.to(device), process, param).eval().requires_grad_(False)
-    return Run(denoiser, process, cfg, info, path, int(step), ema)
+    return Run(denoiser, process, cfg, info, path, step, ema)

@@ -1,0 +1,197 @@
+"""Building a run's components from its config, once: data, network, process, parameterization, loss,
+and the typed settings the loop reads (so the loop never indexes the nested config dict).
+
+Every bad name or option raises ``ValueError`` here, before any training step or any write to the run
+folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+from torch import nn
+
+from .. import parameterizations, processes
+
+
+def info_dict(info: Any) -> dict:
+    """A dataset's ``info`` as a plain JSON-able dict."""
+    if hasattr(info, "to_dict"):
+        info = info.to_dict()
+    elif is_dataclass(info):
+        info = asdict(info)
+    out = dict(info)
+    for k, v in out.items():
+        if isinstance(v, tuple):
+            out[k] = list(v)
+    return out
+
+
+# -- typed settings ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW with a linear warm-up (DDPM, Ho et al. 2020, Appendix B) and global gradient-norm clipping."""
+
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float  # max global gradient norm; inf: no clipping
+    batch_size: int  # global batch (split over DDP ranks)
+    grad_accum: int  # micro-batches per optimizer step
+    steps: int  # optimizer steps in total
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up from lr / warmup_steps to lr over the first warmup_steps steps, then constant."""
+        w = self.warmup_steps
+        return self.lr * min(1.0, (step + 1) / w) if w > 0 else self.lr
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    sampler: str
+    steps: int
+    num: int
+    every: int  # optimizer steps between sample grids; 0: only at the end
+    seed: int
+    options: dict
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the loop reads from a resolved config, typed once."""
+
+    seed: int
+    precision: str  # "fp32" | "bf16" | "fp16"
+    threads: int | None
+    class_conditional: bool
+    label_dropout: float
+    hflip: bool
+    optim: OptimSettings
+    ema_decay: float | None
+    ema_half_life_steps: float | None
+    sample: SampleSettings
+    log_every: int
+    progress: bool
+    tensorboard: bool
+    ckpt_every: int
+    eval_every: int  # optimizer steps between evaluations (scorediff.eval.at_checkpoint); 0: none
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Settings:
+        o, s = cfg["optim"], cfg["sample"]
+        optim = OptimSettings(
+            lr=float(o["lr"]), betas=(float(o["betas"][0]), float(o["betas"][1])), eps=float(o["eps"]),
+            weight_decay=float(o["weight_decay"]), warmup_steps=int(o["warmup_steps"]),
+            grad_clip=float(o["grad_clip"] or float("inf")), batch_size=int(o["batch_size"]),
+            grad_accum=int(o["grad_accum"]), steps=int(o["steps"]),
+        )
+        sample = SampleSettings(sampler=s["sampler"], steps=int(s["steps"]), num=int(s["num"]), every=int(s["every"]),
+                                seed=int(s["seed"]), options=dict(s["options"]))
+        return cls(
+            seed=int(cfg["seed"]), precision=cfg["precision"], threads=cfg["threads"],
+            class_conditional=bool(cfg["net"]["class_conditional"]), label_dropout=float(cfg["net"]["label_dropout"]),
+            hflip=bool(cfg["data"]["hflip"]), optim=optim, ema_decay=cfg["ema"]["decay"],
+            ema_half_life_steps=cfg["ema"]["half_life_steps"], sample=sample, log_every=int(cfg["log"]["every"]),
+            progress=bool(cfg["log"]["progress"]), tensorboard=bool(cfg["log"]["tensorboard"]),
+            ckpt_every=int(cfg["ckpt"]["every"]), eval_every=int(cfg["eval"]["every"]),
+        )
+
+
+# -- components -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Components:
+    dataset: Any
+    info: dict
+    net: nn.Module
+    process: processes.Process
+    param: parameterizations.Parameterization
+    loss: Any
+
+
+def build_net(cfg: dict, info: dict) -> nn.Module:
+    """The network of a config (``net.preset`` or ``net.config`` with ``net.overrides``)."""
+    from .. import nets
+
+    ncfg = cfg["net"]
+    spec = ncfg["config"] if ncfg["config"] is not None else ncfg["preset"]
+    overrides = dict(ncfg["overrides"])
+    base = spec if isinstance(spec, dict) else nets.PRESETS.get(spec, {})
+    arch = overrides.get("type", base.get("type"))
+    if arch in nets.ARCHITECTURES:
+        defaults = {**nets.default_config(arch), **base}
+        for key, value in overrides.items():
+            expected = _expected_type(value, defaults.get(key))
+            if expected:
+                raise ValueError(f"net.overrides.{key}={value!r} must be {expected} (the {arch} default is "
+                                 f"{defaults[key]!r})")
+    if ncfg["class_conditional"]:
+        num_classes = info.get("num_classes") or 0
+        if num_classes < 1:
+            raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
+        overrides.setdefault("num_classes", num_classes)
+    return nets.make(spec, shape=info["shape"], **overrides)
+
+
+def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations.Parameterization]:
+    process = processes.make(cfg["process"]["name"], **cfg["process"]["options"])
+    param = parameterizations.make(cfg["parameterization"]["name"], **cfg["parameterization"]["options"])
+    return process, param
+
+
+def check_sampler_options(name: str, options: dict) -> None:
+    """Fail now, with the option named, on an unknown sampler, an unknown option, or a value whose type does
+    not match the option's default (a string where a number belongs would otherwise fail deep in a step)."""
+    from ..samplers import options_of
+    from ..utils import check_options
+
+    allowed = options_of(name)  # raises for an unknown sampler
+    check_options(f"sampler '{name}'", options, {*allowed, "schedule", "schedule_options"})
+    for key, value in options.items():
+        expected = _expected_type(value, "" if key == "schedule" else allowed.get(key))
+        if expected:
+            raise ValueError(f"sampler '{name}': option {key}={value!r} must be {expected} "
+                             f"(default {allowed.get(key)!r})")
+
+
+def _expected_type(value: Any, default: Any) -> str | None:
+    """What ``value`` should be, judged by the type of the option's ``default``; None if it fits (or no rule)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if number and float(value).is_integer() else "an integer"
+    if isinstance(default, float):
+        return None if number else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    return None
+
+
+def check_sampler(cfg: dict) -> None:
+    """Fail now, not at the first sample grid hours later, on a bad sampler name or option."""
+    check_sampler_options(cfg["sample"]["sampler"], cfg["sample"]["options"])
+
+
+def build(cfg: dict) -> Components:
+    """Build every component of a config; any bad name or option raises ValueError before training."""
+    from .. import data, losses
+
+    process, param = build_process_param(cfg)
+    loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+    check_sampler(cfg)
+    try:
+        dataset = data.make(cfg["data"]["name"], **cfg["data"]["options"])
+    except TypeError as e:  # a required option missing, e.g. a folder's path
+        raise ValueError(f"data {cfg['data']['name']!r}: {e}; set it with --set data.options.KEY=VALUE") from None
+    info = info_dict(dataset.info)
+    net = build_net(cfg, info)
+    return Components(dataset, info, net, process, param, loss)
