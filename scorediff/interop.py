@@ -217,7 +217,225 @@ def from_diffusers(
     return denoiser.eval(), process
 
 
+
+
+# -- the other direction: a scorediff run as a diffusers UNet2DModel + scheduler ------------------------------
+
+
+def _export_problems(net_cfg: dict, process: Process, param: parameterizations.Parameterization) -> list[str]:
+    """What keeps (network, process, parameterization) from mapping exactly onto diffusers; empty if it maps."""
+    if net_cfg.get("type") != "unet":
+        return [f"network type {net_cfg.get('type')!r} has no diffusers counterpart (only scorediff's 'unet' maps, "
+                "onto UNet2DModel)"]
+    problems = []
+    if isinstance(process, VPDiscrete):
+        if param.name not in ("eps", "v", "x0"):
+            problems.append(f"parameterization {param.name!r} on vp-discrete (diffusers' prediction types are eps, v, x0)")
+        if param.noise_input != "t1000":
+            problems.append(f"noise input {param.noise_input!r} (diffusers feeds the integer timestep: needs 't1000')")
+        if process.steps != 1000:
+            problems.append(f"vp-discrete with {process.steps} steps (the network sees 1000 t = 1000 (k + 1) / T, not "
+                            "diffusers' timestep k; only T = 1000 maps)")
+    elif isinstance(process, EDM):
+        if param.name != "edm" or param.noise_input != "log_sigma":
+            problems.append(f"parameterization {param.name!r} with noise input {param.noise_input!r} on edm "
+                            "(diffusers' EDM schedulers need EDM preconditioning with log(sigma) / 4)")
+    else:
+        problems.append(f"process {process.name!r} (diffusers' schedulers are discrete VP (vp-discrete) or EDM (edm))")
+    channels = int(net_cfg["channels"])
+    widths = [channels * int(m) for m in net_cfg["channel_mult"]]
+    if net_cfg.get("embedding") != "sinusoidal":
+        problems.append(f"embedding {net_cfg.get('embedding')!r} (diffusers' UNet2DModel maps 'sinusoidal')")
+    if float(net_cfg.get("input_scale", 1.0)) != 1.0:
+        problems.append(f"input_scale {net_cfg['input_scale']} (UNet2DModel feeds the timestep unscaled)")
+    if net_cfg.get("emb_features") not in (None, channels):
+        problems.append(f"emb_features {net_cfg['emb_features']} != channels {channels} (UNet2DModel's timestep "
+                        "features are block_out_channels[0] wide)")
+    groups = int(net_cfg.get("norm_groups", 32))
+    if any(w % groups for w in widths):
+        problems.append(f"norm_groups {groups} does not divide every width {widths} (scorediff reduces it per layer, "
+                        "UNet2DModel's norm_num_groups is one number)")
+    if net_cfg.get("skip_rescale"):
+        problems.append("skip_rescale=True (diffusers would divide attention outputs by sqrt(2) as well)")
+    heads = int(net_cfg.get("num_heads", 1))
+    attended = [widths[lv] for lv in net_cfg.get("attention_levels", [])] + ([widths[-1]] if net_cfg.get("mid_attention", True) else [])
+    if heads > 1 and len({w // heads for w in attended}) > 1:
+        problems.append(f"num_heads {heads} over attention widths {attended} (UNet2DModel has one attention_head_dim)")
+    return problems
+
+
+def _unet2d_config(net_cfg: dict, shape: tuple[int, ...]) -> dict:
+    channels = int(net_cfg["channels"])
+    levels = len(net_cfg["channel_mult"])
+    attn = {int(v) for v in net_cfg.get("attention_levels", [])}
+    heads = int(net_cfg.get("num_heads", 1))
+    attended = [channels * int(net_cfg["channel_mult"][lv]) for lv in sorted(attn)]
+    if net_cfg.get("mid_attention", True):
+        attended.append(channels * int(net_cfg["channel_mult"][-1]))
+    cfg = {
+        "sample_size": list(shape[1:]) if shape[1] != shape[2] else shape[1],
+        "in_channels": int(net_cfg["in_channels"]),
+        "out_channels": int(net_cfg.get("out_channels") or net_cfg["in_channels"]),
+        "block_out_channels": [channels * int(m) for m in net_cfg["channel_mult"]],
+        "layers_per_block": int(net_cfg["num_res_blocks"]),
+        "down_block_types": ["AttnDownBlock2D" if lv in attn else "DownBlock2D" for lv in range(levels)],
+        "up_block_types": ["AttnUpBlock2D" if lv in attn else "UpBlock2D" for lv in reversed(range(levels))],
+        "add_attention": bool(net_cfg.get("mid_attention", True)),
+        # one head everywhere (None), or the common head width
+        "attention_head_dim": None if heads == 1 else attended[0] // heads,
+        "dropout": float(net_cfg.get("dropout", 0.0)),
+        "norm_num_groups": int(net_cfg.get("norm_groups", 32)),
+        "attn_norm_num_groups": int(net_cfg.get("norm_groups", 32)),
+        "norm_eps": 1e-6,
+        "resnet_time_scale_shift": "scale_shift" if net_cfg.get("time_injection") == "scale_shift" else "default",
+        # scorediff's sinusoidal features: [sin, cos] with frequencies max_period^(-k / (half - 1))
+        "flip_sin_to_cos": False,
+        "freq_shift": 1,
+        "time_embedding_dim": int(net_cfg.get("emb_mult", 4)) * channels,
+    }
+    if int(net_cfg.get("num_classes", 0)) > 0:
+        cfg["num_class_embeds"] = int(net_cfg["num_classes"]) + 1  # the last row is the null label
+    return cfg
+
+
+def _copy(dst: nn.Module, src: nn.Module) -> None:
+    dst.weight.data.copy_(src.weight.data.reshape(dst.weight.shape))
+    if getattr(src, "bias", None) is not None:
+        dst.bias.data.copy_(src.bias.data)
+
+
+def _copy_resblock(dst, src) -> None:
+    for d, s in ((dst.norm1, src.norm1), (dst.conv1, src.conv1), (dst.time_emb_proj, src.emb), (dst.norm2, src.norm2),
+                 (dst.conv2, src.conv2)):
+        _copy(d, s)
+    if isinstance(src.skip, nn.Conv2d):
+        _copy(dst.conv_shortcut, src.skip)
+
+
+def _copy_attention(dst, src) -> None:
+    _copy(dst.group_norm, src.norm)
+    C = src.proj.weight.shape[0]
+    w, b = src.qkv.weight.data[:, :, 0, 0], src.qkv.bias.data
+    for i, lin in enumerate((dst.to_q, dst.to_k, dst.to_v)):  # qkv's output channels are [q | k | v]
+        lin.weight.data.copy_(w[i * C:(i + 1) * C])
+        lin.bias.data.copy_(b[i * C:(i + 1) * C])
+    _copy(dst.to_out[0], src.proj)
+
+
+def unet_to_diffusers(net: nn.Module, shape: tuple[int, ...], time_shift: float = 0.0) -> nn.Module:
+    """scorediff's ``nets.UNet`` as a diffusers ``UNet2DModel`` computing the same function.
+
+    ``time_shift`` s: the diffusers model at timestep k equals ours at noise input k + s. A shift of the
+    sinusoidal features is a rotation of each (sin, cos) pair, sin(w (k + s)) = sin(wk) cos(ws) + cos(wk) sin(ws),
+    absorbed exactly into the first embedding layer's weights (W' = W R(s)). DDPM-family: s = 1, since our
+    noise input 1000 t is diffusers' k + 1.
+    """
+    from .nets.unet import Attention, Downsample, ResBlock, Upsample
+
+    cfg = _unet2d_config(net.config, shape)
+    unet = _diffusers().UNet2DModel(**cfg).eval()
+    if next(net.parameters()).dtype != torch.float32:
+        unet = unet.to(next(net.parameters()).dtype)
+    _copy(unet.conv_in, net.conv_in)
+    _copy(unet.conv_norm_out, net.norm_out)
+    _copy(unet.conv_out, net.conv_out)
+    mlp = net.emb.mlp
+    w1 = mlp[0].weight.data.double()
+    if time_shift:
+        freqs = net.emb.features.freqs.double()
+        c, s = torch.cos(freqs * time_shift), torch.sin(freqs * time_shift)
+        half = freqs.numel()
+        w_sin, w_cos = w1[:, :half], w1[:, half:]
+        # W [sin(w(k+s)); cos(w(k+s))] = (W_sin c - W_cos s) sin(wk) + (W_sin s + W_cos c) cos(wk)
+        w1 = torch.cat([w_sin * c - w_cos * s, w_sin * s + w_cos * c], dim=1)
+    unet.time_embedding.linear_1.weight.data.copy_(w1.to(mlp[0].weight.dtype))
+    unet.time_embedding.linear_1.bias.data.copy_(mlp[0].bias.data)
+    _copy(unet.time_embedding.linear_2, mlp[2])
+    if net.label is not None:
+        unet.class_embedding.weight.data.copy_(net.label.table.weight.data)
+
+    def fill(blocks, layers):
+        """Walk our flat layer list alongside diffusers' blocks: (resnet[, attention]) ... then the resampler."""
+        it = iter(layers)
+        for block in blocks:
+            for j, resnet in enumerate(block.resnets):
+                layer = list(next(it))
+                assert isinstance(layer[0], ResBlock)
+                _copy_resblock(resnet, layer[0])
+                if getattr(block, "attentions", None):
+                    assert isinstance(layer[1], Attention)
+                    _copy_attention(block.attentions[j], layer[1])
+            resamplers = getattr(block, "downsamplers", None) or getattr(block, "upsamplers", None)
+            if resamplers:
+                (m,) = list(next(it))
+                assert isinstance(m, (Downsample, Upsample))
+                _copy(resamplers[0].conv, m.conv)
+        assert next(it, None) is None
+
+    fill(unet.down_blocks, net.down)
+    fill(unet.up_blocks, net.up)
+    _copy_resblock(unet.mid_block.resnets[0], net.mid[0])
+    _copy_resblock(unet.mid_block.resnets[1], net.mid[2])
+    if isinstance(net.mid[1], Attention):
+        _copy_attention(unet.mid_block.attentions[0], net.mid[1])
+    return unet
+
+
+def scheduler_for(process: Process, param: parameterizations.Parameterization):
+    """The diffusers scheduler holding the training setup of (process, parameterization)."""
+    d = _diffusers()
+    if isinstance(process, EDM):
+        return d.EDMEulerScheduler(sigma_min=process.t_min, sigma_max=process.t_max, sigma_data=param.sigma_data,
+                                   prediction_type="epsilon")
+    prediction = {v: k for k, v in PREDICTION_TYPES.items()}[param.name]
+    cfg: dict[str, Any] = {"num_train_timesteps": process.steps, "prediction_type": prediction, "clip_sample": False}
+    if process.schedule in ("linear", "scaled_linear"):
+        cfg.update(beta_schedule=process.schedule, beta_start=process.beta_start, beta_end=process.beta_end)
+    elif process.schedule == "cosine":
+        cfg.update(beta_schedule="squaredcos_cap_v2")
+    else:
+        cfg.update(trained_betas=process.betas.tolist())
+    return d.DDPMScheduler(**cfg)
+
+
+def to_diffusers(denoiser: NetDenoiser, shape: tuple[int, ...]) -> tuple[nn.Module, Any]:
+    """(UNet2DModel, scheduler) equal to a scorediff U-Net denoiser, or a ValueError naming what does not map.
+
+    Maps: vp-discrete (T = 1000) with eps / v / x0 and the "t1000" noise input onto a ``DDPMScheduler``,
+    and edm with EDM preconditioning onto an ``EDMEulerScheduler``; the network must be scorediff's U-Net
+    with sinusoidal features as wide as ``channels``, one GroupNorm group count for every width, no
+    ``skip_rescale`` and one attention head width (``_export_problems`` lists every mismatch).
+    """
+    net, process, param = denoiser.net, denoiser.process, denoiser.param
+    problems = _export_problems(getattr(net, "config", {}), process, param)
+    if problems:
+        raise ValueError("cannot export to diffusers: " + "; ".join(problems))
+    shift = 1.0 if isinstance(process, VPDiscrete) else 0.0
+    return unet_to_diffusers(net, tuple(shape), time_shift=shift), scheduler_for(process, param)
+
+
+def export_run(run_dir: str | Path, folder: str | Path, ema: bool = True) -> Path:
+    """Write a run as a diffusers folder: ``unet/`` and ``scheduler/`` (plus ``model_index.json`` of a
+    ``DDPMPipeline`` for DDPM-family runs), loadable by diffusers' ``from_pretrained`` and by ``from_diffusers``."""
+    from .training import load_run
+
+    run = load_run(run_dir, ema=ema)
+    if run.kind != "images" or len(run.shape) != 3:
+        raise ValueError(f"cannot export to diffusers: run examples of shape {run.shape} are not images (C, H, W)")
+    unet, scheduler = to_diffusers(run.denoiser, run.shape)
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"export folder {str(folder)!r} exists and is not empty")
+    if isinstance(run.process, VPDiscrete):
+        _diffusers().DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(folder))
+    else:  # no diffusers pipeline samples an EDM UNet2DModel: the two parts alone
+        unet.save_pretrained(str(folder / "unet"))
+        scheduler.save_pretrained(str(folder / "scheduler"))
+    return folder
+
+
 __all__ = [
-    "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "from_diffusers", "load_model",
-    "process_from_scheduler", "sampling_schedule", "scheduler_config",
+    "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "export_run", "from_diffusers", "load_model",
+    "process_from_scheduler", "sampling_schedule", "scheduler_config", "scheduler_for", "to_diffusers",
+    "unet_to_diffusers",
 ]

@@ -212,3 +212,114 @@ def test_bad_inputs_name_what_is_wrong(tmp_path):
         interop.from_diffusers(tmp_path)
     with pytest.raises(ValueError, match="needs its scheduler"):
         interop.from_diffusers(unet)
+
+
+# -- export: a scorediff U-Net as a diffusers UNet2DModel ------------------------------------------------------
+
+
+def randomized(net):
+    # scorediff initialises residual branches near zero; random weights make every layer count
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net.eval()
+
+
+UNET = {"type": "unet", "in_channels": 2, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+        "attention_levels": [1], "norm_groups": 4, "time_injection": "scale_shift"}
+EXPORTS = [
+    ("vp-discrete", {}, "eps", {}),
+    # add-injection, two heads, class labels, 3 levels, cosine betas, v prediction
+    ("vp-discrete", {"schedule": "cosine"}, "v", {"channel_mult": [1, 2, 2], "num_res_blocks": 2, "attention_levels": [1, 2],
+                                                  "num_heads": 2, "time_injection": "add", "num_classes": 3, "emb_mult": 2}),
+    ("vp-discrete", {"schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}, "x0", {"mid_attention": False}),
+    ("edm", {}, "edm", {}),
+]
+
+
+@pytest.mark.parametrize("process,popts,param,over", EXPORTS, ids=[f"{e[0]}-{e[2]}" for e in EXPORTS])
+def test_export_computes_the_same_denoiser(process, popts, param, over):
+    from scorediff import nets, parameterizations, processes
+
+    net = randomized(nets.make({**UNET, **over}))
+    p = processes.make(process, **popts)
+    ours = parameterizations.NetDenoiser(net, p, parameterizations.make(param)).eval()
+    unet, scheduler = interop.to_diffusers(ours, (2, 8, 8))
+    assert isinstance(unet, diffusers.UNet2DModel)
+    theirs, p2 = interop.from_diffusers(unet, scheduler)
+    assert p2.config() == p.config()
+    x = noise()
+    labels = {"y": torch.tensor([0, 2, -1])} if over.get("num_classes") else {}
+    their_labels = {"class_labels": torch.tensor([0, 2, 3])} if over.get("num_classes") else {}  # null = last row
+    times = [0.001, 0.4373, 0.981, 0.5555] if process == "vp-discrete" else [0.01, 1.3, 40.0]  # 0.5555: off the grid
+    with torch.no_grad():
+        for t in times:
+            a, b = ours(x, t, **labels), theirs(x, t, **their_labels)
+            assert (a - b).abs().max() <= 1e-5 * a.abs().max(), (t, float((a - b).abs().max()))
+
+
+def test_export_time_shift_is_a_rotation_of_the_features():
+    # the exported model at diffusers' timestep k is our network at noise input k + 1 (DDPM: 1000 t = k + 1)
+    from scorediff import nets
+
+    net = randomized(nets.make(UNET))
+    x, k = noise(), torch.tensor([0.0, 411.0, 999.0])
+    shifted = interop.unet_to_diffusers(net, (2, 8, 8), time_shift=1.0)
+    plain = interop.unet_to_diffusers(net, (2, 8, 8))
+    with torch.no_grad():
+        ref = net(x, k + 1)
+        assert (shifted(x, k).sample - ref).abs().max() <= 1e-5 * ref.abs().max()
+        assert (plain(x, k).sample - net(x, k)).abs().max() <= 1e-5 * ref.abs().max()
+        assert (plain(x, k).sample - ref).abs().max() > 1e-3  # the shift matters
+
+
+@pytest.mark.parametrize("over,process,param,message", [
+    ({"skip_rescale": True}, "vp-discrete", "eps", "skip_rescale=True"),
+    ({"embedding": "fourier"}, "vp-discrete", "eps", "embedding 'fourier'"),
+    ({"norm_groups": 16}, "vp-discrete", "eps", "norm_groups 16 does not divide every width [8, 16]"),
+    ({}, "vp", "eps", "process 'vp' (diffusers' schedulers are discrete VP"),
+    ({}, "vp-discrete", "score", "parameterization 'score' on vp-discrete"),
+])
+def test_export_refuses_what_does_not_map(over, process, param, message):
+    from scorediff import nets, parameterizations, processes
+
+    d = parameterizations.NetDenoiser(nets.make({**UNET, **over}), processes.make(process), parameterizations.make(param))
+    with pytest.raises(ValueError, match="cannot export to diffusers: .*" + message.replace("[", r"\[").replace("(", r"\(")):
+        interop.to_diffusers(d, (2, 8, 8))
+
+
+def test_export_cli_round_trip(tmp_path, capsys):
+    # the default digits run (EDM) and a DDPM variant: exported, loaded back, the same denoiser
+    from scorediff.cli import main
+    from scorediff.training import load_run
+
+    fast = ["--set", "optim.steps=1", "--set", "log.progress=false", "--set", "sample.every=0", "--set", "sample.num=4",
+            "--set", "sample.steps=2"]
+    ddpm = ["--set", 'process.name="vp-discrete"', "--set", 'parameterization.name="eps"',
+            "--set", 'loss.options.weighting="simple"', "--set", 'sample.sampler="ddim"']
+    for name, extra in (("edm", []), ("ddpm", ddpm)):
+        run = tmp_path / name
+        assert main(["train", "digits", "--out", str(run), *fast, *extra]) == 0
+        out = tmp_path / f"{name}-diffusers"
+        assert main(["export", str(run), "--diffusers", str(out)]) == 0
+        ours = load_run(run)
+        theirs, process = interop.from_diffusers(out)
+        assert process.config() == ours.process.config()
+        x = torch.randn(4, *ours.shape, generator=torch.Generator().manual_seed(0))
+        t = 0.5 * process.t_max
+        with torch.no_grad():
+            a, b = ours.denoiser(x, t), theirs(x, t)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    assert isinstance(diffusers.DDPMPipeline.from_pretrained(str(tmp_path / "ddpm-diffusers")), diffusers.DDPMPipeline)
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "edm"), "--diffusers", str(tmp_path / "edm-diffusers")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_export_refuses_a_network_without_a_diffusers_class():
+    from scorediff import nets, parameterizations, processes
+
+    d = parameterizations.NetDenoiser(nets.make("mlp-2d"), processes.make("vp-discrete"), parameterizations.make("eps"))
+    with pytest.raises(ValueError, match="cannot export to diffusers: network type 'mlp' has no diffusers counterpart"):
+        interop.to_diffusers(d, (2,))

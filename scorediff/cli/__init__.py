@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "likelihood": "likelihood",
     "report": "report",
+    "export": "export",
 }
 
 
