@@ -178,7 +178,10 @@ def load_model(folder: str | Path, torch_dtype: torch.dtype | None = None) -> nn
     if name not in MODEL_CLASSES:
         raise ValueError(f"{str(path / 'config.json')!r}: model class {name!r} is not mapped; one of: {', '.join(MODEL_CLASSES)}")
     cls = getattr(_diffusers(), name)
-    kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    # low_cpu_mem_usage=False: the plain load (the default path wants the optional accelerate package)
+    kw: dict[str, Any] = {"low_cpu_mem_usage": False}
+    if torch_dtype is not None:
+        kw["torch_dtype"] = torch_dtype
     return cls.from_pretrained(str(path), **kw)
 
 
