@@ -16,13 +16,18 @@
   uses c_out with the opposite sign; the adapter negates F so that the same formula holds.
 
 Sampling-side options of the scheduler (``timestep_spacing``, ``use_karras_sigmas``) are not part of
-the model; ``sampling_schedule(config)`` names the scorediff time grid that matches them. Thresholding
+the model; ``sampling_schedule(config)`` gives the scorediff time grid that matches them. Thresholding
 and ``clip_sample`` are not carried over (they change the sampler, not the model).
 
 The denoiser is a ``parameterizations.NetDenoiser`` around a small adapter (``DiffusersNet``) that calls
 the diffusers model and returns ``.sample``; conditioning keywords (``encoder_hidden_states`` for
 ``UNet2DConditionModel``, ``class_labels``) pass through ``cond`` unchanged. diffusers is imported
 only when this module needs it: install it with ``pip install scorediff[diffusers]``.
+
+The other direction, ``to_diffusers(denoiser, shape)`` / ``save_diffusers(denoiser, shape, folder)``:
+scorediff's U-Net (``nets.UNet``) as a ``UNet2DModel`` that computes the same function, with a
+``DDPMScheduler`` (vp-discrete, T = 1000) or ``EDMEulerScheduler`` (edm); whatever does not map
+exactly is refused with one line naming every mismatch (``_export_problems``).
 """
 
 from __future__ import annotations
@@ -157,14 +162,18 @@ def process_from_scheduler(scheduler_or_config: Any) -> tuple[Process, parameter
     return process, parameterizations.make(PREDICTION_TYPES[pred]), process.steps, 1.0
 
 
-def sampling_schedule(scheduler_or_config: Any) -> str:
-    """The scorediff grid (``scorediff.schedules``) that matches the scheduler's sampling-time options:
-    "karras" for ``use_karras_sigmas`` or an EDM scheduler, else its ``timestep_spacing``
-    ("leading", "trailing", "linspace")."""
+def sampling_schedule(scheduler_or_config: Any) -> dict[str, Any]:
+    """The scorediff grid matching the scheduler's sampling-time options, as keywords for ``scorediff.sample``:
+    ``{"schedule": "karras", "schedule_options": {"denoise_to_zero": True, "rho": ...}}`` for
+    ``use_karras_sigmas`` or an EDM scheduler with Karras sigmas (Karras et al. 2022, eq. 5, ending on
+    sigma = 0 as diffusers does), else ``{"schedule": timestep_spacing}`` ("leading", "trailing", "linspace").
+
+    ``scorediff.sample(denoiser, process, shape, sampler="euler", steps=N, **sampling_schedule(scheduler))``
+    """
     cfg = scheduler_config(scheduler_or_config)
     if cfg.get("use_karras_sigmas") or cfg.get("sigma_schedule") == "karras":
-        return "karras"
-    return cfg.get("timestep_spacing", "leading")
+        return {"schedule": "karras", "schedule_options": {"denoise_to_zero": True, "rho": float(cfg.get("rho", 7.0))}}
+    return {"schedule": cfg.get("timestep_spacing", "leading")}
 
 
 def load_model(folder: str | Path, torch_dtype: torch.dtype | None = None) -> nn.Module:
@@ -202,7 +211,7 @@ def from_diffusers(
 
     Returns ``(denoiser, process)``: ``denoiser(x, t, **cond) -> x0_hat`` in eval mode, ready for
     ``scorediff.sample``, guidance and ``scorediff.likelihood``; ``cond`` reaches the model's forward
-    (``encoder_hidden_states=...``, ``class_labels=...``). ``sampling_schedule(scheduler)`` names the grid
+    (``encoder_hidden_states=...``, ``class_labels=...``). ``sampling_schedule(scheduler)`` gives the grid
     that reproduces the scheduler's own timesteps.
     """
     if isinstance(model_or_folder, (str, Path)):
@@ -417,28 +426,27 @@ def to_diffusers(denoiser: NetDenoiser, shape: tuple[int, ...]) -> tuple[nn.Modu
     return unet_to_diffusers(net, tuple(shape), time_shift=shift), scheduler_for(process, param)
 
 
-def export_run(run_dir: str | Path, folder: str | Path, ema: bool = True) -> Path:
-    """Write a run as a diffusers folder: ``unet/`` and ``scheduler/`` (plus ``model_index.json`` of a
-    ``DDPMPipeline`` for DDPM-family runs), loadable by diffusers' ``from_pretrained`` and by ``from_diffusers``."""
-    from .training import load_run
+def save_diffusers(denoiser: NetDenoiser, shape: tuple[int, ...], folder: str | Path) -> Path:
+    """Write a U-Net denoiser as a diffusers folder: ``unet/`` and ``scheduler/`` (plus ``model_index.json`` of a
+    ``DDPMPipeline`` for DDPM-family models), loadable by diffusers' ``from_pretrained`` and by ``from_diffusers``.
 
-    run = load_run(run_dir, ema=ema)
-    if run.kind != "images" or len(run.shape) != 3:
-        raise ValueError(f"cannot export to diffusers: run examples of shape {run.shape} are not images (C, H, W)")
-    unet, scheduler = to_diffusers(run.denoiser, run.shape)
+    ``shape`` is one example's (C, H, W). ``folder`` must be new or empty.
+    """
+    if len(shape) != 3:
+        raise ValueError(f"cannot export to diffusers: examples of shape {tuple(shape)} are not images (C, H, W)")
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ValueError(f"export folder {str(folder)!r} exists and is not empty")
-    if isinstance(run.process, VPDiscrete):
+    unet, scheduler = to_diffusers(denoiser, shape)
+    if isinstance(denoiser.process, VPDiscrete):
         _diffusers().DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(folder))
     else:  # no diffusers pipeline samples an EDM UNet2DModel: the two parts alone
         unet.save_pretrained(str(folder / "unet"))
         scheduler.save_pretrained(str(folder / "scheduler"))
     return folder
 
-
 __all__ = [
-    "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "export_run", "from_diffusers", "load_model",
-    "process_from_scheduler", "sampling_schedule", "scheduler_config", "scheduler_for", "to_diffusers",
+    "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "from_diffusers", "load_model",
+    "process_from_scheduler", "sampling_schedule", "save_diffusers", "scheduler_config", "scheduler_for", "to_diffusers",
     "unet_to_diffusers",
 ]

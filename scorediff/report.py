@@ -133,13 +133,15 @@ def compare_samplers(
     nfes: Sequence[int],
     *,
     seed: int = 0,
+    schedule: str | None = None,
     cond: dict | None = None,
     projections: int = 256,
     device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
     """Quality against cost: sliced W2 between samples and ``reference`` for each sampler at each NFE budget.
 
-    A budget of N evaluations runs ``max(1, round(N / nfe_per_step))`` steps on the sampler's default grid;
+    A budget of N evaluations runs ``max(1, round(N / nfe_per_step))`` steps on ``schedule`` (default: each
+    sampler's own default grid);
     the row records the evaluations actually made. Every sampler starts from the same prior draw (``seed``)
     and the distance uses the same projections, so the rows differ by the solver only.
     """
@@ -163,7 +165,7 @@ def compare_samplers(
             counted = _Counted(denoiser)
             with torch.no_grad():
                 x = sample(counted, process, x_T.clone(), sampler=name, steps=steps, seed=seed, device=device,
-                           cond=cond)
+                           schedule=schedule, cond=cond)
             w2 = sliced_wasserstein(x.cpu(), reference.cpu(), projections, torch.Generator().manual_seed(seed))
             rows.append({"sampler": name, "budget": int(budget), "steps": steps, "nfe": counted.nfe,
                          "sliced_w2": float(w2)})
@@ -171,7 +173,7 @@ def compare_samplers(
 
 
 def run_comparison(run, samplers: Sequence[str], nfes: Sequence[int], num: int = 500, seed: int = 0,
-                   device: str = "cpu") -> tuple[list[dict[str, Any]], float]:
+                   device: str = "cpu", schedule: str | None = None) -> tuple[list[dict[str, Any]], float]:
     """``compare_samplers`` on a loaded run against ``num`` of its training examples.
 
     Returns the rows and the noise floor: the sliced W2 between two disjoint sets of ``num`` training
@@ -195,7 +197,8 @@ def run_comparison(run, samplers: Sequence[str], nfes: Sequence[int], num: int =
     cond = None
     if run.class_conditional:
         cond = {"y": torch.arange(reference.shape[0], device=device) % int(run.info["num_classes"])}
-    rows = compare_samplers(run.denoiser, run.process, reference, samplers, nfes, seed=seed, cond=cond, device=device)
+    rows = compare_samplers(run.denoiser, run.process, reference, samplers, nfes, seed=seed, schedule=schedule,
+                            cond=cond, device=device)
     floor = math.nan
     if xs.shape[0] >= 2 * num:
         floor = float(sliced_wasserstein(xs[num:].float(), reference, 256, torch.Generator().manual_seed(seed)))
@@ -311,7 +314,7 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
 table { border-collapse: collapse; font-size: .9em; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
 th { background: #f0f0f0; } td { text-align: right; } td:first-child { text-align: left; }
 .grids { display: flex; flex-wrap: wrap; gap: 1em; } .grids figure { margin: 0; }
-.grids img { max-width: 320px; } img { max-width: 100%; } .note { color: #666; font-size: .9em; }
+.grids img { max-width: 300px; image-rendering: pixelated; } img { max-width: 100%; } .note { color: #666; font-size: .9em; }
 """
 
 
@@ -336,6 +339,7 @@ def build_report(
     nfe: Sequence[int] = (10, 20),
     num: int = 500,
     seed: int = 0,
+    schedule: str | None = None,
     device: str = "cpu",
     ema: bool = True,
 ) -> str:
@@ -374,10 +378,12 @@ def build_report(
         sections.append(("Samples across training", f'<div class="grids">{figs}</div>'))
 
     if compare:
-        rows, floor = run_comparison(run, list(compare), list(nfe), num=num, seed=seed, device=device)
+        grid = schedule or "each sampler's default"
+        rows, floor = run_comparison(run, list(compare), list(nfe), num=num, seed=seed, device=device, schedule=schedule)
         floor_note = f"; two sets of {num} training examples are {floor:.4g} apart (the noise floor)" if math.isfinite(floor) else ""
         note = (f'<p class="note">Sliced W2 (256 projections) between {num} samples and {num} training examples'
-                f"{floor_note}. Same prior draw for every sampler (seed {seed}); EMA weights: {ema}.</p>")
+                f"{floor_note}. Same prior draw for every sampler (seed {seed}); time grid: "
+                f"{grid}; EMA weights: {ema}.</p>")
         sections.append(("Sampler comparison", _img(plot_comparison(rows, floor), "sampler comparison") + note
                          + _table(rows, ["sampler", "budget", "steps", "nfe", "sliced_w2"])))
 

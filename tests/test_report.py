@@ -75,7 +75,7 @@ def test_report_renders_in_chromium(toy_run, tmp_path, capsys):
     before = folder_digest(toy_run)
     out = tmp_path / "report.html"
     assert main(["report", str(toy_run), "--out", str(out), "--compare", "euler,ddim", "--nfe", "2,4",
-                 "--num", "64"]) == 0
+                 "--num", "64", "--schedule", "karras"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert folder_digest(toy_run) == before  # a reader: the run folder is untouched
 
@@ -83,6 +83,7 @@ def test_report_renders_in_chromium(toy_run, tmp_path, capsys):
     for heading in ("Training", "Evaluation during training", "Samples across training", "Sampler comparison",
                     "Likelihood", "Config", "Environment"):
         assert f"<h2>{heading}</h2>" in page
+    assert "time grid: karras" in page
     assert "<script" not in page and "http://" not in page.replace("http-equiv", "")
     assert "https://" not in page
 

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..interop import export_run
+    from ..interop import save_diffusers
+    from ..training import load_run
 
-    print(export_run(args.run, args.diffusers, ema=not args.raw))
+    run = load_run(args.run, ema=not args.raw)
+    print(save_diffusers(run.denoiser, run.shape, args.diffusers))
     return 0

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfe", type=_ints, default=[10, 20], metavar="N1,N2,...",
                         help="model-evaluation budgets for --compare (default 10,20)")
     parser.add_argument("--num", type=int, default=500, help="samples per comparison point (default 500)")
+    parser.add_argument("--schedule", default=None,
+                        help="time grid for every compared sampler (a scorediff.schedules name; default: each sampler's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the comparison's prior draw (default 0)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--device", default="cpu", help="torch device for the comparison (default cpu)")
@@ -36,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
     compare = [s.strip() for s in args.compare.split(",") if s.strip()]
     path = write_report(args.run, args.out, compare=compare, nfe=args.nfe, num=args.num, seed=args.seed,
-                        device=args.device, ema=not args.raw)
+                        schedule=args.schedule, device=args.device, ema=not args.raw)
     print(path)
     return 0
