@@ -30,12 +30,17 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from .processes import Process
+
+if TYPE_CHECKING:
+    from .training.run import Run
 
 # metrics.jsonl keys the training loop itself writes; any other numeric key is an evaluation metric
 TRAINING_KEYS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "examples_per_s")
@@ -126,8 +131,8 @@ class _Counted:
 
 
 def compare_samplers(
-    denoiser,
-    process,
+    denoiser: Callable[..., Tensor],
+    process: Process,
     reference: Tensor,
     samplers: Sequence[str],
     nfes: Sequence[int],
@@ -172,7 +177,7 @@ def compare_samplers(
     return rows
 
 
-def run_comparison(run, samplers: Sequence[str], nfes: Sequence[int], num: int = 500, seed: int = 0,
+def run_comparison(run: Run, samplers: Sequence[str], nfes: Sequence[int], num: int = 500, seed: int = 0,
                    device: str = "cpu", schedule: str | None = None) -> tuple[list[dict[str, Any]], float]:
     """``compare_samplers`` on a loaded run against ``num`` of its training examples.
 
