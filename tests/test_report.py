@@ -9,6 +9,7 @@ of the page only. The sampler comparison is checked against closed-form truth on
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import shutil
@@ -37,12 +38,25 @@ CHECKER = """<script>
 window.__errors = [];
 addEventListener("error", e => __errors.push("error: " + (e.message || (e.target && e.target.outerHTML || "").slice(0, 80))), true);
 addEventListener("securitypolicyviolation", e => __errors.push("csp: " + e.blockedURI));
-addEventListener("load", async () => {
+addEventListener("load", () => {
+  // synchronous, so that --dump-dom cannot overtake it: after "load" every image has loaded or failed;
+  // drawing it into a canvas decodes all of its pixels
   const imgs = [...document.images];
-  const ok = await Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth > 0 && i.naturalHeight > 0, () => false)));
+  let decoded = 0;
+  for (const img of imgs) {
+    if (!img.complete || !img.naturalWidth || !img.naturalHeight) continue;
+    const c = document.createElement("canvas");
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const ctx = c.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const px = ctx.getImageData(0, 0, c.width, c.height).data;
+    let opaque = 0;
+    for (let k = 3; k < px.length; k += 4) opaque += px[k] > 0;
+    if (opaque > 0) decoded += 1;
+  }
   const pre = document.createElement("pre");
   pre.id = "verdict";
-  pre.textContent = JSON.stringify({images: imgs.length, decoded: ok.filter(Boolean).length, errors: __errors});
+  pre.textContent = JSON.stringify({images: imgs.length, decoded: decoded, errors: __errors});
   document.body.appendChild(pre);
 });
 </script>"""
@@ -63,6 +77,13 @@ def toy_run(tmp_path_factory):
     assert main(["likelihood", str(out), "--num", "8", "--rtol", "1e-3", "--atol", "1e-3", "--no-progress",
                  "--json", str(out / "likelihood.json")]) == 0
     return out
+
+
+def verdict(res: subprocess.CompletedProcess) -> dict:
+    """The checker's JSON from a --dump-dom run."""
+    parts = res.stdout.split('<pre id="verdict">')
+    assert len(parts) == 2, f"no verdict in the dumped page (rc {res.returncode}): {res.stdout[-300:]!r} {res.stderr[-1000:]}"
+    return json.loads(html.unescape(parts[1].split("</pre>")[0]))
 
 
 def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -102,11 +123,11 @@ def test_report_renders_in_chromium(toy_run, tmp_path, capsys):
     probe.write_text(page.replace(report.CSP, csp).replace("<head>", "<head>" + CHECKER, 1))
     res = chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     assert res.returncode == 0, res.stderr[-2000:]
-    verdict = json.loads(res.stdout.split('<pre id="verdict">')[1].split("</pre>")[0].replace("&quot;", '"'))
+    v = verdict(res)
     grids = len(list((toy_run / "samples").glob("step_*.png")))
-    assert verdict["images"] == page.count("<img ") == grids + 3  # training, evaluation, comparison plots
-    assert verdict["decoded"] == verdict["images"]
-    assert verdict["errors"] == []
+    assert v["images"] == page.count("<img ") == grids + 3  # training, evaluation, comparison plots
+    assert v["decoded"] == v["images"]
+    assert v["errors"] == []
 
 
 def test_checker_sees_a_broken_image(tmp_path):
@@ -117,9 +138,9 @@ def test_checker_sees_a_broken_image(tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace(report.CSP, report.CSP + "; script-src 'unsafe-inline'").replace("<head>", "<head>" + CHECKER, 1))
     res = chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
-    verdict = json.loads(res.stdout.split('<pre id="verdict">')[1].split("</pre>")[0].replace("&quot;", '"'))
-    assert verdict["images"] == 2 and verdict["decoded"] == 0
-    assert any(e.startswith("csp: https://example.com") for e in verdict["errors"])
+    v = verdict(res)
+    assert v["images"] == 2 and v["decoded"] == 0
+    assert any(e.startswith("csp: https://example.com") for e in v["errors"])
 
 
 def test_comparison_against_the_exact_ring():
