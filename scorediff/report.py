@@ -14,6 +14,7 @@ so it can be mailed or archived and opened offline. Sections:
   (Rabin et al. 2011; Bonneel et al. 2015) between ``num`` model samples and ``num`` training
   examples, in the data's own coordinates (points, or pixels for images), all from the same seed;
 - likelihood results, if measured (a ``scorediff likelihood --json`` file saved into the run folder);
+- results files the user names (``results=``: e.g. the JSON of ``scorediff eval`` or ``scorediff likelihood``);
 - the environment the report was made in (Python, torch, device, threads).
 
 The report is a reader: it never writes into the run folder. The default output is the sibling
@@ -88,6 +89,11 @@ def sample_grids(run_dir: Path, limit: int = MAX_GRIDS) -> list[tuple[str, bytes
     return out
 
 
+def _scalars(rec: dict) -> dict:
+    """The scalar entries of a results record (per-example lists and nested tables left out)."""
+    return {k: v for k, v in rec.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 def likelihood_results(run_dir: Path) -> list[tuple[str, dict]]:
     """JSON files at the run folder's top level written by ``scorediff likelihood --json`` (they hold logp_nats)."""
     found = []
@@ -97,7 +103,23 @@ def likelihood_results(run_dir: Path) -> list[tuple[str, dict]]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue  # not ours to judge: the report only shows what it recognises
         if isinstance(rec, dict) and "logp_nats" in rec:
-            found.append((p.name, {k: v for k, v in rec.items() if not isinstance(v, (list, dict))}))
+            found.append((p.name, _scalars(rec)))
+    return found
+
+
+def result_files(paths: Sequence[str | Path]) -> list[tuple[str, dict]]:
+    """JSON results the user names (``scorediff eval --out``, ``scorediff likelihood --json``, ...): their scalars."""
+    found = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise FileNotFoundError(f"results file {str(p)!r} not found")
+        try:
+            rec = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"results file {str(p)!r} is not JSON") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"results file {str(p)!r}: expected a JSON object, got {type(rec).__name__}")
+        found.append((p.name, _scalars(rec)))
     return found
 
 
@@ -345,6 +367,7 @@ def build_report(
     num: int = 500,
     seed: int = 0,
     schedule: str | None = None,
+    results: Sequence[str | Path] = (),
     device: str = "cpu",
     ema: bool = True,
 ) -> str:
@@ -391,6 +414,9 @@ def build_report(
                 f"{grid}; EMA weights: {ema}.</p>")
         sections.append(("Sampler comparison", _img(plot_comparison(rows, floor), "sampler comparison") + note
                          + _table(rows, ["sampler", "budget", "steps", "nfe", "sliced_w2"])))
+
+    for name, rec in result_files(results):
+        sections.append((f"Results: {name}", _table([{"": k, "value": v} for k, v in rec.items()], ["", "value"])))
 
     lik = likelihood_results(run_dir)
     if lik:

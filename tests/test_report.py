@@ -95,8 +95,10 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 def test_report_renders_in_chromium(toy_run, tmp_path, capsys):
     before = folder_digest(toy_run)
     out = tmp_path / "report.html"
+    results = tmp_path / "eval_toy.json"  # a results file kept outside the run, as `scorediff eval --out` writes
+    results.write_text(json.dumps({"fid": 1.5, "kid": 0.01, "num": 64, "per_class": [1, 2]}))
     assert main(["report", str(toy_run), "--out", str(out), "--compare", "euler,ddim", "--nfe", "2,4",
-                 "--num", "64", "--schedule", "karras"]) == 0
+                 "--num", "64", "--schedule", "karras", "--results", str(results)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert folder_digest(toy_run) == before  # a reader: the run folder is untouched
 
@@ -105,6 +107,8 @@ def test_report_renders_in_chromium(toy_run, tmp_path, capsys):
                     "Likelihood", "Config", "Environment"):
         assert f"<h2>{heading}</h2>" in page
     assert "time grid: karras" in page
+    assert "<h2>Results: eval_toy.json</h2>" in page and "<td>fid</td><td>1.5</td>" in page
+    assert "per_class" not in page  # only scalars are tabulated
     assert "<script" not in page and "http://" not in page.replace("http-equiv", "")
     assert "https://" not in page
 
@@ -166,6 +170,8 @@ def test_bad_inputs_are_one_line_errors(toy_run, tmp_path, capsys):
     assert "is not a run folder" in capsys.readouterr().err
     assert main(["report", str(toy_run), "--out", str(tmp_path / "a.html"), "--compare", "nope"]) == 2
     assert "sampler 'nope' unknown" in capsys.readouterr().err
+    assert main(["report", str(toy_run), "--out", str(tmp_path / "a.html"), "--results", str(tmp_path / "none.json")]) == 2
+    assert "results file" in capsys.readouterr().err
     bad = tmp_path / "bad"
     shutil.copytree(toy_run, bad)
     with open(bad / "metrics.jsonl", "a") as f:

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", default=None,
                         help="time grid for every compared sampler (a scorediff.schedules name; default: each sampler's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the comparison's prior draw (default 0)")
+    parser.add_argument("--results", action="append", default=[], metavar="FILE",
+                        help="a JSON results file to show (e.g. from `scorediff eval --out`), repeatable")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--device", default="cpu", help="torch device for the comparison (default cpu)")
 
@@ -38,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
     compare = [s.strip() for s in args.compare.split(",") if s.strip()]
     path = write_report(args.run, args.out, compare=compare, nfe=args.nfe, num=args.num, seed=args.seed,
-                        schedule=args.schedule, device=args.device, ema=not args.raw)
+                        schedule=args.schedule, results=args.results, device=args.device, ema=not args.raw)
     print(path)
     return 0
