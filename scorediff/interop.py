@@ -166,13 +166,19 @@ def sampling_schedule(scheduler_or_config: Any) -> dict[str, Any]:
     """The scorediff grid matching the scheduler's sampling-time options, as keywords for ``scorediff.sample``:
     ``{"schedule": "karras", "schedule_options": {"denoise_to_zero": True, "rho": ...}}`` for
     ``use_karras_sigmas`` or an EDM scheduler with Karras sigmas (Karras et al. 2022, eq. 5, ending on
-    sigma = 0 as diffusers does), else ``{"schedule": timestep_spacing}`` ("leading", "trailing", "linspace").
+    sigma = 0 as diffusers does), ``"logsnr"`` (ending on 0) for exponential (log-uniform) sigmas, else
+    ``{"schedule": timestep_spacing}`` ("leading", "trailing", "linspace").
 
     ``scorediff.sample(denoiser, process, shape, sampler="euler", steps=N, **sampling_schedule(scheduler))``
     """
     cfg = scheduler_config(scheduler_or_config)
     if cfg.get("use_karras_sigmas") or cfg.get("sigma_schedule") == "karras":
         return {"schedule": "karras", "schedule_options": {"denoise_to_zero": True, "rho": float(cfg.get("rho", 7.0))}}
+    if cfg.get("use_exponential_sigmas") or cfg.get("sigma_schedule") == "exponential":
+        # sigma log-uniform = uniform in lambda = -log sigma~
+        return {"schedule": "logsnr", "schedule_options": {"denoise_to_zero": True}}
+    if "sigma_data" in cfg:
+        raise ValueError(f"EDM scheduler sigma_schedule {cfg.get('sigma_schedule')!r} is not mapped; one of: karras, exponential")
     return {"schedule": cfg.get("timestep_spacing", "leading")}
 
 

@@ -14,7 +14,6 @@ import torch
 
 import scorediff
 from scorediff import likelihood
-from scorediff.samplers import SAMPLERS
 from tests.peers import timesteps_to_ts
 
 if os.environ.get("CI"):
@@ -150,22 +149,23 @@ def test_x0_hat_is_diffusers_own_conversion(prediction):
     assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
 
 
-def test_edm_euler_matches_diffusers():
-    # EDM preconditioning (Karras et al. 2022): EDMEulerScheduler's loop against our Euler on the edm process
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sigma_schedule", ["karras", "exponential"])
+def test_edm_euler_matches_diffusers(prediction, sigma_schedule):
+    # EDM preconditioning (Karras et al. 2022): EDMEulerScheduler's loop against our Euler on the edm process,
+    # on the grid sampling_schedule gives (Karras sigmas, or log-uniform sigmas = our logsnr grid)
     unet = tiny_unet()
-    for prediction in ("epsilon", "v_prediction"):
-        s = diffusers.EDMEulerScheduler(prediction_type=prediction, sigma_max=20.0)
-        s.set_timesteps(8)
-        sample = noise() * s.init_noise_sigma
-        ts = s.sigmas.double().clone()
-        with torch.no_grad():
-            x = sample.clone()
-            for k in s.timesteps:
-                x = s.step(unet(s.scale_model_input(x, k), k).sample, k, x).prev_sample
-            denoiser, process = interop.from_diffusers(unet, s)
-            assert process.name == "edm" and process.t_max == 20.0
-            ours = SAMPLERS["euler"](denoiser, process, sample, ts)
-        assert (ours - x).abs().max() <= TOL * x.abs().max(), prediction
+    s = diffusers.EDMEulerScheduler(prediction_type=prediction, sigma_max=20.0, sigma_schedule=sigma_schedule)
+    s.set_timesteps(8)
+    sample = noise() * s.init_noise_sigma
+    with torch.no_grad():
+        x = sample.clone()
+        for k in s.timesteps:
+            x = s.step(unet(s.scale_model_input(x, k), k).sample, k, x).prev_sample
+        denoiser, process = interop.from_diffusers(unet, s)
+        assert process.name == "edm" and process.t_max == 20.0
+        ours = scorediff.sample(denoiser, process, sample, sampler="euler", steps=8, **interop.sampling_schedule(s))
+    assert (ours - x).abs().max() <= TOL * x.abs().max()
 
 
 def test_conditional_unet_passes_cond_through():
