@@ -65,7 +65,9 @@ class DiffusersNet(nn.Module):
     gets k = t T - 1, snapped to the nearest integer when within 1e-3 of it (float32 rounding of t).
     ``steps`` = 0: an EDM model; the noise input (log sigma / 4) is passed as is.
     ``sign`` = -1 negates the output (diffusers' EDM v_prediction). A model with a learned variance
-    (twice the input channels out) returns its first half, the mean prediction.
+    (twice the input channels out) returns its first half, the mean prediction. x is cast to the model's
+    dtype and the output back; the noise input arrives in x's dtype, so sample in float32 (float16 cannot
+    hold 1000 t to the integer).
     """
 
     def __init__(self, model: nn.Module, steps: int = 0, sign: float = 1.0):
