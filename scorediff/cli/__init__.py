@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "likelihood": "likelihood",
     "eval": "eval",
+    "report": "report",
+    "export": "export",
 }
 
 

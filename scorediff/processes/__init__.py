@@ -7,7 +7,7 @@ from collections.abc import Callable
 from ..utils import unknown
 from .base import Process
 from .ve import EDM, VE, Flow
-from .vp import SubVP, VPCosine, VPDiscrete, VPLinear, cosine_betas, linear_betas
+from .vp import SubVP, VPCosine, VPDiscrete, VPLinear, cosine_betas, linear_betas, scaled_linear_betas
 
 
 def _vp(schedule: str = "linear", **options) -> Process:
@@ -46,5 +46,5 @@ def from_config(config: dict) -> Process:
 
 __all__ = [
     "EDM", "PROCESSES", "VE", "Flow", "Process", "SubVP", "VPCosine", "VPDiscrete", "VPLinear",
-    "cosine_betas", "from_config", "linear_betas", "make",
+    "cosine_betas", "from_config", "linear_betas", "make", "scaled_linear_betas",
 ]

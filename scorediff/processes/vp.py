@@ -162,6 +162,14 @@ def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -
     return torch.linspace(scale * beta_start, scale * beta_end, steps, dtype=torch.float64)
 
 
+def scaled_linear_betas(steps: int, beta_start: float = 0.00085, beta_end: float = 0.012, rescale: bool = True) -> Tensor:
+    """Latent diffusion's "scaled linear" schedule (Rombach et al. 2022; diffusers' ``scaled_linear``):
+    sqrt(beta) linear from sqrt(beta_start) to sqrt(beta_end). ``rescale`` scales both ends by 1000 / steps
+    as ``linear_betas`` does (a no-op at 1000 steps); diffusers does not rescale."""
+    scale = 1000.0 / steps if rescale else 1.0
+    return torch.linspace(math.sqrt(scale * beta_start), math.sqrt(scale * beta_end), steps, dtype=torch.float64) ** 2
+
+
 def cosine_betas(steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Nichol & Dhariwal (2021) eq. 17: beta_i = min(1 - abar(i/T) / abar((i-1)/T), max_beta)."""
     i = torch.arange(steps + 1, dtype=torch.float64)
@@ -173,8 +181,9 @@ def cosine_betas(steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tenso
 class VPDiscrete(_VPFamily):
     """DDPM (Ho et al. 2020): T discrete steps; step i in 1..T sits at t = i / T.
 
-    Options: ``steps`` T (1000), ``schedule`` "linear" (beta 1e-4 -> 0.02) or "cosine" (Nichol & Dhariwal,
-    with beta clipped at 0.999), or an explicit ``betas`` list. ``alpha_bar`` holds the exact
+    Options: ``steps`` T (1000), ``schedule`` "linear" (beta 1e-4 -> 0.02), "scaled_linear" (sqrt(beta)
+    linear between ``beta_start`` and ``beta_end``, latent diffusion's schedule) or "cosine" (Nichol & Dhariwal,
+    with beta clipped at 0.999), or an explicit ``betas`` list (e.g. a diffusers scheduler's ``trained_betas``). ``alpha_bar`` holds the exact
     cumulative products on the grid; see the module docstring for the interpolation in between.
     """
 
@@ -197,10 +206,14 @@ class VPDiscrete(_VPFamily):
             raise ValueError(f"vp-discrete: steps must be >= 1, got {steps}")
         elif schedule == "linear":
             betas = linear_betas(int(steps), beta_start, beta_end)
+        elif schedule == "scaled_linear":
+            betas = scaled_linear_betas(int(steps), beta_start, beta_end)
         elif schedule == "cosine":
             betas = cosine_betas(int(steps))
         else:
-            raise ValueError(f"vp-discrete: schedule {schedule!r} unknown; one of: linear, cosine (or pass betas=)")
+            raise ValueError(
+                f"vp-discrete: schedule {schedule!r} unknown; one of: linear, scaled_linear, cosine (or pass betas=)"
+            )
         if not bool(((betas > 0) & (betas < 1)).all()):
             bad = betas[~((betas > 0) & (betas < 1))][0].item()
             raise ValueError(
@@ -270,6 +283,6 @@ class VPDiscrete(_VPFamily):
             c["betas"] = self.betas.tolist()
         else:
             c["schedule"] = self.schedule
-            if self.schedule == "linear":
+            if self.schedule in ("linear", "scaled_linear"):
                 c.update(beta_start=self.beta_start, beta_end=self.beta_end)
         return c
