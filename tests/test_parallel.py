@@ -74,12 +74,12 @@ def test_start_tensor_and_every_sampler_runs():
     gm = analytic.ring2d()
     proc = P.make("vp")
     D = gm.denoiser(proc)
-    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
     for name in SAMPLERS:
         if name == "ode":  # adaptive: its call sequence depends on the values, still fine but slow
             continue
-        ref = sample(D, proc, x, sampler=name, steps=8, seed=0)
-        out, info = parallel(D, proc, x, sampler=name, steps=8, seed=0, window=4, tol=1e-6)
+        ref = sample(D, proc, x, sampler=name, steps=5, seed=0)
+        out, info = parallel(D, proc, x, sampler=name, steps=5, seed=0, window=4, tol=1e-6)
         assert float((out - ref).abs().max()) < 1e-2, name
 
 
@@ -93,3 +93,20 @@ def test_bad_arguments_are_named():
         parallel(D, proc, (4, 2), tol=0)
     with pytest.raises(ValueError, match="max_rounds"):
         parallel(D, proc, (4, 2), steps=20, window=2, tol=1e-8, max_rounds=2)
+
+
+def test_cli_parallel_flag_matches_sequential(tmp_path, capsys):
+    import numpy as np
+
+    from scorediff.cli import main
+
+    run = tmp_path / "toy"
+    assert main(["train", "toy2d", "--out", str(run), "--set", "optim.steps=3", "--set", "log.progress=false",
+                 "--set", "sample.num=16", "--set", "sample.steps=3", "--set", "data.options.n=200"]) == 0
+    common = ["sample", str(run), "--sampler", "ddim", "--steps", "12", "--num", "40", "--seed", "5"]
+    assert main([*common, "--out", str(tmp_path / "seq.png")]) == 0
+    assert main([*common, "--parallel", "4", "--parallel-tol", "1e-6", "--out", str(tmp_path / "par.png")]) == 0
+    assert "rounds" in capsys.readouterr().err
+    seq, par = (np.load(tmp_path / f"{n}.npz")["samples"] for n in ("seq", "par"))
+    np.testing.assert_allclose(par, seq, atol=1e-3)
+    assert main([*common, "--parallel", "0"]) == 2

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from .autoencoder import Autoencoder, SuperResolution
 from .dit import DiT
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
 from .mlp import MLP
@@ -31,6 +32,7 @@ from .unet import UNet
 
 __all__ = [
     "ARCHITECTURES",
+    "Autoencoder",
     "DiT",
     "MLP",
     "NULL_LABEL",
@@ -39,6 +41,7 @@ __all__ = [
     "LabelEmbedding",
     "NoiseEmbedding",
     "SinusoidalEmbedding",
+    "SuperResolution",
     "UNet",
     "count_parameters",
     "default_config",
@@ -48,7 +51,9 @@ __all__ = [
 NULL_LABEL = -1
 
 # config "type" -> class; every constructor argument is a config key
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "dit": DiT, "mlp": MLP}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unet": UNet, "dit": DiT, "mlp": MLP, "autoencoder": Autoencoder, "super_resolution": SuperResolution,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. (2020), CIFAR-10 model: 35.7 M parameters.
@@ -89,6 +94,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dit-tiny": {
         "type": "dit", "in_channels": 1, "image_size": 8, "patch_size": 2, "hidden": 32, "depth": 2, "heads": 2,
         "emb_features": 32,
+    },
+    # KL autoencoder for latent diffusion: f = 2 (e.g. 8x8 digits -> 4x4x4 latents; 28x28 -> 14x14x4).
+    "autoencoder-f2": {
+        "type": "autoencoder", "in_channels": 1, "latent_channels": 4, "channels": 32, "channel_mult": [1, 2],
+        "num_res_blocks": 1, "norm_groups": 8,
+    },
+    # KL autoencoder, f = 4 (32x32 -> 8x8x4).
+    "autoencoder-f4": {
+        "type": "autoencoder", "in_channels": 3, "latent_channels": 4, "channels": 32, "channel_mult": [1, 2, 2],
+        "num_res_blocks": 1, "norm_groups": 8,
+    },
+    # a x2 super-resolution stage of a cascade (e.g. 4x4 -> 8x8 digits, 14x14 -> 28x28)
+    "sr-x2": {
+        "type": "super_resolution", "in_channels": 1, "factor": 2,
+        "base": {"type": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_levels": [],
+                 "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8},
     },
     # toy 2-D data (scorediff.data "8gaussians", "moons", ...).
     "mlp-2d": {
@@ -145,9 +166,9 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
         )
     if shape is not None:
         shape = tuple(int(s) for s in shape)
-        if arch in ("unet", "dit"):
+        if arch in ("unet", "dit", "autoencoder", "super_resolution"):
             if len(shape) != 3:
-                raise ValueError(f"a {'U-Net' if arch == 'unet' else 'DiT'} needs data of shape (C, H, W), got {shape}")
+                raise ValueError(f"a {arch} network needs data of shape (C, H, W), got {shape}")
             if "in_channels" not in overrides:
                 config["in_channels"] = shape[0]
             if arch == "dit" and "image_size" not in overrides:

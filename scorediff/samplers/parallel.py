@@ -97,6 +97,7 @@ def parallel(
     seed: int = 0,
     max_rounds: int | None = None,
     cond: dict[str, Any] | None = None,
+    device: torch.device | str | None = None,
     progress: bool = False,
     **options,
 ) -> tuple[Tensor, dict[str, Any]]:
@@ -113,6 +114,7 @@ def parallel(
         max_rounds: a ValueError if not converged after this many rounds (default: no limit but the bound
             rounds <= model calls + 1, which always holds).
         cond: conditioning keywords passed to every model call (e.g. ``{"y": labels}``).
+        device: where a start drawn from the prior lives (default: cpu; a start tensor keeps its own).
 
     Returns:
         (x0, info) with info = {"rounds": parallel rounds (batched network calls), "nfe": model evaluations
@@ -124,7 +126,8 @@ def parallel(
         raise ValueError(f"parallel: window must be >= 1, got {window}")
     if not tol > 0:
         raise ValueError(f"parallel: tol must be > 0, got {tol}")
-    gen = torch.Generator(device=x.device if torch.is_tensor(x) else "cpu").manual_seed(int(seed))
+    device = x.device if torch.is_tensor(x) else torch.device(device if device is not None else "cpu")
+    gen = torch.Generator(device=device).manual_seed(int(seed))
     state = gen.get_state()
     done: list[Tensor] = []
     guesses: list[tuple[Tensor, Tensor, Tensor]] = []  # (output, x, t) from the last round's batched call
@@ -140,7 +143,7 @@ def parallel(
             gen.set_state(state)
             try:
                 out = sample(replay, process, x, sampler=sampler, steps=steps, seed=seed, schedule=schedule,
-                             generator=gen, cond=cond, **options)
+                             generator=gen, cond=cond, device=device, **options)
                 finished = True
             except _WindowFull:
                 out, finished = None, False
