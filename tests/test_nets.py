@@ -11,13 +11,16 @@ import torch
 from scorediff import nets
 from scorediff.nets.embeddings import FourierEmbedding, SinusoidalEmbedding
 
-SMALL_PRESETS = [name for name in nets.PRESETS if name != "ddpm-cifar10"]
+SMALL_PRESETS = [name for name in nets.PRESETS if name not in ("ddpm-cifar10", "dit-s-2")]
 
 
 def _example_shape(net) -> tuple[int, ...]:
     c = net.config
     if c["type"] == "mlp":
         return (c["dim"],)
+    if c["type"] == "dit":
+        return (c["in_channels"], *c["image_size"]) if isinstance(c["image_size"], list) else (
+            c["in_channels"], c["image_size"], c["image_size"])
     return (c["in_channels"], 8, 8)
 
 

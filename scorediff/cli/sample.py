@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar over the steps")
+    parser.add_argument("--parallel", type=int, default=None, metavar="WINDOW",
+                        help="parallel (Picard / ParaDiGMS) sampling: WINDOW model calls batched per round")
+    parser.add_argument("--parallel-tol", type=float, default=1e-3,
+                        help="tolerance of parallel sampling, relative to each step's noise level (default 1e-3)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import plotting
-    from ..samplers import sample
+    from ..samplers import parallel, sample
     from ..training import load_run
     from ..training.components import check_sampler_options
 
@@ -66,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--class given but run {args.run!r} is not class-conditional")
         if not 0 <= args.label < num_classes:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
+    if args.parallel is not None and args.parallel < 1:
+        raise ValueError(f"--parallel WINDOW must be >= 1, got {args.parallel}")
     generator = torch.Generator(args.device).manual_seed(args.seed)
-    chunks, labels = [], []
+    chunks, labels, rounds = [], [], 0
     for start in range(0, args.num, args.batch):
         n = min(args.batch, args.num - start)
         cond = {}
@@ -75,9 +81,18 @@ def run(args: argparse.Namespace) -> int:
             y = (torch.full((n,), args.label) if args.label is not None
                  else torch.arange(start, start + n) % num_classes).to(args.device)
             cond, labels = {"y": y}, labels + [y.cpu()]
+        if args.parallel is not None:  # each batch from its own seed (seed + index of its first sample)
+            xb, pinfo = parallel(r.denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, device=args.device,
+                                 seed=args.seed + start, window=args.parallel, tol=args.parallel_tol, cond=cond,
+                                 progress=args.progress, **options)
+            chunks.append(xb.cpu())
+            rounds += pinfo["rounds"]
+            continue
         chunks.append(sample(r.denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
                              generator=generator, device=args.device, progress=args.progress, cond=cond,
                              **options).cpu())
+    if args.parallel is not None:
+        print(f"parallel sampling: {rounds} rounds of up to {args.parallel} batched model calls", file=sys.stderr)
     x = torch.cat(chunks)
     bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
     if bad:  # never hand out NaN pictures as if they were samples

@@ -5,7 +5,7 @@
 0..num_classes-1 or the null label ``NULL_LABEL = -1`` (classifier-free guidance); ``y=None`` means
 all-null. An unconditional network (num_classes=0) accepts only y=None or null labels.
 
-A network is built from a JSON-able config, ``{"type": "unet" | "mlp", **constructor options}``, or
+A network is built from a JSON-able config, ``{"type": "unet" | "dit" | "mlp", **constructor options}``, or
 from a preset name; the built module carries its full config in ``.config`` so that
 ``make(net.config)`` rebuilds it. This package imports nothing else from scorediff.
 
@@ -24,12 +24,16 @@ from typing import Any
 
 from torch import nn
 
+from .autoencoder import Autoencoder, SuperResolution
+from .dit import DiT
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
 
 __all__ = [
     "ARCHITECTURES",
+    "Autoencoder",
+    "DiT",
     "MLP",
     "NULL_LABEL",
     "PRESETS",
@@ -37,6 +41,7 @@ __all__ = [
     "LabelEmbedding",
     "NoiseEmbedding",
     "SinusoidalEmbedding",
+    "SuperResolution",
     "UNet",
     "count_parameters",
     "default_config",
@@ -46,7 +51,9 @@ __all__ = [
 NULL_LABEL = -1
 
 # config "type" -> class; every constructor argument is a config key
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unet": UNet, "dit": DiT, "mlp": MLP, "autoencoder": Autoencoder, "super_resolution": SuperResolution,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. (2020), CIFAR-10 model: 35.7 M parameters.
@@ -70,6 +77,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "type": "unet", "in_channels": 1, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
         "attention_levels": [1], "dropout": 0.0, "time_injection": "scale_shift", "embedding": "sinusoidal",
         "norm_groups": 4, "emb_mult": 2,
+    },
+    # DiT-S/2 (Peebles & Xie 2023) on a 32x32x4 latent (a 256x256 image through an 8x VAE): 33 M parameters.
+    "dit-s-2": {
+        "type": "dit", "in_channels": 4, "image_size": 32, "patch_size": 2, "hidden": 384, "depth": 12, "heads": 6,
+    },
+    # a small DiT for small latents (e.g. 8x8x4 from scorediff's autoencoder) or small pixel data.
+    "dit-latent-small": {
+        "type": "dit", "in_channels": 4, "image_size": 8, "patch_size": 1, "hidden": 128, "depth": 6, "heads": 4,
+    },
+    # scikit-learn's 8x8 digits in pixel space: 2x2 patches, 16 tokens.
+    "dit-digits": {
+        "type": "dit", "in_channels": 1, "image_size": 8, "patch_size": 2, "hidden": 96, "depth": 4, "heads": 4,
+    },
+    # for tests
+    "dit-tiny": {
+        "type": "dit", "in_channels": 1, "image_size": 8, "patch_size": 2, "hidden": 32, "depth": 2, "heads": 2,
+        "emb_features": 32,
+    },
+    # KL autoencoder for latent diffusion: f = 2 (e.g. 8x8 digits -> 4x4x4 latents; 28x28 -> 14x14x4).
+    "autoencoder-f2": {
+        "type": "autoencoder", "in_channels": 1, "latent_channels": 4, "channels": 32, "channel_mult": [1, 2],
+        "num_res_blocks": 1, "norm_groups": 8,
+    },
+    # KL autoencoder, f = 4 (32x32 -> 8x8x4).
+    "autoencoder-f4": {
+        "type": "autoencoder", "in_channels": 3, "latent_channels": 4, "channels": 32, "channel_mult": [1, 2, 2],
+        "num_res_blocks": 1, "norm_groups": 8,
+    },
+    # a x2 super-resolution stage of a cascade (e.g. 4x4 -> 8x8 digits, 14x14 -> 28x28)
+    "sr-x2": {
+        "type": "super_resolution", "in_channels": 1, "factor": 2,
+        "base": {"type": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_levels": [],
+                 "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8},
     },
     # toy 2-D data (scorediff.data "8gaussians", "moons", ...).
     "mlp-2d": {
@@ -100,8 +140,8 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
     """Build a network from a preset name or a config dict, with keyword overrides.
 
     ``shape``, the per-example data shape (e.g. ``dataset.info.shape``), sets ``in_channels``
-    (U-Net, from shape[0] of (C, H, W)) or ``dim`` (MLP, the product of the shape) over the
-    preset's value, unless that key is among the overrides.
+    (U-Net and DiT, from shape[0] of (C, H, W); the DiT also ``image_size`` from (H, W)) or ``dim``
+    (MLP, the product of the shape) over the preset's value, unless that key is among the overrides.
     The module's ``.config`` holds the complete config (defaults filled in), JSON-able.
     Raises ValueError for an unknown preset, type or key, naming it and listing the known ones.
     """
@@ -126,11 +166,13 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
         )
     if shape is not None:
         shape = tuple(int(s) for s in shape)
-        if arch == "unet":
+        if arch in ("unet", "dit", "autoencoder", "super_resolution"):
             if len(shape) != 3:
-                raise ValueError(f"a U-Net needs data of shape (C, H, W), got {shape}")
+                raise ValueError(f"a {arch} network needs data of shape (C, H, W), got {shape}")
             if "in_channels" not in overrides:
                 config["in_channels"] = shape[0]
+            if arch == "dit" and "image_size" not in overrides:
+                config["image_size"] = list(shape[1:])
         else:
             n = 1
             for s in shape:

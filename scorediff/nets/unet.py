@@ -53,22 +53,25 @@ class ResBlock(nn.Module):
         self.norm1 = group_norm(c_in, groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.scale_shift = time_injection == "scale_shift"
-        self.emb = nn.Linear(emb_dim, 2 * c_out if self.scale_shift else c_out)
+        # emb_dim = 0: a block without noise embedding (the autoencoder's)
+        self.emb = nn.Linear(emb_dim, 2 * c_out if self.scale_shift else c_out) if emb_dim > 0 else None
         self.norm2 = group_norm(c_out, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _scale_init(nn.Conv2d(c_out, c_out, 3, padding=1), init_scale)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.skip_rescale = skip_rescale
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         # emb arrives already passed through SiLU (once for all blocks)
         h = self.conv1(F.silu(self.norm1(x)))
-        e = self.emb(emb)[:, :, None, None]
-        if self.scale_shift:
+        if self.emb is None:
+            h = self.norm2(h)
+        elif self.scale_shift:
+            e = self.emb(emb)[:, :, None, None]
             scale, shift = e.chunk(2, dim=1)
             h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h + e)
+            h = self.norm2(h + self.emb(emb)[:, :, None, None])
         h = self.conv2(self.dropout(F.silu(h)))
         out = self.skip(x) + h
         return out / math.sqrt(2) if self.skip_rescale else out

@@ -21,6 +21,7 @@ from ..utils import unknown
 from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
 from .optimize import ScheduleFit, fit_schedule, optimize_schedule
+from .parallel import parallel
 
 # name -> sampler function; one line per sampler (no import side effects)
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -158,4 +159,4 @@ def sample(
             bar.close()
 
 
-__all__ = ["SAMPLERS", "SamplerInfo", "ScheduleFit", "fit_schedule", "optimize_schedule", "options_of", "sample", "sampler_table"]
+__all__ = ["SAMPLERS", "SamplerInfo", "ScheduleFit", "fit_schedule", "optimize_schedule", "options_of", "parallel", "sample", "sampler_table"]
