@@ -10,7 +10,8 @@ paper found critical for sample quality).
 - ``downsample``: the low-resolution view, average pooling by the stage's factor;
 - ``SuperResolutionLoss``: wraps any training loss (``scorediff.losses``), adding the augmented low-resolution
   conditioning to each batch;
-- ``sample_cascade``: base samples, then every stage in turn; returns every stage's output.
+- ``upsample``: one stage on given low-resolution images; ``sample_cascade``: base samples, then every stage in
+  turn, returning every stage's output (``scorediff sample BASE --cascade SR1 SR2`` does the same from runs).
 """
 
 from __future__ import annotations
@@ -87,18 +88,28 @@ def sample_cascade(
     """Samples of a cascade: [base samples, stage 1 output, ...], each stage conditioned on the one before.
 
     ``base`` is (denoiser, process, per-example shape); ``cond`` (e.g. class labels) goes to every stage.
-    Each stage's augmentation noise is drawn from a generator seeded by (seed, stage index).
+    Stage k runs ``upsample`` with seed ``seed + k``.
     """
     denoiser, process, shape = base
     x = sample(denoiser, process, (num, *shape), sampler=sampler, steps=steps, seed=seed, cond=cond, **options)
     outs = [x]
     for k, st in enumerate(stages, start=1):
-        C, H, W = x.shape[1:]
-        g = torch.Generator(device=x.device).manual_seed(int(seed) * 1000003 + k)
-        level = torch.full((num,), float(st.aug_level), device=x.device)
-        low = augment(x, level, g) if st.aug_level > 0 else x
-        stage_cond = {**(cond or {}), "low_res": low, "aug_level": level}
-        x = sample(st.denoiser, st.process, (num, C, H * st.factor, W * st.factor), sampler=sampler, steps=steps,
-                   seed=int(seed) + k, cond=stage_cond, **options)
+        x = upsample(st, x, sampler=sampler, steps=steps, seed=int(seed) + k, cond=cond, **options)
         outs.append(x)
     return outs
+
+
+def upsample(stage: Stage, low: Tensor, *, sampler: str = "heun", steps: int = 32, seed: int = 0,
+             cond: dict[str, Any] | None = None, **options) -> Tensor:
+    """One stage: samples at ``factor`` times the resolution of ``low`` (B, C, h, w), conditioned on it.
+
+    The augmentation noise (std ``stage.aug_level``) and the sampler's noise come from generators seeded by
+    ``seed`` (the first a derived seed), so the same seed gives the same samples.
+    """
+    B, C, h, w = low.shape
+    level = torch.full((B,), float(stage.aug_level), device=low.device)
+    if stage.aug_level > 0:
+        low = augment(low, level, torch.Generator(device=low.device).manual_seed(int(seed) * 1000003 + 1))
+    stage_cond = {**(cond or {}), "low_res": low, "aug_level": level}
+    return sample(stage.denoiser, stage.process, (B, C, h * stage.factor, w * stage.factor), sampler=sampler,
+                  steps=steps, seed=seed, device=low.device, cond=stage_cond, **options)

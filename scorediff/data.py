@@ -587,13 +587,29 @@ def _select(ds: Dataset, idx: Tensor) -> Dataset:
     raise ValueError(f"dataset {type(ds).__name__} cannot be split")
 
 
+def _downsampled(ds: Dataset, factor: int) -> Dataset:
+    """Images average-pooled by ``factor`` (the base data of a cascade: 8x8 digits -> 4x4)."""
+    import torch.nn.functional as F
+
+    if not isinstance(ds, ArrayDataset) or ds.info.kind != "images":
+        raise ValueError(f"downsample works on in-memory image data, not {type(ds).__name__} of kind {ds.info.kind!r}")
+    C, H, W = ds.info.shape
+    if not (isinstance(factor, int) and factor >= 2) or H % factor or W % factor:
+        raise ValueError(f"downsample must be an integer >= 2 dividing the image size {H}x{W}, got {factor!r}")
+    # the mean of factor^2 pixels on (levels - 1) steps lies on a grid of (levels - 1) factor^2 steps
+    info = DataInfo((C, H // factor, W // factor), ds.info.num_classes, ds.info.kind, ds.info.class_names,
+                    (ds.info.levels - 1) * factor * factor + 1)
+    return ArrayDataset(F.avg_pool2d(ds.x, factor), ds.y, info)
+
+
 def make(name: str, split: str | None = None, test_fraction: float = 0.2, split_seed: int = 0,
-         **options: Any) -> Dataset:
+         downsample: int | None = None, **options: Any) -> Dataset:
     """Build dataset ``name`` (see the module docstring) with its options; ``.info`` describes it.
 
     ``split="train"`` / ``"test"`` keeps one side of a deterministic split (``split_indices``: a fraction
     ``test_fraction`` held out, chosen by ``split_seed``), so that a model trained on "train" is evaluated on
     examples it never saw. A dataset with its own split (mnist's official train / t10k files) uses that instead.
+    ``downsample=f`` average-pools in-memory images by f (the low-resolution base data of a cascade).
     """
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS)
@@ -602,8 +618,9 @@ def make(name: str, split: str | None = None, test_fraction: float = 0.2, split_
     allowed = [k for k in inspect.signature(target).parameters if k != "self"]
     check_options(f"dataset {name!r}", options, allowed)
     if split is not None and "split" in allowed:
-        return fn(split=split, **options)
-    ds = fn(**options)
-    if split is None:
-        return ds
-    return _select(ds, split_indices(len(ds), split, test_fraction, split_seed))
+        ds = fn(split=split, **options)
+    else:
+        ds = fn(**options)
+        if split is not None:
+            ds = _select(ds, split_indices(len(ds), split, test_fraction, split_seed))
+    return _downsampled(ds, downsample) if downsample is not None else ds

@@ -8,9 +8,9 @@ the scaled latents z = s * E(x) of a frozen autoencoder, and whose samples are d
   (LDM's "KL-reg", App. G; a small weight such as 1e-6 keeps the latent space close to the data's detail while
   bounding its scale).
 - ``Codec``: ``encode(x) -> z`` (unscaled posterior mean), ``decode(z) -> x``, ``latent_shape(shape)``; for a
-  scorediff ``Autoencoder`` (``AutoencoderCodec``, loaded from a run folder by ``load_codec``) and for a
-  diffusers ``AutoencoderKL`` from a local ``save_pretrained`` folder (``DiffusersVAECodec``: Stable-Diffusion
-  style VAEs users have on disk; diffusers is imported only then).
+  scorediff ``Autoencoder`` (``AutoencoderCodec``; a run folder is loaded by ``scorediff.training.load_codec``)
+  and for a diffusers ``AutoencoderKL`` from a local ``save_pretrained`` folder (``DiffusersVAECodec``,
+  ``load_codec``: Stable-Diffusion-style VAEs users have on disk; diffusers is imported only then).
 - The latent scale factor s (LDM Sec. 4.3.2 / App. G: "rescale the latent space with 1 / std of the latents")
   is measured on the training data when the latent data set is built (``LatentDataset``), so the diffusion
   model sees latents of unit variance; a diffusers VAE's own ``scaling_factor`` is used when asked.
@@ -36,6 +36,9 @@ def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
     return kl.flatten(1).sum(dim=1)
 
 
+RECONSTRUCTIONS = ("l1", "l2")
+
+
 def autoencoder_loss(
     ae: nn.Module, x: Tensor, *, generator: torch.Generator | None = None, kl_weight: float = 1e-6,
     recon: str = "l1",
@@ -43,16 +46,32 @@ def autoencoder_loss(
     """Per-example loss: mean |x - x_hat| (or squared) over pixels + kl_weight * KL(q(z|x) || N(0, I)).
 
     The decoder sees a posterior sample z = mean + std * noise (noise from ``generator``), as in LDM training.
+    ``ae`` is a ``nets.Autoencoder`` (or a DDP wrapper of one: a single forward call).
     """
-    if recon not in ("l1", "l2"):
-        raise ValueError(f"autoencoder recon {recon!r} unknown; one of: l1, l2")
+    if recon not in RECONSTRUCTIONS:
+        raise ValueError(f"autoencoder recon {recon!r} unknown; one of: {', '.join(RECONSTRUCTIONS)}")
     if kl_weight < 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
-    mean, logvar = ae.encode(x)
-    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    x_hat = ae.decode(mean + torch.exp(0.5 * logvar) * noise)
+    x_hat, mean, logvar = ae(x, generator, sample=True)
     err = (x_hat - x).abs() if recon == "l1" else (x_hat - x).pow(2)
     return err.flatten(1).mean(dim=1) + kl_weight * kl_divergence(mean, logvar)
+
+
+class AutoencoderObjective:
+    """The training loss of an autoencoder run (config ``loss.name = "autoencoder"``, options ``kl_weight``,
+    ``recon``), called like every training loss: ``loss(model, x0, generator) -> (B,)``, where ``model`` is the
+    trainer's wrapper around the network (``model.net`` is the autoencoder)."""
+
+    def __init__(self, kl_weight: float = 1e-6, recon: str = "l1"):
+        if recon not in RECONSTRUCTIONS:
+            raise ValueError(f"loss 'autoencoder': recon {recon!r} unknown; one of: {', '.join(RECONSTRUCTIONS)}")
+        if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0):
+            raise ValueError(f"loss 'autoencoder': kl_weight must be a number >= 0, got {kl_weight!r}")
+        self.kl_weight, self.recon = float(kl_weight), recon
+
+    def __call__(self, model, x0: Tensor, generator: torch.Generator | None = None, **cond) -> Tensor:
+        return autoencoder_loss(getattr(model, "net", model), x0, generator=generator, kl_weight=self.kl_weight,
+                                recon=self.recon)
 
 
 class Codec(Protocol):
@@ -116,16 +135,12 @@ class DiffusersVAECodec:
         return (self.vae.config.latent_channels, H // self.factor, W // self.factor)
 
 
-def load_codec(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Codec:
-    """The autoencoder in folder ``path``: a scorediff autoencoder run (``scorediff train`` with an autoencoder
-    net; its EMA weights by default) or a diffusers ``AutoencoderKL`` ``save_pretrained`` folder.
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> DiffusersVAECodec:
+    """A diffusers ``AutoencoderKL`` from a local ``save_pretrained`` folder (only JSON and safetensors are read).
 
-    Only JSON and safetensors are read. Raises FileNotFoundError / ValueError naming the folder.
+    A scorediff autoencoder *run* is loaded by ``scorediff.training.load_codec``, which reads its last committed
+    checkpoint like every run reader and falls back to this function for other folders.
     """
-    from safetensors.torch import load_file
-
-    from . import nets
-
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -135,30 +150,15 @@ def load_codec(path: str | Path, device: str | torch.device = "cpu", ema: bool =
         cfg = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"autoencoder {str(cfg_file)!r} is not valid JSON: {e}") from None
-    if cfg.get("_class_name") == "AutoencoderKL":
-        try:
-            from diffusers import AutoencoderKL
-        except ImportError:
-            raise ValueError(f"{str(path)!r} is a diffusers AutoencoderKL: install the extra, "
-                             "pip install 'scorediff[diffusers]'") from None
-        return DiffusersVAECodec(AutoencoderKL.from_pretrained(str(path), use_safetensors=True).to(device))
-    ncfg, info_file = cfg.get("net"), path / "info.json"
-    if not isinstance(ncfg, dict) or not info_file.is_file():
-        raise ValueError(f"{str(path)!r} is neither a scorediff run (config.json 'net' + info.json) nor a diffusers "
-                         "AutoencoderKL folder")
-    info = json.loads(info_file.read_text())
-    spec = ncfg.get("config") or ncfg.get("preset")
-    ae = nets.make(spec, shape=info["data"]["shape"], **ncfg.get("overrides", {}))
-    if not isinstance(ae, nets.Autoencoder):
-        raise ValueError(f"run {str(path)!r} holds a {type(ae).__name__}, not an autoencoder")
-    weights = path / ("ema.safetensors" if ema else "model.safetensors")
-    if not weights.is_file():
-        raise FileNotFoundError(f"autoencoder run {str(path)!r} has no {weights.name}")
-    missing, unexpected = ae.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights {str(weights)!r} do not fit the autoencoder: missing {sorted(missing)[:3]}, "
-                         f"unexpected {sorted(unexpected)[:3]}")
-    return AutoencoderCodec(ae.to(device))
+    if cfg.get("_class_name") != "AutoencoderKL":
+        raise ValueError(f"{str(path)!r} is neither a scorediff autoencoder run nor a diffusers AutoencoderKL folder "
+                         f"(config.json _class_name: {cfg.get('_class_name')!r})")
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise ValueError(f"{str(path)!r} is a diffusers AutoencoderKL: install the extra, "
+                         "pip install 'scorediff[diffusers]'") from None
+    return DiffusersVAECodec(AutoencoderKL.from_pretrained(str(path), use_safetensors=True).to(device))
 
 
 @torch.no_grad()

@@ -117,3 +117,30 @@ def test_augment_is_noise_of_the_given_std():
     low = torch.zeros(2000, 1, 2, 2)
     out = augment(low, torch.full((2000,), 0.3), torch.Generator().manual_seed(0))
     assert abs(float(out.std()) - 0.3) < 0.01
+
+
+def test_cascade_from_configs_and_the_cli(tmp_path, capsys):
+    import numpy as np
+
+    from scorediff.cli import main
+
+    fast = ["--set", "log.progress=false", "--set", "optim.steps=3", "--set", "sample.num=4", "--set", "sample.steps=2"]
+    base, sr = tmp_path / "base", tmp_path / "sr"
+    assert main(["train", "digits-4x4", "--out", str(base), *fast]) == 0
+    assert main(["train", "digits-sr", "--out", str(sr), *fast]) == 0
+    assert (sr / "samples" / "step_000003.png").exists()  # its grid is conditioned on downsampled training data
+    capsys.readouterr()
+    assert main(["sample", str(base), "--cascade", str(sr), "--num", "5", "--steps", "2",
+                 "--out", str(tmp_path / "c.png")]) == 0
+    x = np.load(tmp_path / "c.npz")["samples"]
+    assert x.shape == (5, 1, 8, 8) and np.isfinite(x).all()
+    for argv, word in [(["sample", str(sr), "--num", "2"], "super-resolution stage"),
+                       (["sample", str(base), "--cascade", str(base), "--num", "2"], "diffusion model"),
+                       (["train", "digits", "--out", str(tmp_path / "x"), *fast, "--set", "cascade.factor=2"],
+                        "super_resolution network"),
+                       (["train", "digits-sr", "--out", str(tmp_path / "y"), *fast, "--set", "cascade.factor=0"],
+                        "cascade stage")]:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and word in err, err

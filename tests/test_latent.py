@@ -4,9 +4,9 @@ distribution is known."""
 
 from __future__ import annotations
 
-import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,25 +119,46 @@ def test_latent_samples_decode_onto_the_data(trained_ae):
     assert float(d.min(1).values.median()) < 0.02  # on the blobs (decoded N(0, I) latents: ~0.1)
 
 
-def test_scorediff_autoencoder_run_folder_loads(tmp_path, trained_ae):
-    from safetensors.torch import save_file
+FAST = ["--set", "log.progress=false", "--set", "optim.steps=3", "--set", "sample.num=4", "--set", "sample.steps=2"]
 
-    run = tmp_path / "ae"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"net": {"preset": "autoencoder-f2", "config": None,
-                                                         "overrides": {"channels": 16}}}))
-    (run / "info.json").write_text(json.dumps({"data": {"shape": [1, 8, 8]}}))
-    save_file(trained_ae.state_dict(), str(run / "ema.safetensors"))
-    codec = load_codec(run)
-    x = Blobs(4).x
-    torch.testing.assert_close(codec.encode(x), AutoencoderCodec(trained_ae).encode(x))
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        load_codec(run, ema=False)
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        load_codec(tmp_path / "nothing")
-    (run / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_codec(run)
+
+def test_autoencoder_and_latent_diffusion_from_configs_and_the_cli(tmp_path, capsys):
+    from scorediff import data
+    from scorediff.cli import main
+    from scorediff.training import load_codec, load_run
+
+    ae_run, lat_run = tmp_path / "ae", tmp_path / "lat"
+    assert main(["train", "digits-autoencoder", "--out", str(ae_run), *FAST]) == 0
+    assert (ae_run / "samples" / "step_000003.png").exists()  # the autoencoder's grid: reconstructions
+    codec = load_codec(ae_run)
+    assert isinstance(codec, AutoencoderCodec) and codec.encode(torch.zeros(2, 1, 8, 8)).shape == (2, 4, 4, 4)
+    assert main(["train", "digits-latent", "--out", str(lat_run), *FAST, "--set", f"autoencoder.path={ae_run}"]) == 0
+    r = load_run(lat_run)
+    assert r.latent and r.shape == (4, 4, 4) and r.net.config["type"] == "dit"
+    lat = r.info["latent"]
+    assert lat["source"] == str(ae_run.resolve()) and lat["image_shape"] == [1, 8, 8]
+    # the measured scale gives the training latents unit variance
+    train = data.make("digits", split="train")
+    z = codec.encode(train.x) * lat["scale"]
+    assert abs(float(z.std()) - 1.0) < 1e-3
+    capsys.readouterr()
+    assert main(["sample", str(lat_run), "--num", "6", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
+    samples = np.load(tmp_path / "s.npz")["samples"]
+    assert samples.shape == (6, 1, 8, 8) and np.isfinite(samples).all()  # decoded, not latents
+    torch.testing.assert_close(torch.as_tensor(samples),
+                               r.decode(torch.as_tensor(np.load(tmp_path / "s.npz")["latents"])))
+    # commands that cannot serve these runs say so in one line
+    for argv, word in [(["likelihood", str(lat_run), "--num", "4"], "latent"),
+                       (["sample", str(ae_run), "--num", "2"], "autoencoder")]:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and word in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    assert main(["train", "digits-latent", "--out", str(tmp_path / "lat2"), *FAST,
+                 "--set", f"autoencoder.path={bad}"]) == 2
 
 
 def test_diffusers_autoencoder_kl_adapter(tmp_path):

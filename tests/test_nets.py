@@ -11,7 +11,9 @@ import torch
 from scorediff import nets
 from scorediff.nets.embeddings import FourierEmbedding, SinusoidalEmbedding
 
-SMALL_PRESETS = [name for name in nets.PRESETS if name not in ("ddpm-cifar10", "dit-s-2")]
+# the denoising networks (the autoencoder and super-resolution presets take other inputs: test_latent, test_cascade)
+SMALL_PRESETS = [name for name, c in nets.PRESETS.items()
+                 if name not in ("ddpm-cifar10", "dit-s-2") and c["type"] in ("unet", "dit", "mlp")]
 
 
 def _example_shape(net) -> tuple[int, ...]:

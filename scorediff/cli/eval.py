@@ -58,9 +58,9 @@ def _reference(args, run):
     else:
         name, options = args.ref, _data_options(args.ref_option)
     ds = data.make(name, **options)
-    if tuple(ds.info.shape) != tuple(run.shape):
-        raise ValueError(f"reference {name!r} has examples of shape {tuple(ds.info.shape)}, the run's are "
-                         f"{tuple(run.shape)}")
+    shape = tuple(run.info["latent"]["image_shape"]) if run.latent else tuple(run.shape)  # decoded samples
+    if tuple(ds.info.shape) != shape:
+        raise ValueError(f"reference {name!r} has examples of shape {tuple(ds.info.shape)}, the run's are {shape}")
     import torch
 
     x = ds.x if hasattr(ds, "x") else torch.stack([ds[i][0] for i in range(len(ds))])
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise unknown("sampler", args.sampler, SAMPLERS)
     r = load_run(run_dir, ema=not args.raw_weights, device=args.device)
+    r.require_task("diffusion", "scorediff eval")
     reference, ref_desc = _reference(args, r)
     features = make_features(args.features, args.device)
     s = r.config["sample"]
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     num_classes = int(r.info.get("num_classes", 0)) if r.class_conditional else 0
     res = evaluate(r.denoiser, r.process, r.shape, reference, features, num=args.num, sampler=sampler, steps=steps,
                    seed=args.seed, batch_size=args.batch, num_classes=num_classes, device=args.device,
-                   cache_dir=args.cache, use_cache=not args.no_cache)
+                   cache_dir=args.cache, use_cache=not args.no_cache, decode=r.decode if r.latent else None)
     res.update(run=str(run_dir), step=r.step, ema=r.ema, reference=ref_desc)
     print(f"run {run_dir} (step {r.step}): {res['num']} samples ({sampler}, {steps} steps) vs {res['num_ref']} "
           f"reference examples of {ref_desc['name']!r}, {res['features']} features")

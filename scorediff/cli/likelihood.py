@@ -78,6 +78,11 @@ def _load(args):
     from ..training import load_run
 
     r = load_run(args.run, ema=not args.raw, device=args.device)
+    r.require_task("diffusion", "scorediff likelihood")
+    if r.latent:
+        raise ValueError(f"scorediff likelihood: run {args.run!r} is a latent diffusion model; its decoder is not "
+                         "invertible, so the likelihood of the data cannot be computed from it (the latent model's "
+                         "likelihood of latents is scorediff.likelihood.log_likelihood on encoded data)")
     if args.data is None:
         name, opts = r.config["data"]["name"], dict(r.config["data"]["options"])
         opts.update(_data_options(args.data_option))

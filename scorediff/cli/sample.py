@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar over the steps")
+    parser.add_argument("--cascade", nargs="+", default=[], metavar="SR_RUN",
+                        help="cascaded generation: super-resolution stage runs applied in turn to the samples "
+                             "(each sampled with its own run's sampler and steps)")
     parser.add_argument("--parallel", type=int, default=None, metavar="WINDOW",
                         help="parallel (Picard / ParaDiGMS) sampling: WINDOW model calls batched per round")
     parser.add_argument("--parallel-tol", type=float, default=1e-3,
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     r = load_run(args.run, ema=not args.raw, device=args.device)
+    r.require_task("diffusion", "scorediff sample")
+    stages = [load_run(p, ema=not args.raw, device=args.device) for p in args.cascade]
+    for st in stages:
+        st.require_task("super_resolution", "scorediff sample --cascade")
     sampler = args.sampler or r.config["sample"]["sampler"]
     steps = args.steps or int(r.config["sample"]["steps"])
     options = dict(r.config["sample"]["options"]) if sampler == r.config["sample"]["sampler"] else {}
@@ -94,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
     if args.parallel is not None:
         print(f"parallel sampling: {rounds} rounds of up to {args.parallel} batched model calls", file=sys.stderr)
     x = torch.cat(chunks)
+    kind, latents = r.kind, None
+    if r.latent:  # latent diffusion: the picture and "samples" hold the decoded data, "latents" the model's
+        latents = x
+        x, kind = torch.cat([r.decode(x[i:i + args.batch].to(args.device)).cpu()
+                             for i in range(0, len(x), args.batch)]), r.info["latent"]["image_kind"]
+    if stages:
+        x = _cascade(x, stages, labels, args)
     bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
     if bad:  # never hand out NaN pictures as if they were samples
         print(f"scorediff sample: error: {bad} of {len(x)} samples are not finite (NaN or inf), nothing written; "
@@ -104,9 +118,36 @@ def run(args: argparse.Namespace) -> int:
         out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"samples": x.numpy()}
+    if latents is not None:
+        arrays["latents"] = latents.numpy()
     if labels:
         arrays["labels"] = torch.cat(labels).numpy()
     np.savez(out.with_suffix(".npz"), **arrays)
-    plotting.save_samples(x, r.kind, out, title=f"{sampler}, {steps} steps")
+    title = f"{sampler}, {steps} steps" + (f", {len(stages)} super-resolution stage(s)" if stages else "")
+    plotting.save_samples(x, kind, out, title=title)
     print(out)
     return 0
+
+
+def _cascade(x, stages, labels, args):
+    """Each super-resolution stage in turn on the samples x (batches of --batch, the stage run's own sampler)."""
+    import torch
+
+    from ..cascade import Stage, upsample
+
+    y = torch.cat(labels) if labels else None
+    for k, st in enumerate(stages, start=1):
+        C, H, W = st.shape
+        f = int(st.config["cascade"]["factor"])
+        if tuple(x.shape[1:]) != (C, H // f, W // f):
+            raise ValueError(f"--cascade {str(st.path)!r} upsamples {(C, H // f, W // f)} to {(C, H, W)}, but the "
+                             f"previous stage gives {tuple(x.shape[1:])}")
+        stage = Stage(st.denoiser, st.process, f, float(st.config["cascade"]["aug_level"]))
+        s = st.config["sample"]
+        out = []
+        for i in range(0, len(x), args.batch):
+            cond = {"y": y[i:i + args.batch].to(args.device)} if (y is not None and st.class_conditional) else {}
+            out.append(upsample(stage, x[i:i + args.batch].to(args.device), sampler=s["sampler"], steps=int(s["steps"]),
+                                seed=args.seed + 7919 * k + i, cond=cond, **s["options"]).cpu())
+        x = torch.cat(out)
+    return x

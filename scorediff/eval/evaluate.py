@@ -44,29 +44,32 @@ def score(samples: Tensor, reference: Tensor, features: Features | None = None, 
 @torch.no_grad()
 def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: str = "heun", steps: int = 32,
              seed: int = 0, batch_size: int = 500, num_classes: int = 0, device: torch.device | str = "cpu",
-             **options: Any) -> Tensor:
+             decode=None, **options: Any) -> Tensor:
     """``num`` samples in batches (batch i seeded ``seed + i``); class-conditional when ``num_classes`` > 0, with
-    the labels 0, 1, ..., K-1, 0, ... so that every class is equally represented."""
+    the labels 0, 1, ..., K-1, 0, ... so that every class is equally represented. ``decode`` maps each batch to
+    data (a latent diffusion run's decoder)."""
     from ..samplers import sample
 
     out = []
     for i, start in enumerate(range(0, num, batch_size)):
         n = min(batch_size, num - start)
         cond = {"y": torch.arange(start, start + n, device=device) % num_classes} if num_classes else {}
-        out.append(sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i,
-                          device=device, cond=cond, **options).to("cpu", torch.float32))
+        x = sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
+                   cond=cond, **options)
+        out.append((decode(x) if decode is not None else x).to("cpu", torch.float32))
     return torch.cat(out)
 
 
 def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, features: Features | None = None, *,
              num: int = 1000, sampler: str = "heun", steps: int = 32, seed: int = 0, batch_size: int = 500,
              num_classes: int = 0, device: torch.device | str = "cpu", cache_dir: str | os.PathLike | None = None,
-             use_cache: bool = True, **options: Any) -> dict[str, Any]:
-    """Draw ``num`` samples from ``denoiser`` and ``score`` them against ``reference``."""
+             use_cache: bool = True, decode=None, **options: Any) -> dict[str, Any]:
+    """Draw ``num`` samples from ``denoiser`` (decoded by ``decode`` if given) and ``score`` them against
+    ``reference``."""
     if num < 4:
         raise ValueError(f"num must be >= 4 samples to estimate the metrics, got {num}")
     x = generate(denoiser, process, shape, num, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
-                 num_classes=num_classes, device=device, **options)
+                 num_classes=num_classes, device=device, decode=decode, **options)
     if not torch.isfinite(x).all():
         raise ValueError(f"sampler {sampler!r} with {steps} steps produced non-finite samples")
     out = score(x, reference, features, cache_dir=cache_dir, use_cache=use_cache, seed=seed)
@@ -96,8 +99,12 @@ def at_checkpoint(trainer) -> dict[str, float]:
     reference, features = trainer._eval_reference
     den = NetDenoiser(trainer.ema.model, trainer.process, trainer.param).eval()
     num_classes = int(trainer.info["num_classes"]) if cfg["net"]["class_conditional"] else 0
+    if trainer.components.task != "diffusion" or trainer.components.cascade_factor:
+        raise ValueError("eval.every: training-time evaluation samples the model unconditionally; it is not "
+                         "available for an autoencoder or a super-resolution stage (set eval.every = 0)")
+    decode = getattr(trainer.components.dataset, "decode", None) if trainer.kind == "latents" else None
     res = evaluate(den, trainer.process, tuple(trainer.shape), reference, features, num=int(opts["num"]),
                    sampler=opts["sampler"] or cfg["sample"]["sampler"], steps=int(opts["steps"] or cfg["sample"]["steps"]),
-                   num_classes=num_classes, device=trainer.device, cache_dir=opts["cache"],
+                   num_classes=num_classes, device=trainer.device, cache_dir=opts["cache"], decode=decode,
                    **(cfg["sample"]["options"] if not opts["sampler"] else {}))
     return {f"eval/{k}": res[k] for k in ("fid", "kid", "kid_std", "precision", "recall", "sliced_w2")}

@@ -7,8 +7,8 @@ block, GroupNorm, SiLU and a 3x3 conv to 2 * ``latent_channels``: the mean and l
 Gaussian posterior q(z | x). Decoder: the mirror image with nearest-neighbour upsampling. The downsampling
 factor is f = 2^(len(channel_mult) - 1): an image (C, H, W) has latents (latent_channels, H / f, W / f).
 
-``forward(x)`` returns (reconstruction of the posterior mean, mean, logvar); ``encode`` / ``decode`` are the
-two halves. The training objective (reconstruction + kl_weight * KL(q(z|x) || N(0, I))) and the latent scale
+``forward(x)`` returns (reconstruction of the posterior mean, or of a posterior sample, mean, logvar);
+``encode`` / ``decode`` are the two halves. The training objective (reconstruction + kl_weight * KL(q(z|x) || N(0, I))) and the latent scale
 factor live in ``scorediff.latent``.
 """
 
@@ -85,10 +85,15 @@ class Autoencoder(nn.Module):
             raise ValueError(f"decoder expects latents (B, {self.latent_channels}, h, w), got {tuple(z.shape)}")
         return self.decoder(z)
 
-    def forward(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(decode(z), mean, logvar) with z = mean + exp(logvar / 2) * noise (z = mean when noise is None)."""
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, sample: bool = False
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """(decode(z), mean, logvar): z = mean, or with ``sample`` a posterior draw z = mean + exp(logvar / 2) * n,
+        n ~ N(0, I) from ``generator`` (training; one forward call, so DDP sees the whole objective)."""
         mean, logvar = self.encode(x)
-        z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
+        z = mean
+        if sample:
+            n = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + torch.exp(0.5 * logvar) * n
         return self.decode(z), mean, logvar
 
 

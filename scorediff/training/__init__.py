@@ -10,9 +10,9 @@ from . import config
 from .config import DEFAULTS, packaged_configs
 from .lock import RunLockedError
 from .loop import NonFiniteLossError, Trainer, build, train
-from .run import Run, load_run
+from .run import Run, load_codec, load_run
 
 __all__ = [
-    "DEFAULTS", "NonFiniteLossError", "Run", "RunLockedError", "Trainer", "build", "config", "load_run",
+    "DEFAULTS", "NonFiniteLossError", "Run", "RunLockedError", "Trainer", "build", "config", "load_codec", "load_run",
     "packaged_configs", "train",
 ]

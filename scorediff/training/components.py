@@ -8,6 +8,7 @@ folder.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -113,6 +114,8 @@ class Components:
     process: processes.Process
     param: parameterizations.Parameterization
     loss: Any
+    task: str = "diffusion"  # "diffusion" | "autoencoder" (a KL autoencoder for latent diffusion)
+    cascade_factor: int = 0  # > 0: a super-resolution stage conditioned on the data downsampled by this factor
 
 
 def build_net(cfg: dict, info: dict) -> nn.Module:
@@ -182,16 +185,51 @@ def check_sampler(cfg: dict) -> None:
 
 
 def build(cfg: dict) -> Components:
-    """Build every component of a config; any bad name or option raises ValueError before training."""
-    from .. import data, losses
+    """Build every component of a config; any bad name or option raises ValueError before training.
+
+    Two config sections change what is trained without a second loop: ``autoencoder.path`` (latent diffusion:
+    the data become the scaled latents of that frozen autoencoder, ``scorediff.latent.LatentDataset``) and
+    ``cascade.factor`` (a super-resolution stage: the loss adds the augmented low-resolution conditioning,
+    ``scorediff.cascade.SuperResolutionLoss``). An autoencoder network trains with ``loss.name = "autoencoder"``.
+    """
+    from .. import data, losses, nets
 
     process, param = build_process_param(cfg)
-    loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
     check_sampler(cfg)
     try:
         dataset = data.make(cfg["data"]["name"], **cfg["data"]["options"])
     except TypeError as e:  # a required option missing, e.g. a folder's path
         raise ValueError(f"data {cfg['data']['name']!r}: {e}; set it with --set data.options.KEY=VALUE") from None
+    ae = cfg["autoencoder"]
+    if ae["path"] is not None:
+        from ..latent import LatentDataset
+        from .run import load_codec
+
+        source = str(Path(ae["path"]).resolve())
+        dataset = LatentDataset(dataset, load_codec(source), source=source, scale=ae["scale"])
     info = info_dict(dataset.info)
     net = build_net(cfg, info)
-    return Components(dataset, info, net, process, param, loss)
+    task = "autoencoder" if isinstance(net, nets.Autoencoder) else "diffusion"
+    if cfg["loss"]["name"] == "autoencoder":
+        if task != "autoencoder":
+            raise ValueError("loss 'autoencoder' trains an autoencoder network (net.preset autoencoder-f2, "
+                             f"autoencoder-f4 or a config of type 'autoencoder'), not a {type(net).__name__}")
+        from ..latent import AutoencoderObjective
+
+        loss = AutoencoderObjective(**cfg["loss"]["options"])
+    elif task == "autoencoder":
+        raise ValueError("an autoencoder network trains with loss.name = 'autoencoder' "
+                         f"(got {cfg['loss']['name']!r})")
+    else:
+        loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+    factor = int(cfg["cascade"]["factor"])
+    if factor:
+        if not isinstance(net, nets.SuperResolution) or net.factor != factor:
+            raise ValueError(f"cascade.factor = {factor} needs a super_resolution network of that factor (e.g. "
+                             f"net.preset sr-x2), got {type(net).__name__} {getattr(net, 'factor', '')}".rstrip())
+        from ..cascade import SuperResolutionLoss
+
+        loss = SuperResolutionLoss(loss, factor, cfg["cascade"]["aug_max"])
+    elif isinstance(net, nets.SuperResolution):
+        raise ValueError("a super_resolution network is a cascade stage: set cascade.factor (e.g. 2)")
+    return Components(dataset, info, net, process, param, loss, task, factor)

@@ -61,6 +61,12 @@ DEFAULTS: dict[str, Any] = {
     "sample": {"sampler": "heun", "steps": 18, "num": 64, "every": 1000, "seed": 0, "options": FREE()},
     "log": {"every": 50, "progress": True, "tensorboard": True},
     "ckpt": {"every": 1000},
+    # latent diffusion: the data are s * E(x) of this frozen autoencoder (a scorediff autoencoder run or a
+    # diffusers AutoencoderKL folder); scale: a number, "measure" (1 / std of the latents) or "config" (diffusers')
+    "autoencoder": {"path": None, "scale": "measure"},
+    # a super-resolution stage of a cascade: trained on (x, augmented downsample(x, factor)); 0: not a stage.
+    # aug_max: the largest noise-conditioning augmentation std in training; aug_level: the one used to sample
+    "cascade": {"factor": 0, "aug_max": 0.2, "aug_level": 0.0},
     # scorediff.eval.at_checkpoint: FID / KID / precision-recall of the EMA model every `every` steps (0: never)
     "eval": {"every": 0, "num": 500, "features": "raw", "sampler": None, "steps": None, "split": "test",
              "cache": None},
@@ -146,6 +152,17 @@ def _validate_values(cfg: dict) -> None:
         positive(path, value, integer=True, allow_zero=True)
     positive("sample.num", cfg["sample"]["num"], integer=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)
+    c = cfg["cascade"]
+    positive("cascade.factor", c["factor"], integer=True, allow_zero=True)
+    if c["factor"] == 1:
+        raise ValueError("config cascade.factor must be 0 (not a stage) or a resolution ratio >= 2, got 1")
+    positive("cascade.aug_max", c["aug_max"], allow_zero=True)
+    positive("cascade.aug_level", c["aug_level"], allow_zero=True)
+    a = cfg["autoencoder"]
+    if a["path"] is not None and not isinstance(a["path"], str):
+        raise ValueError(f"config autoencoder.path must be a folder (string) or null, got {a['path']!r}")
+    if not (a["scale"] in ("measure", "config") or (isinstance(a["scale"], (int, float)) and a["scale"] > 0)):
+        raise ValueError(f"config autoencoder.scale must be a positive number, 'measure' or 'config', got {a['scale']!r}")
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):
@@ -168,7 +185,7 @@ def resolve(config: dict | None = None, overrides: list[str] | dict | None = Non
 
 # Fixed for the life of a run: a checkpoint's weights, data order and noise streams only mean something with
 # these. Everything else (optimizer, EMA, sampling, logging, checkpoints, device, precision) may change on resume.
-FIXED_ON_RESUME = ("seed", "data", "process", "parameterization", "loss", "net")
+FIXED_ON_RESUME = ("seed", "data", "process", "parameterization", "loss", "net", "autoencoder", "cascade")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

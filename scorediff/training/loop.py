@@ -217,11 +217,14 @@ class Trainer:
     def _check_forward(self) -> None:
         """One tiny forward pass so that a net that does not fit the data fails now, with a clear message."""
         x = torch.zeros((2, *self.shape), device=self.device)
-        cond = self._cond(torch.zeros(2, dtype=torch.long, device=self.device))
+        cond = {**self._cond(torch.zeros(2, dtype=torch.long, device=self.device)), **self._stage_cond(x)}
         try:
             with torch.no_grad():
-                out = NetDenoiser(self.net, self.process, self.param).raw(x, torch.full((2,), 0.5 * self.process.t_max,
-                                                                                      device=self.device), **cond)
+                if self.components.task == "autoencoder":
+                    out = self.net(x)[0]
+                else:
+                    out = NetDenoiser(self.net, self.process, self.param).raw(
+                        x, torch.full((2,), 0.5 * self.process.t_max, device=self.device), **cond)
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"network does not fit data of shape {self.shape}: {e}") from None
         if out.shape != x.shape:
@@ -238,6 +241,23 @@ class Trainer:
 
     def _cond(self, y: Tensor | None) -> dict:
         return {"y": y} if (self.settings.class_conditional and y is not None) else {}
+
+    def _stage_cond(self, x: Tensor) -> dict:
+        """A cascade stage's conditioning for data x (the sample grid, the check): downsample(x) at the
+        sampling augmentation level; {} for other runs."""
+        f = self.components.cascade_factor
+        if not f:
+            return {}
+        from ..cascade import downsample
+
+        return {"low_res": downsample(x, f), "aug_level": torch.full((x.shape[0],), self.cfg["cascade"]["aug_level"],
+                                                                     device=x.device)}
+
+    def _data_head(self, num: int) -> Tensor:
+        """The first ``num`` training examples (for reconstruction and super-resolution grids)."""
+        if self.batches.preloaded:
+            return self.batches.x[:num]
+        return torch.stack([torch.as_tensor(self.components.dataset[i][0]) for i in range(num)]).to(self.device)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up from lr / warmup_steps to lr over the first warmup_steps steps, then constant."""
@@ -346,10 +366,16 @@ class Trainer:
 
         s = self.settings.sample
         num = num or s.num
+        if self.components.task == "autoencoder":  # an autoencoder's grid: reconstructions of training data
+            return self.ema.model.eval()(self._data_head(num))[0]
         den = NetDenoiser(self.ema.model, self.process, self.param).eval()
         cond = {}
         if self.settings.class_conditional:
             cond = {"y": torch.arange(num, device=self.device) % int(self.info["num_classes"])}
+        if self.components.cascade_factor:  # a super-resolution stage: conditioned on downsampled training data
+            num = min(num, len(self.components.dataset))
+            cond = {k: v[:num] for k, v in cond.items()}
+            cond.update(self._stage_cond(self._data_head(num)))
         return sample(den, self.process, (num, *self.shape), sampler=s.sampler, steps=s.steps,
                       seed=s.seed, device=self.device, cond=cond, **s.options)
 
@@ -357,11 +383,14 @@ class Trainer:
         from .. import plotting
 
         x = self.sample()
+        kind = self.kind
+        if kind == "latents":  # latent diffusion: the grid shows the decoded samples
+            x, kind = self.components.dataset.decode(x), self.info["latent"]["image_kind"]
         path = self.out / "samples" / f"step_{self.step:06d}.png"
         reference = None
-        if self.kind != "images":
+        if kind != "images":
             reference = self.batches.x[: 2000].cpu() if self.batches.preloaded else None
-        plotting.save_samples(x.cpu(), self.kind, path, reference=reference, title=f"step {self.step}")
+        plotting.save_samples(x.cpu(), kind, path, reference=reference, title=f"step {self.step}")
         self.last_sample_path = path
         return path
 

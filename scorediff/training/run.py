@@ -46,6 +46,40 @@ class Run:
     def class_conditional(self) -> bool:
         return bool(self.config["net"]["class_conditional"])
 
+    @property
+    def task(self) -> str:
+        """"diffusion", "autoencoder" (a latent diffusion run's autoencoder) or "super_resolution" (a cascade stage)."""
+        from ..nets import Autoencoder
+
+        if isinstance(self.net, Autoencoder):
+            return "autoencoder"
+        return "super_resolution" if self.config["cascade"]["factor"] else "diffusion"
+
+    @property
+    def latent(self) -> bool:
+        """Whether the model lives in an autoencoder's latent space (its samples must be decoded)."""
+        return self.kind == "latents"
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """A latent run's samples as data: the autoencoder's decoder at z / scale (identity for other runs)."""
+        if not self.latent:
+            return z
+        from ..latent import decode
+
+        lat = self.info["latent"]
+        if getattr(self, "_codec", None) is None:
+            self._codec = load_codec(lat["source"], device=z.device)
+        return decode(self._codec, z, float(lat["scale"]))
+
+    def require_task(self, task: str, command: str) -> None:
+        """One clear line when a command meets a run of another kind (e.g. sampling an autoencoder)."""
+        if self.task == task:
+            return
+        what = {"autoencoder": "an autoencoder (use it as autoencoder.path of a latent diffusion config)",
+                "super_resolution": "a super-resolution stage (sample it with `scorediff sample BASE --cascade RUN`)",
+                "diffusion": "a diffusion model"}[self.task]
+        raise ValueError(f"{command}: run {str(self.path)!r} is {what}")
+
 
 def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Run:
     """Load the run folder ``path``: its network with the EMA (default) or raw weights, in eval mode.
@@ -84,3 +118,19 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
         raise ValueError(f"{str(path / name)!r}: metadata step {meta.get('step')!r} is not an integer") from None
     denoiser = NetDenoiser(net.to(device), process, param).eval().requires_grad_(False)
     return Run(denoiser, process, cfg, info, path, step, ema)
+
+
+def load_codec(path: str | Path, device: str | torch.device = "cpu"):
+    """The autoencoder of a latent diffusion run: a scorediff autoencoder run folder (read like every run: the
+    last committed checkpoint, EMA weights, nothing modified) or a diffusers ``AutoencoderKL`` folder
+    (``scorediff.latent.load_codec``)."""
+    from ..latent import AutoencoderCodec
+    from ..latent import load_codec as load_external
+
+    path = Path(path)
+    if (path / "info.json").is_file():
+        r = load_run(path, device=device)
+        if r.task != "autoencoder":
+            raise ValueError(f"autoencoder {str(path)!r} is a run of a {type(r.net).__name__}, not an autoencoder")
+        return AutoencoderCodec(r.net)
+    return load_external(path, device)
