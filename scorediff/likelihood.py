@@ -42,7 +42,7 @@ from .losses import ddpm_vlb
 from .parameterizations import pf_ode_velocity
 from .processes.base import Process
 from .processes.vp import VPDiscrete
-from .utils import sum_flat, unknown
+from .utils import check_options, sum_flat, unknown
 
 METHODS = ("ode", "vlb")
 TRACES = ("exact", "hutchinson")
@@ -193,8 +193,7 @@ def log_likelihood(
         vlb_options.setdefault("decoder", "gaussian")
         out = ddpm_vlb(denoiser, process, x, generator=generator, progress=progress, cond=cond, **vlb_options)
         return Likelihood(logp=-out.total, stderr=None, nfe=len(out.steps), prior_logp=-out.prior)
-    if vlb_options:
-        raise ValueError(f"likelihood method 'ode': unknown option(s) {', '.join(sorted(vlb_options))}")
+    check_options("likelihood method 'ode'", vlb_options, ())
     if trace not in TRACES:
         raise unknown("trace estimator", trace, TRACES)
     if noise not in NOISES:

@@ -240,10 +240,6 @@ class VPDiscrete(_VPFamily):
         return t.to(la.dtype)
 
     # DDPM helpers ---------------------------------------------------------------------------------
-    def step_of_t(self, t: Tensor) -> Tensor:
-        """The discrete step i = round(t T) (1..T) for grid times."""
-        return torch.round(torch.as_tensor(t) * self.steps).long().clamp(1, self.steps)
-
     def posterior(self, x0: Tensor, x_t: Tensor, i: Tensor | int) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_{i-1} | x_i, x0) (Ho et al. 2020, eqs. 6-7); i in 1..T, scalar or (B,).
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import schedules
 from ..processes.base import Process
-from ..utils import unknown
+from ..utils import check_options, unknown
 from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
 from .optimize import ScheduleFit, fit_schedule, optimize_schedule
@@ -113,12 +113,7 @@ def sample(
     if sampler not in SAMPLERS:
         raise unknown("sampler", sampler, SAMPLERS)
     fn = SAMPLERS[sampler]
-    allowed = options_of(sampler)
-    bad = sorted(set(options) - set(allowed))
-    if bad:
-        raise ValueError(
-            f"sampler '{sampler}': unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed)) or 'none'}"
-        )
+    check_options(f"sampler '{sampler}'", options, options_of(sampler))
     if torch.is_tensor(shape):
         x = shape.to(device=device if device is not None else shape.device, dtype=dtype)
         device = x.device

@@ -252,14 +252,6 @@ def denoise_to_zero(
     return end_step(grid, i, x0_hat, x0_hat, hook, callback)
 
 
-def ddim_step(grid: Grid, x0_hat: Tensor, eps_hat: Tensor, i: int) -> Tensor:
-    """The deterministic DDIM step to node i + 1: x = alpha_{i+1} x0_hat + sigma_{i+1} eps_hat (Song et al. 2021a, eq. 12).
-
-    From the state x at node i, ``grid.ddim(x, x0_hat, i)`` computes the same without forming eps_hat.
-    """
-    return lincomb((grid.alpha[i + 1], x0_hat), (grid.sigma[i + 1], eps_hat))
-
-
 def ancestral_coefficients(grid: Grid, i: int) -> tuple[float, float, float]:
     """Posterior q(x_s | x_t, x0) between t = ts[i] and s = ts[i + 1], for any affine-Gaussian process.
 
