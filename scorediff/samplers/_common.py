@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..processes.base import Process
+from ..processes.base import Process, posterior_coefficients
 
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -149,6 +149,19 @@ class Grid:
     def d_sigma(self) -> list[float]:
         with torch.no_grad():
             return self.process._d_sigma(self.ts).tolist()
+
+    @functools.cached_property
+    def posterior(self) -> list[tuple[float, float, float, float, float]]:
+        """Per step i: (c0, ct, var, a_ts, s_ts^2) of q(x_{i+1} | x_i, x0) (``processes.base.posterior_coefficients``)."""
+        a, s = self.alpha, self.sigma
+        return [posterior_coefficients(a[i], s[i], a[i + 1], s[i + 1]) for i in range(self.steps)]
+
+    @functools.cached_property
+    def sde(self) -> tuple[list[float], list[float]]:
+        """(f, g^2) of the forward SDE at every node, from ``Process.sde`` (may be infinite where alpha = 0)."""
+        with torch.no_grad():
+            f, g2 = self.process.sde(self.ts)
+        return f.tolist(), g2.tolist()
 
     def to_zero(self, i: int) -> bool:
         """Whether step i lands on sigma = 0 (the denoise-to-zero step; see the module docstring)."""
@@ -250,18 +263,3 @@ def denoise_to_zero(
     i = grid.steps - 1
     x0_hat = grid.denoise(denoiser, x, i)
     return end_step(grid, i, x0_hat, x0_hat, hook, callback)
-
-
-def ancestral_coefficients(grid: Grid, i: int) -> tuple[float, float, float]:
-    """Posterior q(x_s | x_t, x0) between t = ts[i] and s = ts[i + 1], for any affine-Gaussian process.
-
-    With the forward transition x_t = a_ts x_s + s_ts z, a_ts = alpha_t / alpha_s, s_ts^2 = sigma_t^2 - a_ts^2 sigma_s^2
-    (Kingma et al. 2021, VDM eqs. 4-5), the posterior is N(c0 x0 + ct x_t, var) with
-    c0 = alpha_s s_ts^2 / sigma_t^2, ct = a_ts sigma_s^2 / sigma_t^2, var = s_ts^2 sigma_s^2 / sigma_t^2
-    (Ho et al. 2020 eqs. 6-7 for DDPM: var is beta_tilde). Returns (c0, ct, var); also the forward s_ts^2
-    is ``grid.sigma[i]**2 - a_ts**2 * grid.sigma[i+1]**2``.
-    """
-    a_t, a_s, s_t, s_s = grid.alpha[i], grid.alpha[i + 1], grid.sigma[i], grid.sigma[i + 1]
-    a_ts = a_t / a_s
-    s2_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)
-    return a_s * s2_ts / s_t**2, a_ts * s_s**2 / s_t**2, s2_ts * s_s**2 / s_t**2

@@ -25,7 +25,6 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
-    ancestral_coefficients,
     denoise_to_zero,
     end_step,
     lincomb,
@@ -57,9 +56,9 @@ def sample_ddpm(
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_hat = grid.denoise(denoiser, x, i)
-        c0, ct, var = ancestral_coefficients(grid, i)
+        c0, ct, var, _, s2_ts = grid.posterior[i]
         if variance == "beta":
-            var = grid.sigma[i] ** 2 - (grid.alpha[i] / grid.alpha[i + 1]) ** 2 * grid.sigma[i + 1] ** 2
+            var = s2_ts  # the forward transition's variance, beta_t on the full DDPM grid
         if i < grid.steps - 1:  # Algorithm 2: z = 0 on the last step
             x_next = noise_like(x, generator, math.sqrt(var))
             x_next.add_(x0_hat, alpha=c0).add_(x, alpha=ct)
