@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import schedules
+from .. import schedule_fit, schedules
 from ..processes.base import Process
+from ..schedule_fit import ScheduleFit
 from ..utils import check_options, unknown
 from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
-from .optimize import ScheduleFit, fit_schedule, optimize_schedule
 
 # name -> sampler function; one line per sampler (no import side effects)
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -73,6 +73,22 @@ def sampler_table() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def fit_schedule(denoiser: Denoiser, process: Process, x: Tensor, *, reference: str = "dpm_solver_pp_3m",
+                 **options) -> ScheduleFit:
+    """``scorediff.schedule_fit.fit_schedule`` (GITS pilot) with the reference sampler named in the registry."""
+    if reference not in SAMPLERS:
+        raise unknown("sampler", reference, SAMPLERS)
+    return schedule_fit.fit_schedule(denoiser, process, x, reference=SAMPLERS[reference], **options)
+
+
+def optimize_schedule(denoiser: Denoiser, process: Process, steps: int, x: Tensor, *,
+                      reference: str = "dpm_solver_pp_3m", **options) -> Tensor:
+    """``scorediff.schedule_fit.optimize_schedule`` (GITS grid) with the reference sampler named in the registry."""
+    if reference not in SAMPLERS:
+        raise unknown("sampler", reference, SAMPLERS)
+    return schedule_fit.optimize_schedule(denoiser, process, steps, x, reference=SAMPLERS[reference], **options)
 
 
 def sample(
