@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .losses import ddpm_vlb
+from .losses.vlb import ddpm_vlb
 from .parameterizations import pf_ode_velocity
 from .processes.base import Process
 from .processes.vp import VPDiscrete
