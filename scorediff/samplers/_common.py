@@ -75,7 +75,10 @@ SIGMA_TILDE_INF = 1e8
 class SamplerInfo:
     """What a sampler declares about itself (read by the registry table, the tests and the benchmark).
 
-    order: convergence order of the deterministic solver (weak order for SDE samplers).
+    order: the error falls as O(h^order) with the step size h: for a deterministic sampler the global error
+        against the exact probability-flow ODE solution, for a stochastic one the weak error, the error of
+        the samples' moments (E f(x) for smooth f) against the law the sampler targets (both fitted
+        registry-wide in tests/test_samplers.py).
     stochastic: whether it draws noise.
     nfe_per_step: model evaluations per step with default options, away from the special first
         (infinite noise) and last (denoise to zero) steps; NaN for adaptive solvers.
@@ -83,6 +86,8 @@ class SamplerInfo:
     description: one line: the paper and algorithm.
     nfe_extra: evaluations beyond ``nfe_per_step * steps`` on such a grid (e.g. a multistep method's
         warm-up), so that a run of N >= 4 steps costs exactly ``nfe_per_step * N + nfe_extra``.
+    processes: the process names it can run on (None: every process); on any other it raises a ValueError
+        naming the process.
     """
 
     order: int
@@ -91,15 +96,18 @@ class SamplerInfo:
     default_schedule: str
     description: str
     nfe_extra: int = 0
+    processes: tuple[str, ...] | None = None
 
 
 def sampler_info(
-    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0
+    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0,
+    processes: tuple[str, ...] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator setting ``fn.info = SamplerInfo(...)`` on a sampler function (no registration)."""
 
     def deco(fn: Callable) -> Callable:
-        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra))
+        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra),
+                              processes)
         return fn
 
     return deco

@@ -217,8 +217,8 @@ def sample_dpm_solver_pp_2m_sde(
     Solves the reverse SDE with the exact linear part and a multistep estimate of x0_hat:
     x_t = sigma_t / sigma_s e^{-h} x_s + alpha_t (1 - e^{-2h}) (x0_0 + D1 / 2) + sigma_t sqrt(1 - e^{-2h}) z,
     D1 = (x0_0 - x0_1) h / h_0, z ~ N(0, I) from ``generator``. The first-order step (no history) is exactly
-    the ancestral (DDPM posterior) step q(x_t | x_s, x0_hat). Declared order 1 (its strong order); its weak
-    order is 2. ``lower_order_final`` as for 2M.
+    the ancestral (DDPM posterior) step q(x_t | x_s, x0_hat). Declared order 1, the weak order it is tested at
+    (measured 0.9-1.8 on a Gaussian target at 16-64 steps, tests/test_samplers.py). ``lower_order_final`` as for 2M.
     """
     grid = Grid(process, ts, like=x)
     lam = grid_log_snr(grid)
