@@ -32,7 +32,7 @@ from ._common import (
 )
 
 
-@sampler_info(order=1, stochastic=False, nfe_per_step=1, default_schedule="uniform",
+@sampler_info(order=1, stochastic=False, nfe_per_step=1, default_schedule="logsnr_cosine",
               description="DDIM (Song et al. 2021a, eq. 12); eta=0 deterministic, eta=1 ancestral")
 def sample_ddim(
     denoiser: Denoiser,

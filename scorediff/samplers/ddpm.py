@@ -35,7 +35,7 @@ from ._common import (
 VARIANCES = ("beta_tilde", "beta")
 
 
-@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform",
+@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="logsnr_cosine",
               description="DDPM ancestral sampling (Ho et al. 2020, Algorithm 2); variance beta_tilde | beta")
 def sample_ddpm(
     denoiser: Denoiser,

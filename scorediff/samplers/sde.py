@@ -52,7 +52,7 @@ def em_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: boo
     return noise_like(x, generator, math.sqrt(max(g2, 0.0) * h)).add_(x, alpha=cx).add_(x0_hat, alpha=c0)
 
 
-@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform",
+@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="karras",
               description="Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6)")
 def sample_euler_maruyama(
     denoiser: Denoiser,
