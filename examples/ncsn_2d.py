@@ -4,7 +4,7 @@ Data: ``scorediff.analytic.ring2d()``, 8 Gaussians on the unit circle with weigh
 Two trained models, both small MLPs, and the oracle's exact scores as a reference line:
 
 1. a single-scale score model s(x), trained by sliced score matching (Song et al. 2019, variance-reduced
-   form; no noise at all), sampled by plain Langevin dynamics ``scorediff.langevin.langevin_dynamics``;
+   form; no noise at all), sampled by plain Langevin dynamics ``scorediff.score_matching.langevin_dynamics``;
 2. NCSN: a noise-conditional score model s(x, sigma) over geometric levels sigma_1 > ... > sigma_L
    (``processes.make("ve", levels=L)``, loss "dsm" with weighting "ncsn", lambda(sigma) = sigma^2),
    sampled by annealed Langevin dynamics (sampler "annealed_langevin", Algorithm 1). The network's
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 import scorediff
 from scorediff import losses, nets, parameterizations, processes
 from scorediff.analytic import GaussianMixture, ring2d
-from scorediff.langevin import langevin_dynamics
+from scorediff.score_matching import langevin_dynamics
 from scorediff.score_matching import sliced_score_matching
 
 

@@ -38,17 +38,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .losses import ddpm_vlb
+from .losses.vlb import ddpm_vlb
 from .parameterizations import pf_ode_velocity
 from .processes.base import Process
 from .processes.vp import VPDiscrete
-from .utils import sum_flat, unknown
+from .samplers._common import bind_cond
+from .samplers.ode import integrate_pf_ode, sample_ode
+from .utils import check_options, sum_flat, unknown
 
 METHODS = ("ode", "vlb")
 TRACES = ("exact", "hutchinson")
 NOISES = ("rademacher", "gaussian")
 REDUCTIONS = ("mean", "logmeanexp")
-_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
 @dataclass
@@ -100,8 +101,6 @@ class _Dynamics:
     def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         self.nfe += 1
         x = state[0]
-        # only the solver's initial-step heuristic probes outside the span (steps stop at t1): keep it defined
-        t = t.clamp(min(self.t_span), max(self.t_span))
         if self.bar is not None:
             lo, hi = self.t_span
             self.bar.n = min(1000, int(1000 * abs(float(t) - lo) / abs(hi - lo)))
@@ -127,16 +126,9 @@ class _Dynamics:
 
 
 def _solve(dyn: _Dynamics, state: tuple[Tensor, ...], t0: float, t1: float, rtol: float, atol: float, solver: str):
-    from torchdiffeq import odeint
-
-    x = state[0]
-    ts = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
-    # adaptive solvers overshoot the end and interpolate back; a step boundary at t1 keeps every evaluation
-    # inside [t_min, t_max], where the process is defined
-    options = {"step_t": ts[1:]} if solver in _ADAPTIVE else None
+    # the sampler's integrator (``samplers.ode.integrate_pf_ode``): one edge handling for sampling and likelihood
     with torch.no_grad():
-        out = odeint(dyn, state, ts, rtol=rtol, atol=atol, method=solver, options=options)
-    return tuple(o[-1] for o in out)
+        return integrate_pf_ode(dyn, state, t0, t1, rtol=rtol, atol=atol, method=solver)
 
 
 def _check_common(process: Process, t_min: float | None, rtol: float, atol: float) -> float:
@@ -193,8 +185,7 @@ def log_likelihood(
         vlb_options.setdefault("decoder", "gaussian")
         out = ddpm_vlb(denoiser, process, x, generator=generator, progress=progress, cond=cond, **vlb_options)
         return Likelihood(logp=-out.total, stderr=None, nfe=len(out.steps), prior_logp=-out.prior)
-    if vlb_options:
-        raise ValueError(f"likelihood method 'ode': unknown option(s) {', '.join(sorted(vlb_options))}")
+    check_options("likelihood method 'ode'", vlb_options, ())
     if trace not in TRACES:
         raise unknown("trace estimator", trace, TRACES)
     if noise not in NOISES:
@@ -344,10 +335,14 @@ def decode(
     solver: str = "dopri5",
     cond: dict | None = None,
 ) -> Tensor:
-    """The latent x_{t_max} -> x at t_min, the same ODE integrated backwards."""
+    """The latent x_{t_max} -> x at t_min, the same ODE integrated backwards: the ``ode`` sampler on [t_max, t_min].
+
+    At t_min = 0 on a process with sigma(0) = 0 that sampler's last step is the denoise-to-zero step.
+    """
     t_min = _check_common(process, t_min, rtol, atol)
-    dyn = _Dynamics(denoiser, process, None, dict(cond or {}), sum_probes=False, t_span=(process.t_max, t_min))
-    return _solve(dyn, (z,), process.t_max, t_min, rtol, atol, solver)[0]
+    ts = torch.tensor([process.t_max, t_min], dtype=torch.float64)
+    with torch.no_grad():
+        return sample_ode(bind_cond(denoiser, cond), process, z, ts, rtol=rtol, atol=atol, method=solver)
 
 
 @dataclass

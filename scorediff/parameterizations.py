@@ -356,18 +356,6 @@ class NetDenoiser(nn.Module):
         return self.param.to_x0(self.raw(x, t, **cond), x, t, self.process)
 
 
-def eps_hat(denoiser: Callable[..., Tensor], process: Process, x: Tensor, t: Tensor | float, **cond) -> Tensor:
-    """eps_hat(x, t) derived from a Denoiser's x0_hat."""
-    a, s = coefficients(process, t, x)
-    return eps_from_x0(x, denoiser(x, batch_time(t, x), **cond), a, s)
-
-
-def score_hat(denoiser: Callable[..., Tensor], process: Process, x: Tensor, t: Tensor | float, **cond) -> Tensor:
-    """The score grad log p_t(x) derived from a Denoiser's x0_hat."""
-    a, s = coefficients(process, t, x)
-    return score_from_x0(x, denoiser(x, batch_time(t, x), **cond), a, s)
-
-
 def pf_ode_velocity(denoiser: Callable[..., Tensor], process: Process, x: Tensor, t: Tensor | float, **cond) -> Tensor:
     """dx/dt of the probability-flow ODE, f x - g^2/2 score = alpha' x0_hat + sigma' eps_hat.
 

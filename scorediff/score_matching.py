@@ -19,6 +19,8 @@ projection with E[v v^T] = I (Gaussian, Rademacher, or uniform on the sphere of 
 The model must treat examples independently (no batch statistics), since the Jacobian trace is taken
 through the batch sum. Randomness comes only from the ``generator`` passed in.
 
+``langevin_dynamics`` samples a fitted score model by plain (unadjusted) Langevin dynamics (below).
+
 ``EnergyScore`` turns an energy network E(x) into a score model s(x) = -grad_x E(x) that can be trained
 by any of these objectives (the gradient is taken with ``create_graph`` so the loss reaches E's weights).
 """
@@ -169,12 +171,6 @@ def score_matching_loss(
     return OBJECTIVES[name](score_fn, x, generator=generator, **options)
 
 
-def fisher_divergence(score_fn: ScoreFn, true_score: ScoreFn, x: Tensor) -> Tensor:
-    """1/2 ||s(x) - grad log p(x)||^2 per example (B,), for x ~ p: the quantity the objectives minimise."""
-    with torch.no_grad():
-        return 0.5 * sum_flat((score_fn(x) - true_score(x)) ** 2)
-
-
 class EnergyScore(nn.Module):
     """A score model from an energy: s(x) = -grad_x E(x), so p(x) is proportional to exp(-E(x)).
 
@@ -202,3 +198,56 @@ class EnergyScore(nn.Module):
             xg = _as_leaf(x)
             (g,) = torch.autograd.grad(self.energy(xg, *args, **kwargs).sum(), xg, create_graph=recording)
         return -g if recording else -g.detach()
+
+
+# -- sampling: plain (unadjusted) Langevin dynamics on a score model ------------------------------------
+
+
+def langevin_dynamics(
+    score_fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    step_size: float,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    *,
+    return_trajectory: bool = False,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Run ``n_steps`` of unadjusted Langevin dynamics from ``x`` with step size eps = ``step_size``.
+
+    Song & Ermon (2019), eq. (1); Welling & Teh (2011); Roberts & Tweedie (1996) (the unadjusted Langevin
+    algorithm): x_{k+1} = x_k + (eps / 2) s(x_k) + sqrt(eps) z_k, z_k ~ N(0, I). For finite eps the chain is
+    biased by O(eps) (for p = N(mu, S) its stationary law is N(mu, S (I - eps/4 S^{-1})^{-1})). With one score
+    of a multi-modal p the chain keeps its starting points' mode weights (Song & Ermon 2019, Sec. 3.2.2):
+    the sampler ``annealed_langevin`` in ``scorediff.samplers`` anneals over noise levels on a Denoiser instead.
+
+    Args:
+        score_fn: s(x) -> grad_x log p(x), same shape as x (an ``EnergyScore`` works: it takes its
+            own gradient).
+        x: the starting points x_0, shape (B, *event).
+        step_size: eps > 0; the update is x + eps/2 s(x) + sqrt(eps) z.
+        n_steps: number of updates K >= 0.
+        generator: the only source of the noise z.
+        return_trajectory: also return every state, shape (K + 1, B, *event), x_0 first.
+        callback: called as ``callback(k, x_k)`` after each update k = 1..K.
+
+    Returns:
+        x_K, or (x_K, trajectory) with ``return_trajectory``.
+    """
+    if not step_size > 0:
+        raise ValueError(f"langevin: step_size must be > 0, got {step_size}")
+    if n_steps < 0:
+        raise ValueError(f"langevin: n_steps must be >= 0, got {n_steps}")
+    noise_scale = math.sqrt(step_size)
+    states = [x] if return_trajectory else None
+    with torch.no_grad():
+        for k in range(1, n_steps + 1):
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = x + 0.5 * step_size * score_fn(x) + noise_scale * z
+            if callback is not None:
+                callback(k, x)
+            if states is not None:
+                states.append(x)
+    if states is not None:
+        return x, torch.stack(states)
+    return x

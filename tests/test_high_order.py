@@ -142,8 +142,11 @@ def test_first_step_from_infinite_noise_is_ddim(name, proc):
     x0 = d(x, torch.full((x.shape[0],), float(ts[0]), dtype=x.dtype))
     a1, s1 = float(p.alpha(ts[1])), float(p.sigma(ts[1]))
     eps = x / float(p.sigma(ts[0]))  # alpha = 0 (or ~1e-17): eps_hat is x / sigma
-    if name == "dpm_solver_pp_2m_sde":  # the ancestral step from pure noise: mean alpha_1 x0_hat
-        assert torch.isfinite(seen[0]["x"]).all()
+    if name == "dpm_solver_pp_2m_sde":
+        # the ancestral step from pure noise: e^{-h} = 0, so x_1 = alpha_1 x0_hat + sigma_1 z exactly, with z the
+        # generator's first standard normal draws (mean alpha_1 x0_hat, standard deviation sigma_1)
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+        assert torch.allclose(seen[0]["x"], a1 * x0 + s1 * z, rtol=1e-9, atol=1e-9)
         return
     assert torch.allclose(seen[0]["x"], a1 * x0 + s1 * eps, rtol=1e-9, atol=1e-9)
     assert torch.isfinite(y).all()
@@ -152,7 +155,8 @@ def test_first_step_from_infinite_noise_is_ddim(name, proc):
     truth = exact_flow(p, x, float(ts[0]), float(ts[-1]))
     y1 = SAMPLERS[name](d, p, exact_flow(p, x, float(ts[0]), float(ts[1])), ts[1:])
     err, err1 = float((y - truth).abs().max()), float((y1 - truth).abs().max())
-    assert err <= 1.5 * err1 + 1e-4, (err, err1)
+    # measured err / err1 = 1.00 (errors 2e-4 .. 5e-2): a bound relative to the error itself, no absolute floor
+    assert err <= 1.02 * err1, (err, err1)
 
 
 # -- DPM-Solver-fast, NFE, errors ---------------------------------------------------------------------------

@@ -26,19 +26,12 @@ from scorediff.losses import (
     from_config,
     make,
 )
+from tests.conftest import PROCESS_SPECS
 
 F64 = torch.float64
-PARAMS = ["eps", "x0", "v", "score", "velocity", "edm", "consistency"]
-PROCS = [
-    ("vp-discrete", {}),
-    ("vp", {}),
-    ("vp", {"schedule": "cosine"}),
-    ("sub-vp", {}),
-    ("ve", {}),
-    ("ve", {"levels": 10}),
-    ("edm", {}),
-    ("flow", {}),
-]
+# from the registries, so a new parameterization or process is tested without editing this file
+PARAMS = list(PZ.PARAMETERIZATIONS)
+PROCS = [(name, opts) for _, name, opts in PROCESS_SPECS] + [("ve", {"levels": 10})]
 
 
 class ExactModel:

@@ -1,4 +1,4 @@
-"""The pilot-optimised time grid (GITS, scorediff.samplers.optimize): exact DP, the closed-form jump cost, the
+"""The pilot-optimised time grid (GITS, scorediff.schedule_fit): exact DP, the closed-form jump cost, the
 grid's shape, and that it lowers a DDIM path's error on starts other than the pilot's."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from scorediff import analytic, processes, schedules
 from scorediff.eval import bench
 from scorediff.samplers import fit_schedule, optimize_schedule, sample
-from scorediff.samplers.optimize import best_path, jump_costs
+from scorediff.schedule_fit import best_path, jump_costs
 
 
 def _brute_force(cost: torch.Tensor, steps: int) -> float:

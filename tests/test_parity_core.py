@@ -14,11 +14,12 @@ import scorediff.analytic as A
 import scorediff.processes as P
 from scorediff import schedules
 from scorediff.samplers import SAMPLERS
+from tests.conftest import import_or_skip_outside_ci
 
-diffusers = pytest.importorskip("diffusers")
+diffusers = import_or_skip_outside_ci("diffusers")  # in CI a missing diffusers fails
 # diffusers converts the float64 schedule tables with np.array(tensor): a numpy-2 deprecation, not ours
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-peers = pytest.importorskip("peers")
+peers = import_or_skip_outside_ci("tests.peers")
 
 
 @pytest.fixture(scope="module")

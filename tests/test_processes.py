@@ -171,6 +171,10 @@ def test_bad_input_errors():
         P.make("flow", beta_min=0.1)
     with pytest.raises(ValueError, match="sigma_min"):
         P.make("ve", sigma_min=10, sigma_max=1)
+    # EDM's sigma_data belongs to the preconditioning: a process would ignore it, so it is rejected
+    with pytest.raises(ValueError, match="sigma_data is not a process option; give it to the parameterization"):
+        P.make("edm", sigma_data=0.5)
+    assert "sigma_data" not in P.make("edm").config()
 
 
 # -- property-based: any time, any process ---------------------------------------------------------------------

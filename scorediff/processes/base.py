@@ -22,6 +22,22 @@ from torch import Tensor
 from ..utils import as_time, sum_flat
 
 
+def posterior_coefficients(alpha_t, sigma_t, alpha_s, sigma_s):
+    """The Gaussian posterior q(x_s | x_t, x0) = N(c0 x0 + ct x_t, var) of an affine-Gaussian process, s < t.
+
+    Kingma et al. 2021 (VDM), eqs. 4-5; for DDPM Ho et al. 2020, eqs. 6-7 (var is beta_tilde). The forward
+    transition is x_t = a_ts x_s + s_ts z with a_ts = alpha_t / alpha_s, s_ts^2 = sigma_t^2 - a_ts^2 sigma_s^2
+    (DDPM's beta_t between neighbouring steps), and
+        c0 = alpha_s s_ts^2 / sigma_t^2,  ct = a_ts sigma_s^2 / sigma_t^2,  var = s_ts^2 sigma_s^2 / sigma_t^2.
+    Works on Python floats (the samplers' per-step coefficients) and on tensors alike. Returns
+    (c0, ct, var, a_ts, s_ts^2); s_ts^2 is clamped at 0 against rounding.
+    """
+    a_ts = alpha_t / alpha_s
+    s2_ts = sigma_t**2 - a_ts**2 * sigma_s**2
+    s2_ts = s2_ts.clamp(min=0.0) if torch.is_tensor(s2_ts) else max(s2_ts, 0.0)
+    return alpha_s * s2_ts / sigma_t**2, a_ts * sigma_s**2 / sigma_t**2, s2_ts * sigma_s**2 / sigma_t**2, a_ts, s2_ts
+
+
 class Process:
     """Base class of every forward process; see the module docstring for the symbols."""
 

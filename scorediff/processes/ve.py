@@ -76,11 +76,17 @@ class EDM(Process):
 
     name = "edm"
 
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5):
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float | None = None):
+        # sigma_data is a property of the data, read by the preconditioning and the loss weighting; a process
+        # (alpha, sigma) never uses it, so a value given here would be silently ignored: reject it
+        if sigma_data is not None:
+            raise ValueError(
+                "edm process: sigma_data is not a process option; give it to the parameterization "
+                f"(parameterizations.make('edm', sigma_data={sigma_data})) and the loss, got sigma_data={sigma_data}"
+            )
         if not (0 < sigma_min < sigma_max):
             raise ValueError(f"edm: need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.t_min, self.t_max = float(sigma_min), float(sigma_max)
-        self.sigma_data = float(sigma_data)
 
     def _alpha(self, t):
         return torch.ones_like(t)
@@ -101,7 +107,7 @@ class EDM(Process):
         return torch.exp(-lam)
 
     def config(self):
-        return {"name": self.name, "sigma_min": self.t_min, "sigma_max": self.t_max, "sigma_data": self.sigma_data}
+        return {"name": self.name, "sigma_min": self.t_min, "sigma_max": self.t_max}
 
 
 class Flow(Process):

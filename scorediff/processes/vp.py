@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Process
+from .base import Process, posterior_coefficients
 
 
 class _VPFamily(Process):
@@ -253,10 +253,6 @@ class VPDiscrete(_VPFamily):
         return t.to(la.dtype)
 
     # DDPM helpers ---------------------------------------------------------------------------------
-    def step_of_t(self, t: Tensor) -> Tensor:
-        """The discrete step i = round(t T) (1..T) for grid times."""
-        return torch.round(torch.as_tensor(t) * self.steps).long().clamp(1, self.steps)
-
     def posterior(self, x0: Tensor, x_t: Tensor, i: Tensor | int) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_{i-1} | x_i, x0) (Ho et al. 2020, eqs. 6-7); i in 1..T, scalar or (B,).
 
@@ -269,11 +265,9 @@ class VPDiscrete(_VPFamily):
         if (i < 1).any() or (i > self.steps).any():
             raise ValueError(f"vp-discrete: step i must lie in 1..{self.steps}, got {i.tolist()}")
         abar = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar]).to(x_t.device)
-        beta = self.betas.to(x_t.device)[i - 1]
         ab_t, ab_prev = abar[i], abar[i - 1]
-        c0 = torch.sqrt(ab_prev) * beta / (1 - ab_t)
-        ct = torch.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab_t)
-        var = (1 - ab_prev) / (1 - ab_t) * beta
+        # alpha = sqrt(abar), sigma = sqrt(1 - abar) at steps i and i - 1: the general posterior
+        c0, ct, var, _, _ = posterior_coefficients(ab_t.sqrt(), (1 - ab_t).sqrt(), ab_prev.sqrt(), (1 - ab_prev).sqrt())
         c0, ct, var = (append_dims(v.to(x_t.dtype), x_t.ndim) for v in (c0, ct, var))  # var broadcasts
         return c0 * x0 + ct * x_t, var
 

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import schedules
+from .. import schedule_fit, schedules
 from ..processes.base import Process
-from ..utils import unknown
+from ..schedule_fit import ScheduleFit
+from ..utils import check_options, unknown
 from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
-from .optimize import ScheduleFit, fit_schedule, optimize_schedule
 from .parallel import parallel
 
 # name -> sampler function; one line per sampler (no import side effects)
@@ -76,6 +76,22 @@ def sampler_table() -> list[dict[str, Any]]:
     return rows
 
 
+def fit_schedule(denoiser: Denoiser, process: Process, x: Tensor, *, reference: str = "dpm_solver_pp_3m",
+                 **options) -> ScheduleFit:
+    """``scorediff.schedule_fit.fit_schedule`` (GITS pilot) with the reference sampler named in the registry."""
+    if reference not in SAMPLERS:
+        raise unknown("sampler", reference, SAMPLERS)
+    return schedule_fit.fit_schedule(denoiser, process, x, reference=SAMPLERS[reference], **options)
+
+
+def optimize_schedule(denoiser: Denoiser, process: Process, steps: int, x: Tensor, *,
+                      reference: str = "dpm_solver_pp_3m", **options) -> Tensor:
+    """``scorediff.schedule_fit.optimize_schedule`` (GITS grid) with the reference sampler named in the registry."""
+    if reference not in SAMPLERS:
+        raise unknown("sampler", reference, SAMPLERS)
+    return schedule_fit.optimize_schedule(denoiser, process, steps, x, reference=SAMPLERS[reference], **options)
+
+
 def sample(
     denoiser: Denoiser,
     process: Process,
@@ -114,12 +130,7 @@ def sample(
     if sampler not in SAMPLERS:
         raise unknown("sampler", sampler, SAMPLERS)
     fn = SAMPLERS[sampler]
-    allowed = options_of(sampler)
-    bad = sorted(set(options) - set(allowed))
-    if bad:
-        raise ValueError(
-            f"sampler '{sampler}': unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed)) or 'none'}"
-        )
+    check_options(f"sampler '{sampler}'", options, options_of(sampler))
     if torch.is_tensor(shape):
         x = shape.to(device=device if device is not None else shape.device, dtype=dtype)
         device = x.device

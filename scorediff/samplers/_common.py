@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..processes.base import Process
+from ..processes.base import Process, posterior_coefficients
 
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -75,7 +75,10 @@ SIGMA_TILDE_INF = 1e8
 class SamplerInfo:
     """What a sampler declares about itself (read by the registry table, the tests and the benchmark).
 
-    order: convergence order of the deterministic solver (weak order for SDE samplers).
+    order: the error falls as O(h^order) with the step size h: for a deterministic sampler the global error
+        against the exact probability-flow ODE solution, for a stochastic one the weak error, the error of
+        the samples' moments (E f(x) for smooth f) against the law the sampler targets (both fitted
+        registry-wide in tests/test_samplers.py).
     stochastic: whether it draws noise.
     nfe_per_step: model evaluations per step with default options, away from the special first
         (infinite noise) and last (denoise to zero) steps; NaN for adaptive solvers.
@@ -83,6 +86,8 @@ class SamplerInfo:
     description: one line: the paper and algorithm.
     nfe_extra: evaluations beyond ``nfe_per_step * steps`` on such a grid (e.g. a multistep method's
         warm-up), so that a run of N >= 4 steps costs exactly ``nfe_per_step * N + nfe_extra``.
+    processes: the process names it can run on (None: every process); on any other it raises a ValueError
+        naming the process.
     """
 
     order: int
@@ -91,15 +96,18 @@ class SamplerInfo:
     default_schedule: str
     description: str
     nfe_extra: int = 0
+    processes: tuple[str, ...] | None = None
 
 
 def sampler_info(
-    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0
+    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0,
+    processes: tuple[str, ...] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator setting ``fn.info = SamplerInfo(...)`` on a sampler function (no registration)."""
 
     def deco(fn: Callable) -> Callable:
-        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra))
+        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra),
+                              processes)
         return fn
 
     return deco
@@ -149,6 +157,19 @@ class Grid:
     def d_sigma(self) -> list[float]:
         with torch.no_grad():
             return self.process._d_sigma(self.ts).tolist()
+
+    @functools.cached_property
+    def posterior(self) -> list[tuple[float, float, float, float, float]]:
+        """Per step i: (c0, ct, var, a_ts, s_ts^2) of q(x_{i+1} | x_i, x0) (``processes.base.posterior_coefficients``)."""
+        a, s = self.alpha, self.sigma
+        return [posterior_coefficients(a[i], s[i], a[i + 1], s[i + 1]) for i in range(self.steps)]
+
+    @functools.cached_property
+    def sde(self) -> tuple[list[float], list[float]]:
+        """(f, g^2) of the forward SDE at every node, from ``Process.sde`` (may be infinite where alpha = 0)."""
+        with torch.no_grad():
+            f, g2 = self.process.sde(self.ts)
+        return f.tolist(), g2.tolist()
 
     def to_zero(self, i: int) -> bool:
         """Whether step i lands on sigma = 0 (the denoise-to-zero step; see the module docstring)."""
@@ -250,26 +271,3 @@ def denoise_to_zero(
     i = grid.steps - 1
     x0_hat = grid.denoise(denoiser, x, i)
     return end_step(grid, i, x0_hat, x0_hat, hook, callback)
-
-
-def ddim_step(grid: Grid, x0_hat: Tensor, eps_hat: Tensor, i: int) -> Tensor:
-    """The deterministic DDIM step to node i + 1: x = alpha_{i+1} x0_hat + sigma_{i+1} eps_hat (Song et al. 2021a, eq. 12).
-
-    From the state x at node i, ``grid.ddim(x, x0_hat, i)`` computes the same without forming eps_hat.
-    """
-    return lincomb((grid.alpha[i + 1], x0_hat), (grid.sigma[i + 1], eps_hat))
-
-
-def ancestral_coefficients(grid: Grid, i: int) -> tuple[float, float, float]:
-    """Posterior q(x_s | x_t, x0) between t = ts[i] and s = ts[i + 1], for any affine-Gaussian process.
-
-    With the forward transition x_t = a_ts x_s + s_ts z, a_ts = alpha_t / alpha_s, s_ts^2 = sigma_t^2 - a_ts^2 sigma_s^2
-    (Kingma et al. 2021, VDM eqs. 4-5), the posterior is N(c0 x0 + ct x_t, var) with
-    c0 = alpha_s s_ts^2 / sigma_t^2, ct = a_ts sigma_s^2 / sigma_t^2, var = s_ts^2 sigma_s^2 / sigma_t^2
-    (Ho et al. 2020 eqs. 6-7 for DDPM: var is beta_tilde). Returns (c0, ct, var); also the forward s_ts^2
-    is ``grid.sigma[i]**2 - a_ts**2 * grid.sigma[i+1]**2``.
-    """
-    a_t, a_s, s_t, s_s = grid.alpha[i], grid.alpha[i + 1], grid.sigma[i], grid.sigma[i + 1]
-    a_ts = a_t / a_s
-    s2_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)
-    return a_s * s2_ts / s_t**2, a_ts * s_s**2 / s_t**2, s2_ts * s_s**2 / s_t**2

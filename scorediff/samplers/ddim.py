@@ -25,7 +25,6 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
-    ancestral_coefficients,
     denoise_to_zero,
     end_step,
     noise_like,
@@ -33,7 +32,7 @@ from ._common import (
 )
 
 
-@sampler_info(order=1, stochastic=False, nfe_per_step=1, default_schedule="uniform",
+@sampler_info(order=1, stochastic=False, nfe_per_step=1, default_schedule="logsnr_cosine",
               description="DDIM (Song et al. 2021a, eq. 12); eta=0 deterministic, eta=1 ancestral")
 def sample_ddim(
     denoiser: Denoiser,
@@ -56,7 +55,7 @@ def sample_ddim(
         x0_hat = grid.denoise(denoiser, x, i)
         if eta > 0:
             # eq. (12) with eps_hat = (x - alpha_t x0_hat) / sigma_t expanded: noise + two passes
-            sigma_eta = eta * math.sqrt(ancestral_coefficients(grid, i)[2])  # eq. (16)
+            sigma_eta = eta * math.sqrt(grid.posterior[i][2])  # eq. (16)
             c = math.sqrt(max(grid.sigma[i + 1] ** 2 - sigma_eta**2, 0.0)) / grid.sigma[i]
             x_next = noise_like(x, generator, sigma_eta)
             x_next.add_(x0_hat, alpha=grid.alpha[i + 1] - c * grid.alpha[i]).add_(x, alpha=c)

@@ -25,7 +25,6 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
-    ancestral_coefficients,
     denoise_to_zero,
     end_step,
     lincomb,
@@ -36,7 +35,7 @@ from ._common import (
 VARIANCES = ("beta_tilde", "beta")
 
 
-@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform",
+@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="logsnr_cosine",
               description="DDPM ancestral sampling (Ho et al. 2020, Algorithm 2); variance beta_tilde | beta")
 def sample_ddpm(
     denoiser: Denoiser,
@@ -57,9 +56,9 @@ def sample_ddpm(
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_hat = grid.denoise(denoiser, x, i)
-        c0, ct, var = ancestral_coefficients(grid, i)
+        c0, ct, var, _, s2_ts = grid.posterior[i]
         if variance == "beta":
-            var = grid.sigma[i] ** 2 - (grid.alpha[i] / grid.alpha[i + 1]) ** 2 * grid.sigma[i + 1] ** 2
+            var = s2_ts  # the forward transition's variance, beta_t on the full DDPM grid
         if i < grid.steps - 1:  # Algorithm 2: z = 0 on the last step
             x_next = noise_like(x, generator, math.sqrt(var))
             x_next.add_(x0_hat, alpha=c0).add_(x, alpha=ct)

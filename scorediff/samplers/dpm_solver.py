@@ -10,21 +10,17 @@ for a step s -> t, eps_hat the noise prediction (derived from the Denoiser's x0_
 and a k-th order solver expands eps_hat in lambda around lambda_s. The first-order step is DDIM, written
 here as x_t = alpha_t x0_hat_s + sigma_t eps_hat_s (an exact identity that stays finite where alpha_s = 0).
 
-This module also holds the pieces the other exponential integrators share (``dpm_solver_pp``, ``unipc``):
-the per-node lambda with infinite noise mapped to -inf, off-grid nodes placed by lambda, the per-step
-order of a multistep method, and the DPM-Solver-fast order schedule.
+The multistep variant runs on the loop shared with ``dpm_solver_pp`` and ``unipc`` (``_multistep``); this
+module holds what is DPM-Solver's own: the noise-form weights, the singlestep steps and the DPM-Solver-fast
+order schedule.
 
-Nodes at infinite noise. Where alpha(t_max) = 0 (flow, cosine VP; ``Grid.infinite``) lambda = -inf, so
-the first step has h = inf: it is taken as the DDIM step (finite in alpha/sigma form), singlestep
-intermediate nodes do not exist there, and a model output at lambda = -inf is never used as multistep
-history (its ratio h_prev / h is infinite, so the difference it would enter with vanishes): the next
-step runs at the order its finite history allows.
+Nodes at infinite noise (alpha = 0, lambda = -inf): the step from there is the DDIM step; singlestep
+intermediate nodes do not exist there (see ``_multistep`` for the multistep history).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -41,74 +37,7 @@ from ._common import (
     lincomb,
     sampler_info,
 )
-
-# Below this many steps the last steps of a multistep method drop to lower order for stability, as the
-# DPM-Solver++ reference code and diffusers' ``lower_order_final`` do (diffusers uses 15).
-LOWER_ORDER_FINAL_STEPS = 15
-
-
-# ---------------------------------------------------------------------------------------------------
-# Shared pieces of the lambda-based solvers
-# ---------------------------------------------------------------------------------------------------
-
-
-def grid_log_snr(grid: Grid) -> list[float]:
-    """lambda at every node of ``grid``, with nodes at (numerically) infinite noise set to -inf."""
-    return [-math.inf if grid.infinite(i) else lam for i, lam in enumerate(grid.lam)]
-
-
-def node_at_log_snr(process: Process, lam: float) -> tuple[float, float, float]:
-    """(t, alpha, sigma) of the off-grid node with log_snr = lam (a singlestep intermediate node)."""
-    t = process.t_of_log_snr(torch.tensor(lam, dtype=torch.float64))
-    return float(t), float(process._alpha(t)), float(process._sigma(t))
-
-
-def nodes_at_log_snr(process: Process, lams: Sequence[float]) -> list[tuple[float, float, float]]:
-    """``node_at_log_snr`` for many lambdas at once (one vectorised call per quantity, before a sampling loop)."""
-    if not lams:
-        return []
-    t = process.t_of_log_snr(torch.tensor(list(lams), dtype=torch.float64))
-    return list(zip(t.tolist(), process._alpha(t).tolist(), process._sigma(t).tolist()))
-
-
-def difference_weights(h: float, lam_hist: Sequence[float], order: int, c1: float, c2: float = 0.0) -> list[float]:
-    """Weights w_j with c1 D1 + c2 D2 = sum_j w_j m_j, over model outputs m_0, m_1, ... (most recent first).
-
-    D1 and D2 are the multistep estimates of h m' and h^2 m'' / 2 from the divided differences at the
-    lambdas ``lam_hist``, r_j = (lam_hist[j] - lam_hist[j + 1]) / h: order 2: D1 = (m_0 - m_1) / r_0;
-    order 3: D1_j = (m_j - m_{j+1}) / r_j, D1 = D1_0 + r_0 / (r_0 + r_1) (D1_0 - D1_1),
-    D2 = (D1_0 - D1_1) / (r_0 + r_1) (Lu et al. 2022b, Algorithm 2 and its third-order form). Expanding the
-    differences into weights lets a step be one linear combination of the stored outputs.
-    """
-    r0 = (lam_hist[0] - lam_hist[1]) / h
-    if order == 2:
-        return [c1 / r0, -c1 / r0]
-    r1 = (lam_hist[1] - lam_hist[2]) / h
-    k0 = c1 * (1 + r0 / (r0 + r1)) + c2 / (r0 + r1)  # weight of D1_0
-    k1 = -c1 * r0 / (r0 + r1) - c2 / (r0 + r1)  # weight of D1_1
-    return [k0 / r0, -k0 / r0 + k1 / r1, -k1 / r1]
-
-
-def multistep_order(order: int, i: int, steps: int, history: int, lower_order_final: bool) -> int:
-    """The order of step i of a multistep method with ``history`` usable earlier model outputs.
-
-    Warm-up: no more than history + 1. With ``lower_order_final`` and fewer than
-    ``LOWER_ORDER_FINAL_STEPS`` steps, step i runs at most at order steps - i (the last at order 1).
-    """
-    k = min(order, history + 1)
-    if lower_order_final and steps < LOWER_ORDER_FINAL_STEPS:
-        k = min(k, steps - i)
-    return max(k, 1)
-
-
-def finite_history(lams: Sequence[float]) -> int:
-    """How many of the earlier nodes (most recent first) have finite lambda and can serve as history."""
-    n = 0
-    for lam in lams:
-        if not math.isfinite(lam):
-            break
-        n += 1
-    return n
+from ._multistep import difference_weights, grid_log_snr, nodes_at_log_snr, run_multistep
 
 
 def fast_orders(nfe: int, order: int = 3) -> list[int]:
@@ -200,7 +129,7 @@ def _multistep_noise_weights(sigma_t, h, lam_hist, order, reference_third_order=
     D1 = (eps_0 - eps_1) / r0, r0 = h_0 / h (Lu et al. 2022b, Sec. 4 / App.). Order 3:
     - sigma_t (phi_2 D1 + 2 phi_3 D2), where D1 estimates h eps' and D2 = (D1_0 - D1_1) / (r0 + r1) estimates
     h^2 eps'' / 2 (hence the 2; the reference code's weight phi_3, ``reference_third_order``, leaves the step
-    second order; see ``dpm_solver_pp.multistep_data_update``). ``difference_weights`` expands the D's.
+    second order; see ``dpm_solver_pp._data_weights``). ``difference_weights`` expands the D's.
     """
     phi1, phi2, phi3 = _phi(h)
     if order == 2:
@@ -280,21 +209,14 @@ def sample_dpm_solver(
         return x
     if nfe is not None:
         raise ValueError("dpm_solver: nfe applies to method='singlestep' only")
-    eps_hist: list[Tensor] = []
-    lam_hist: list[float] = []
-    for i in range(grid.steps):
-        if grid.to_zero(i):
-            return denoise_to_zero(denoiser, grid, x, hook, callback)
-        x0_s = grid.denoise(denoiser, x, i)
-        eps_s = grid.eps(x, x0_s, i)
-        eps_hist, lam_hist = [eps_s, *eps_hist][:order], [lam[i], *lam_hist][:order]
-        k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
-        if not math.isfinite(lam[i]):
-            k = 1
+
+    def step(i: int, x: Tensor, x0_s: Tensor, eps_hist: list[Tensor], lam_hist: list[float], k: int) -> Tensor:
         # DDIM part alpha_t x0_hat + sigma_t eps_s, plus the weighted history, as one combination
         w = [0.0] * k
         if k > 1:
             w = _multistep_noise_weights(grid.sigma[i + 1], lam[i + 1] - lam[i], lam_hist, k, reference_third_order)
         w[0] += grid.sigma[i + 1]
-        x = end_step(grid, i, lincomb((grid.alpha[i + 1], x0_s), *zip(w, eps_hist)), x0_s, hook, callback)
-    return x
+        return lincomb((grid.alpha[i + 1], x0_s), *zip(w, eps_hist))
+
+    return run_multistep(denoiser, grid, x, hook, callback, order=order, lower_order_final=lower_order_final,
+                         step=step, output=lambda x, x0_s, i: grid.eps(x, x0_s, i))

@@ -92,7 +92,7 @@ def _edm(denoiser, process, x, ts, generator, callback, hook, heun, s_churn, s_t
     return x
 
 
-@sampler_info(order=1, stochastic=False, nfe_per_step=1, default_schedule="karras",
+@sampler_info(order=1, stochastic=False, nfe_per_step=1, default_schedule="logsnr_cosine",
               description="Euler in sigma~ = sigma/alpha (Karras et al. 2022, Alg. 2 without Heun); churn optional")
 def sample_euler(
     denoiser: Denoiser,

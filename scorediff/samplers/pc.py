@@ -58,8 +58,7 @@ def predictor_step(predictor: str, grid: Grid, i: int, x: Tensor, x0_hat: Tensor
         return ancestral_step(grid, i, x, x0_hat, generator, noise)
     if predictor == "euler_maruyama":
         return em_step(grid, i, x, x0_hat, generator, noise)
-    a_ts = grid.alpha[i] / grid.alpha[i + 1]
-    s2_ts = max(grid.sigma[i] ** 2 - a_ts**2 * grid.sigma[i + 1] ** 2, 0.0)
+    a_ts, s2_ts = grid.posterior[i][3:]  # the forward transition x_t = a_ts x_s + s_ts z
     score = (grid.alpha[i] * x0_hat - x) / grid.sigma[i] ** 2
     x = (2 - a_ts) * x + s2_ts * score
     return x + math.sqrt(s2_ts) * noise_like(x, generator) if noise else x

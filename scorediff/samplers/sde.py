@@ -24,7 +24,6 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
-    ancestral_coefficients,
     denoise_to_zero,
     end_step,
     lincomb,
@@ -35,22 +34,15 @@ from ._common import (
 
 def ancestral_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: bool = True) -> Tensor:
     """x_s ~ q(x_s | x_t, x0_hat) between nodes i and i + 1 (the DDPM posterior, variance beta_tilde)."""
-    c0, ct, var = ancestral_coefficients(grid, i)
+    c0, ct, var = grid.posterior[i][:3]
     if not noise:
         return lincomb((c0, x0_hat), (ct, x))
     return noise_like(x, generator, math.sqrt(var)).add_(x0_hat, alpha=c0).add_(x, alpha=ct)
 
 
-def drift_diffusion(grid: Grid, i: int) -> tuple[float, float]:
-    """(f, g^2) of the forward SDE at node i, from the grid's alpha, sigma and their derivatives."""
-    a, s, da, ds = grid.alpha[i], grid.sigma[i], grid.d_alpha[i], grid.d_sigma[i]
-    f = da / a
-    return f, 2 * s * ds - 2 * f * s * s
-
-
 def em_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: bool = True) -> Tensor:
     """One Euler-Maruyama step of the reverse SDE from node i to i + 1."""
-    f, g2 = drift_diffusion(grid, i)
+    f, g2 = grid.sde[0][i], grid.sde[1][i]  # Process.sde at node i
     h = grid.t[i] - grid.t[i + 1]
     # x - (f x - g^2 score) h with score = (alpha x0_hat - x) / sigma^2, as one combination of x and x0_hat
     k = g2 * h / grid.sigma[i] ** 2
@@ -60,7 +52,7 @@ def em_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: boo
     return noise_like(x, generator, math.sqrt(max(g2, 0.0) * h)).add_(x, alpha=cx).add_(x0_hat, alpha=c0)
 
 
-@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform",
+@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="karras",
               description="Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6)")
 def sample_euler_maruyama(
     denoiser: Denoiser,

@@ -15,7 +15,7 @@ when it is the only one) and re-solves x_t. The corrected x_t is what the next p
 model output it reuses is the one at the predicted x_t: one model evaluation per step. The last step is not
 corrected (it would need one more evaluation).
 
-Infinite noise and the denoise-to-zero step: as in ``dpm_solver``: a step from lambda = -inf is the DDIM step
+Infinite noise and the denoise-to-zero step: as in ``_multistep`` (whose loop runs this sampler): a step from lambda = -inf is the DDIM step
 and is not corrected (its h is infinite), history at lambda = -inf is not used; onto sigma = 0 the
 last step returns x0_hat at the (predicted, uncorrected) last state, as diffusers does.
 """
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from ..processes.base import Process
-from ._common import Callback, Denoiser, Grid, Hook, denoise_to_zero, end_step, lincomb, sampler_info
-from .dpm_solver import finite_history, grid_log_snr, multistep_order
+from ._common import Callback, Denoiser, Grid, Hook, lincomb, sampler_info
+from ._multistep import finite_history, grid_log_snr, run_multistep
 
 VARIANTS = ("bh1", "bh2")
 
@@ -81,32 +81,26 @@ def _unipc(denoiser, process, x, ts, callback, hook, order, variant, corrector, 
     order = int(order)
     grid = Grid(process, ts, like=x)
     lam = grid_log_snr(grid)
-    x0_hist: list[Tensor] = []  # model outputs, most recent first
-    lam_hist: list[float] = []
-    x_last: Tensor | None = None  # state at the previous node (corrected), for the corrector
-    k_last = 0
-    for i in range(grid.steps):
-        if grid.to_zero(i):
-            return denoise_to_zero(denoiser, grid, x, hook, callback)
-        x0_i = grid.denoise(denoiser, x, i)
-        if corrector and x_last is not None and math.isfinite(lam[i - 1]):
-            # UniC-k_last: re-solve step i-1 -> i with x0_i at the new point (r = 1):
-            # x = DDIM(x_last, m_0) - alpha_i B(h) (sum_k rho_k (m_k - m_0) / r_k + rho_c (x0_i - m_0)),
-            # one combination of x_last, the history m_k and x0_i (a sampler-owned tensor, never handed out)
-            h = lam[i] - lam[i - 1]
-            n_hist = min(k_last - 1, finite_history(lam_hist[1:]))
-            rks = [(lam_hist[j] - lam_hist[0]) / h for j in range(1, n_hist + 1)] + [1.0]
-            b_h, b = _rhs(h, n_hist + 1, variant)
-            rho = [0.5] if n_hist == 0 else _solve(rks, b)
-            g = -grid.alpha[i] * b_h
-            c = grid.sigma[i] / grid.sigma[i - 1]
-            w = [g * rk / r for rk, r in zip(rho, rks)]  # weights of m_1 .. m_n_hist, then of x0_i
-            x = lincomb((c, x_last), (grid.alpha[i] - c * grid.alpha[i - 1] - sum(w), x0_hist[0]),
-                        *zip(w[:-1], x0_hist[1:]), (w[-1], x0_i))
-        x0_hist, lam_hist = [x0_i, *x0_hist][:order], [lam[i], *lam_hist][:order]
-        k = multistep_order(order, i, grid.steps, finite_history(lam_hist[1:]), lower_order_final)
-        if not math.isfinite(lam[i]):
-            k = 1
+    last: dict = {"x": None, "k": 0}  # state at the previous node (corrected) and that step's order
+
+    def correct(i: int, x: Tensor, x0_i: Tensor, x0_hist: list[Tensor], lam_hist: list[float], _: int) -> Tensor:
+        if not (corrector and last["x"] is not None and math.isfinite(lam[i - 1])):
+            return x
+        # UniC-k_last: re-solve step i-1 -> i with x0_i at the new point (r = 1):
+        # x = DDIM(x_last, m_0) - alpha_i B(h) (sum_k rho_k (m_k - m_0) / r_k + rho_c (x0_i - m_0)),
+        # one combination of x_last, the history m_k and x0_i (a sampler-owned tensor, never handed out)
+        h = lam[i] - lam[i - 1]
+        n_hist = min(last["k"] - 1, finite_history(lam_hist[1:]))
+        rks = [(lam_hist[j] - lam_hist[0]) / h for j in range(1, n_hist + 1)] + [1.0]
+        b_h, b = _rhs(h, n_hist + 1, variant)
+        rho = [0.5] if n_hist == 0 else _solve(rks, b)
+        g = -grid.alpha[i] * b_h
+        c = grid.sigma[i] / grid.sigma[i - 1]
+        w = [g * rk / r for rk, r in zip(rho, rks)]  # weights of m_1 .. m_n_hist, then of x0_i
+        return lincomb((c, last["x"]), (grid.alpha[i] - c * grid.alpha[i - 1] - sum(w), x0_hist[0]),
+                       *zip(w[:-1], x0_hist[1:]), (w[-1], x0_i))
+
+    def step(i: int, x: Tensor, x0_i: Tensor, x0_hist: list[Tensor], lam_hist: list[float], k: int) -> Tensor:
         # UniP-k: predict node i + 1 from x0_i and k - 1 earlier outputs, as one combination (k + 1 passes)
         c = grid.sigma[i + 1] / grid.sigma[i]
         w = []
@@ -116,10 +110,11 @@ def _unipc(denoiser, process, x, ts, callback, hook, order, variant, corrector, 
             b_h, b = _rhs(h, k, variant)
             rho = [0.5] if k == 2 else _solve(rks, b[:-1])
             w = [-grid.alpha[i + 1] * b_h * rk / r for rk, r in zip(rho, rks)]  # weights of m_1 .. m_{k-1}
-        x_next = lincomb((c, x), (grid.alpha[i + 1] - c * grid.alpha[i] - sum(w), x0_i), *zip(w, x0_hist[1:]))
-        x_last, k_last = x, k
-        x = end_step(grid, i, x_next, x0_i, hook, callback)
-    return x
+        last["x"], last["k"] = x, k
+        return lincomb((c, x), (grid.alpha[i + 1] - c * grid.alpha[i] - sum(w), x0_i), *zip(w, x0_hist[1:]))
+
+    return run_multistep(denoiser, grid, x, hook, callback, order=order, lower_order_final=lower_order_final,
+                         step=step, correct=correct)
 
 
 def _doc(variant: str, b: str) -> str:

@@ -7,8 +7,9 @@ pilot start states ``x`` (draws of the prior, never the states one later evaluat
 
 1. Reference. A fine candidate grid t_0 = t_max > t_1 > ... > t_K (default: ``fine_steps`` = 128 steps
    uniform in lambda, ending at t = 0 with ``denoise_to_zero``) is integrated from x by a high-order
-   solver of the registry (default ``dpm_solver_pp_3m``), keeping the state x_k at every node: a
-   discretisation of the probability-flow ODE trajectory of each pilot start.
+   sampler passed in (``scorediff.samplers.fit_schedule`` passes the registry's ``dpm_solver_pp_3m`` by
+   default), keeping the state x_k at every node: a discretisation of the probability-flow ODE trajectory
+   of each pilot start.
 2. Costs. x0_hat_k = D(x_k, t_k) at every candidate node (the reference solver's own call there where it made
    one at exactly x_k, else one more call) gives eps_hat_k =
    (x_k - alpha_k x0_hat_k) / sigma_k. A first-order (DDIM) jump from node i to node j > i lands at
@@ -28,19 +29,24 @@ count: ``fit_schedule(...).grid(steps)``), amortised over all later sampling. Th
 only; the grid is then used with any solver (GITS reports gains for higher-order solvers too, but it is not their
 optimum: on the benchmark's mixtures it helps UniPC-bh2 and DDIM and can hurt UniPC-bh1 and, at 20+ steps, other
 multistep solvers, whose errors grow with uneven step ratios).
+
+This module sits beside ``schedules`` (a grid is its result) and below the samplers: the reference sampler is
+an argument, never looked up here. ``scorediff.samplers.fit_schedule`` / ``optimize_schedule`` take it by name.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .. import schedules
-from ..processes.base import Process
-from ._common import Denoiser
+from . import schedules
+from .processes.base import Process
+
+Denoiser = Callable[..., Tensor]
 
 
 @dataclass
@@ -122,7 +128,7 @@ def fit_schedule(
     *,
     fine_steps: int = 128,
     candidates: str | Tensor = "logsnr",
-    reference: str = "dpm_solver_pp_3m",
+    reference: Callable[..., Tensor],
     denoise_to_zero: bool = False,
     sigma_data: float = 1.0,
 ) -> ScheduleFit:
@@ -130,8 +136,6 @@ def fit_schedule(
 
     Args: as ``optimize_schedule``, without ``steps``; ``fit_schedule(...).grid(steps)`` is its result.
     """
-    from . import SAMPLERS  # the registry; imported here since the package's __init__ imports this module
-
     if isinstance(candidates, str):
         ts = schedules.make(candidates, fine_steps, process, denoise_to_zero=denoise_to_zero)
     else:
@@ -139,10 +143,8 @@ def fit_schedule(
         if ts.ndim != 1 or ts.numel() < 2 or float(ts[0]) != process.t_max or not bool((ts[1:] < ts[:-1]).all()):
             raise ValueError("candidates must be a strictly decreasing 1-D grid starting at t_max = "
                              f"{process.t_max:g}, got {ts.tolist()[:6]}...")
-    if reference not in SAMPLERS:
-        from ..utils import unknown
-
-        raise unknown("sampler", reference, SAMPLERS)
+    if not callable(reference):
+        raise ValueError(f"reference must be a sampler function (e.g. scorediff.samplers.SAMPLERS[name]), got {reference!r}")
     calls = [0]
     seen: dict[float, tuple[Tensor, Tensor]] = {}  # the reference's model calls: time -> (input, x0_hat)
 
@@ -156,7 +158,7 @@ def fit_schedule(
     x = torch.as_tensor(x)
     states = [x]
     with torch.no_grad():
-        SAMPLERS[reference](counted, process, x, ts, callback=lambda info: states.append(info["x"]))
+        reference(counted, process, x, ts, callback=lambda info: states.append(info["x"]))
         xs = torch.stack(states)  # (K + 1, B, ...)
         x0s = torch.empty_like(xs)
         x0s[-1] = xs[-1]
@@ -181,7 +183,7 @@ def optimize_schedule(
     *,
     fine_steps: int = 128,
     candidates: str | Tensor = "logsnr",
-    reference: str = "dpm_solver_pp_3m",
+    reference: Callable[..., Tensor],
     denoise_to_zero: bool = False,
     sigma_data: float = 1.0,
 ) -> Tensor:
@@ -194,7 +196,8 @@ def optimize_schedule(
         x: pilot start states at t_max (e.g. 256 draws of ``process.prior_sample``), not the evaluation starts.
         fine_steps: intervals of the candidate grid (made by ``schedules.make(candidates, fine_steps, ...)``).
         candidates: a ``schedules`` name or an explicit descending grid starting at t_max.
-        reference: the registered sampler that integrates the reference trajectory on the candidate grid.
+        reference: the sampler function (signature of ``scorediff.samplers``) that integrates the reference
+            trajectory on the candidate grid, e.g. ``SAMPLERS["dpm_solver_pp_3m"]``.
         denoise_to_zero: candidates (and so the result) end at t = 0, the last step denoising (see ``schedules``);
             where the chosen grid's last step starts is then also optimised.
         sigma_data: the data scale in the cost's normalisation.
