@@ -23,6 +23,9 @@ from scorediff.samplers import SAMPLERS
 
 CANDIDATES = ("uniform", "logsnr", "karras", "logsnr_cosine", "quadratic")
 PROCESSES = (("vp-discrete", {}), ("vp", {"schedule": "cosine"}), ("ve", {}), ("edm", {}), ("flow", {}))
+# --per-process (protocol 2): every registered process configuration, each selected on its own
+ALL_PROCESSES = (("vp-discrete", {}), ("vp-discrete", {"schedule": "cosine"}), ("vp", {}), ("vp", {"schedule": "cosine"}),
+                 ("sub-vp", {}), ("ve", {}), ("edm", {}), ("flow", {}))
 BUDGETS = (10, 20)
 EXCLUDED = ("ode", "annealed_langevin")
 KEEP_WITHIN = 1.10  # the current default stays if its score is within 10% of the best score
@@ -102,9 +105,12 @@ def errors(mix: A.GaussianMixture, proc, n: int) -> dict[tuple[str, str, int], f
     return out
 
 
-def worst_ratios(table: dict[tuple[str, str, str, int], float], name: str) -> dict[str, float]:
-    """For one sampler: each candidate's worst ratio to the per-case best over the cases in ``table``."""
-    cases = sorted({(prob, nfe) for (s, prob, _, nfe) in table if s == name})
+def worst_ratios(table: dict[tuple[str, str, str, int], float], name: str, process: str | None = None
+                 ) -> dict[str, float]:
+    """For one sampler: each candidate's worst ratio to the per-case best over the cases in ``table`` (those on
+    ``process`` only, when given)."""
+    cases = sorted({(prob, nfe) for (s, prob, _, nfe) in table
+                    if s == name and (process is None or prob.endswith(f" on {process}"))})
     worst = dict.fromkeys(CANDIDATES, 1.0)
     for prob, nfe in cases:
         errs = {g: table[(name, prob, g, nfe)] for g in CANDIDATES}
@@ -119,7 +125,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cache", default="", help="JSON file of per-case errors, reused when present")
+    ap.add_argument("--per-process", action="store_true",
+                    help="protocol 2: select a default per sampler and process, over every registered process")
     args = ap.parse_args()
+    processes = ALL_PROCESSES if args.per_process else PROCESSES
     n = 64 if args.quick else 128
     t0 = time.time()
     tables = {}
@@ -127,10 +136,10 @@ def main() -> None:
     cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
     for held_out in ([False] if args.quick else [False, True]):
         table = {}
-        for pname, popts in PROCESSES:
+        for pname, popts in processes:
             proc = P.make(pname, **popts)
             for prob, mix in problems(held_out).items():
-                case = f"{prob} on {pname}{'-cosine' if popts else ''}"
+                case = f"{prob} on {process_key(pname, popts)}"
                 if case not in cache:
                     # the held-out 64-D problem is the costly one: half the starts
                     m = n // 2 if mix.means.shape[1] >= 64 else n
@@ -141,6 +150,10 @@ def main() -> None:
                     table[(s, case, g, nfe)] = e
                 print(f"  done {case} ({time.time() - t0:.0f} s)", flush=True)
         tables[held_out] = table
+    if args.per_process:
+        per_process_table(tables, processes)
+        print(f"\nTotal time {time.time() - t0:.0f} s")
+        return
     print()
     print("| sampler | current default | " + " | ".join(f"{g} tune / held-out" for g in CANDIDATES)
           + " | selected | its held-out worst ratio |")
@@ -156,6 +169,34 @@ def main() -> None:
         cells = " | ".join(f"{tune[g]:.2f} / {held[g]:.2f}" for g in CANDIDATES)
         print(f"| {name} | {current} | {cells} | **{chosen}** | {held[chosen]:.2f} |")
     print(f"\nTotal time {time.time() - t0:.0f} s")
+
+
+def process_key(name: str, options: dict) -> str:
+    return f"{name}-cosine" if options.get("schedule") == "cosine" else name
+
+
+def per_process_table(tables: dict, processes) -> None:
+    """Protocol 2: per sampler and process, the candidate with the lowest worst ratio over that process's tuning
+    cases (the sampler's global default kept when within KEEP_WITHIN); the held-out worst ratio beside it."""
+    keys = [process_key(n, o) for n, o in processes]
+    print("\n| sampler | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    chosen: dict[str, dict[str, str]] = {}
+    for name, fn in SAMPLERS.items():
+        if name in EXCLUDED:
+            continue
+        cells = []
+        for key in keys:
+            tune = worst_ratios(tables[False], name, key)
+            held = worst_ratios(tables[True], name, key) if True in tables else dict.fromkeys(CANDIDATES, math.nan)
+            current = fn.info.default_schedule
+            best = min(CANDIDATES, key=lambda g: tune[g])
+            pick = current if current in tune and tune[current] <= KEEP_WITHIN * tune[best] else best
+            if pick != current:
+                chosen.setdefault(name, {})[key] = pick
+            cells.append(f"{pick} {tune[pick]:.2f} / {held[pick]:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nPROCESS_DEFAULTS =", json.dumps(chosen, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def process_from_scheduler(scheduler_or_config: Any) -> tuple[Process, parameter
     if "sigma_data" in cfg:  # EDM schedulers
         if pred == "sample":
             raise ValueError("EDM scheduler prediction_type 'sample' is not mapped; one of: epsilon, v_prediction")
-        process = EDM(float(cfg["sigma_min"]), float(cfg["sigma_max"]), float(cfg["sigma_data"]))
+        process = EDM(float(cfg["sigma_min"]), float(cfg["sigma_max"]))
         param = parameterizations.make("edm", sigma_data=float(cfg["sigma_data"]))
         return process, param, 0, -1.0 if pred == "v_prediction" else 1.0
     if cfg.get("rescale_betas_zero_snr"):

@@ -403,7 +403,7 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
     The grid "optimized" is fitted to the problem's exact denoiser on a pilot batch (``optimized_grid``);
     it is offered to deterministic fixed-step samplers only.
     """
-    from ..samplers import SAMPLERS, sample
+    from ..samplers import SAMPLERS, default_schedule, sample
 
     names = list(SAMPLERS) if samplers is None else list(samplers)
     grids = list(default_grids(process) if grids is None else grids)
@@ -419,7 +419,7 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
         seen = set()
         for grid in grids:
             base, at_t_min = (grid[: -len(T_MIN_SUFFIX)], True) if grid.endswith(T_MIN_SUFFIX) else (grid, False)
-            g = info.default_schedule if base == "default" else base
+            g = default_schedule(name, process) if base == "default" else base
             if (g, at_t_min) in seen or at_t_min and sigma0 > 0:  # VE already ends at t_min
                 continue
             if g == OPTIMIZED and (info.stochastic or adaptive):
@@ -440,7 +440,7 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
                 return sample(denoiser, process, x_T, sampler=name, steps=steps, seed=seed, schedule=g,
                               schedule_options=opts, dtype=dtype, **extra)
 
-            label = g + ("*" if g == info.default_schedule else "") + (T_MIN_SUFFIX if at_t_min else "")
+            label = g + ("*" if g == default_schedule(name, process) else "") + (T_MIN_SUFFIX if at_t_min else "")
             shown = name + "".join(f" {k}={v}" for k, v in extra.items())
             out.append(Config("scorediff", shown, label, bool(info.stochastic), run, adaptive=adaptive))
             if adaptive:

@@ -21,6 +21,7 @@ from ..schedule_fit import ScheduleFit
 from ..utils import check_options, unknown
 from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
+from ._defaults import PROCESS_DEFAULTS, process_key
 from .parallel import parallel
 
 # name -> sampler function; one line per sampler (no import side effects)
@@ -55,6 +56,14 @@ def options_of(name: str) -> dict[str, Any]:
         raise unknown("sampler", name, SAMPLERS)
     params = inspect.signature(SAMPLERS[name]).parameters
     return {k: p.default for k, p in params.items() if k not in _FRAMEWORK and p.kind == p.KEYWORD_ONLY}
+
+
+def default_schedule(name: str, process: Process) -> str:
+    """The default time grid of sampler ``name`` on ``process``: the process-aware table ``PROCESS_DEFAULTS``
+    (chosen by the protocol of benchmarks/README.md), else the sampler's own ``info.default_schedule``."""
+    if name not in SAMPLERS:
+        raise unknown("sampler", name, SAMPLERS)
+    return PROCESS_DEFAULTS.get(name, {}).get(process_key(process), SAMPLERS[name].info.default_schedule)
 
 
 def sampler_table() -> list[dict[str, Any]]:
@@ -120,7 +129,7 @@ def sample(
         sampler: a name in ``SAMPLERS``.
         steps: number of steps (grid intervals).
         seed: seeds a fresh generator for the prior and the sampler's noise (ignored if ``generator`` is given).
-        schedule: a ``scorediff.schedules`` name (default: the sampler's), or an explicit grid of times.
+        schedule: a ``scorediff.schedules`` name (default: ``default_schedule(sampler, process)``), or an explicit grid.
         schedule_options: keywords for ``schedules.make`` (e.g. ``{"denoise_to_zero": True}``).
         cond: conditioning keywords passed to every model call, e.g. ``{"y": labels}``.
         progress: show a progress bar over the steps.
@@ -139,7 +148,7 @@ def sample(
     if generator is None:
         generator = torch.Generator(device=device if device is not None else "cpu").manual_seed(int(seed))
     if schedule is None:
-        schedule = fn.info.default_schedule
+        schedule = default_schedule(sampler, process)
     if isinstance(schedule, str):
         ts = schedules.make(schedule, steps, process, **(schedule_options or {}))
     else:
@@ -170,4 +179,5 @@ def sample(
             bar.close()
 
 
-__all__ = ["SAMPLERS", "SamplerInfo", "ScheduleFit", "fit_schedule", "optimize_schedule", "options_of", "parallel", "sample", "sampler_table"]
+__all__ = ["PROCESS_DEFAULTS", "SAMPLERS", "SamplerInfo", "ScheduleFit", "default_schedule", "fit_schedule",
+           "optimize_schedule", "options_of", "parallel", "sample", "sampler_table"]
