@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "samplers": "samplers",
     "bench": "bench",
     "likelihood": "likelihood",
+    "train-classifier": "train_classifier",
 }
 
 

@@ -1,4 +1,4 @@
-"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE``."""
+"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE [--class Y --guidance S]``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: RUN/samples/sample_<sampler>_<steps>.png)")
     parser.add_argument("--class", dest="label", type=int, default=None,
                         help="class label for a class-conditional run (default: cycle through the classes)")
+    parser.add_argument("--guidance", type=float, default=None, metavar="SCALE",
+                        help="classifier-free guidance scale for a run trained with label dropout: 1 = the "
+                             "conditional model, 0 = unconditional, > 1 guided (default: none, i.e. 1)")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="guide only for times t in [LO, HI] (Kynkaanniemi et al. 2024); scale 1 elsewhere")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -61,6 +66,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--class given but run {args.run!r} is not class-conditional")
         if not 0 <= args.label < num_classes:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
+    denoiser = r.denoiser
+    if args.guidance is not None or args.guidance_interval is not None:
+        from ..guidance import classifier_free
+
+        if not r.class_conditional:
+            raise ValueError(f"--guidance given but run {args.run!r} is not class-conditional (net.class_conditional)")
+        if not r.config["net"]["label_dropout"] > 0:
+            raise ValueError(f"--guidance needs a run trained with label dropout (net.label_dropout > 0) for its "
+                             f"unconditional branch; {args.run!r} has net.label_dropout = 0")
+        denoiser = classifier_free(r.denoiser, 1.0 if args.guidance is None else args.guidance,
+                                   interval=args.guidance_interval)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels = [], []
     for start in range(0, args.num, args.batch):
@@ -70,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             y = (torch.full((n,), args.label) if args.label is not None
                  else torch.arange(start, start + n) % num_classes).to(args.device)
             cond, labels = {"y": y}, labels + [y.cpu()]
-        chunks.append(sample(r.denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
+        chunks.append(sample(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
                              generator=generator, device=args.device, progress=args.progress, cond=cond,
                              **options).cpu())
     x = torch.cat(chunks)

@@ -24,13 +24,17 @@ from typing import Any
 
 from torch import nn
 
+from .classifier import EncoderClassifier, MLPClassifier
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
 
 __all__ = [
     "ARCHITECTURES",
+    "CLASSIFIER_PRESETS",
+    "EncoderClassifier",
     "MLP",
+    "MLPClassifier",
     "NULL_LABEL",
     "PRESETS",
     "FourierEmbedding",
@@ -46,7 +50,9 @@ __all__ = [
 NULL_LABEL = -1
 
 # config "type" -> class; every constructor argument is a config key
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unet": UNet, "mlp": MLP, "unet-classifier": EncoderClassifier, "mlp-classifier": MLPClassifier,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. (2020), CIFAR-10 model: 35.7 M parameters.
@@ -79,6 +85,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Noise-conditional classifiers ``net(x_t, noise_input) -> logits (B, K)`` (classifier guidance; kept apart
+# from PRESETS, whose networks all map x to x's shape).
+CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
+    # the encoder half of unet-digits with a pooling head (8x8 digits, 10 classes)
+    "classifier-digits": {
+        "type": "unet-classifier", "in_channels": 1, "num_classes": 10, "channels": 16, "channel_mult": [1, 2, 4],
+        "num_res_blocks": 1, "attention_levels": [2], "time_injection": "scale_shift", "embedding": "sinusoidal",
+        "norm_groups": 8,
+    },
+    # toy (B, D) data
+    "classifier-2d": {
+        "type": "mlp-classifier", "dim": 2, "num_classes": 8, "width": 128, "depth": 3, "emb_dim": 64,
+        "embedding": "sinusoidal",
+    },
+}
+
+
 def _signature_defaults(cls: type[nn.Module]) -> dict[str, Any]:
     return {
         k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"
@@ -106,9 +129,10 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
     Raises ValueError for an unknown preset, type or key, naming it and listing the known ones.
     """
     if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ValueError(f"network preset {spec!r} unknown; one of: {', '.join(sorted(PRESETS))}")
-        config = copy.deepcopy(PRESETS[spec])
+        known = {**PRESETS, **CLASSIFIER_PRESETS}
+        if spec not in known:
+            raise ValueError(f"network preset {spec!r} unknown; one of: {', '.join(sorted(known))}")
+        config = copy.deepcopy(known[spec])
     elif isinstance(spec, dict):
         config = copy.deepcopy(spec)
     else:
@@ -126,7 +150,7 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
         )
     if shape is not None:
         shape = tuple(int(s) for s in shape)
-        if arch == "unet":
+        if "in_channels" in full:  # convolutional: the U-Net and its encoder-half classifier
             if len(shape) != 3:
                 raise ValueError(f"a U-Net needs data of shape (C, H, W), got {shape}")
             if "in_channels" not in overrides:
