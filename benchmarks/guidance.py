@@ -10,7 +10,7 @@
    these digits, so a sanity measure, not comparable to published FIDs). Figure docs/img/guidance_tradeoff.png.
 3. ``solvers``: the known trouble of high-order multistep solvers under strong guidance (Lu et al. 2022,
    DPM-Solver++, sec. 4): for each sampler, steps and scale, the RMS distance of the samples to a
-   converged solution of the same guided ODE from the same noise (Heun, 512 steps), on the oracle
+   converged solution of the same guided ODE from the same noise (Heun, 256 steps), on the oracle
    (mixture64, classes = components, the exact conditional denoiser) and on the digits model; and, on
    digits, the fraction of pixels outside [-1, 1] and the same with dynamic thresholding (Saharia et al.
    2022) applied by the wrapper (whose reference also uses it).
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from scorediff import analytic, guidance, plotting  # noqa: E402
 from scorediff import processes as P  # noqa: E402
-from scorediff.samplers import sample  # noqa: E402
+from scorediff.samplers import SAMPLERS, sample  # noqa: E402
 
 SOLVERS = ["ddim", "heun", "dpm_solver", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc_bh2", "unipc_bh2_3"]
 
@@ -130,46 +130,64 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a - b) ** 2).mean().sqrt())
 
 
-def part_solvers(r, steps_list=(10, 20), scales=(1.0, 4.0, 8.0, 16.0)) -> None:
+class _Counted:
+    """Counts model calls of a denoiser (the network wrapper has no counter of its own)."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.nfe = denoiser, 0
+
+    def __call__(self, x, t, **cond):
+        self.nfe += 1
+        return self.denoiser(x, t, **cond)
+
+
+def part_solvers(r, budgets=(10, 20), scales=(1.0, 4.0, 8.0, 16.0)) -> None:
     # the oracle: mixture64 (10 classes = components), EDM process, exact conditional denoiser
     mix, proc = analytic.mixture64(), P.make("edm")
-    D = mix.conditional_denoiser(proc)
     n = 500
     labels = torch.arange(n) % 10
     start = proc.prior_sample((n, 64), torch.Generator().manual_seed(2), dtype=torch.float64)
     print("Oracle (mixture64, EDM, exact conditional denoiser): RMS distance to the converged guided ODE solution")
-    print("(Heun, 512 steps) from the same noise; `nan` = diverged.\n")
-    _solver_table(lambda s: guidance.classifier_free(D, s), proc, start, labels, steps_list, scales)
+    print("(Heun, 256 steps) from the same noise, at a budget of about 10 and 20 model calls (NFE, measured).\n")
+    _solver_table(lambda: mix.conditional_denoiser(proc), {}, proc, start, labels, budgets, scales)
     # the digits model
     n = 200
     labels = torch.arange(n) % 10
     start = r.process.prior_sample((n, *r.shape), torch.Generator().manual_seed(3))
     print("\nDigits model (digits-cond run): RMS distance (pixels in [-1, 1]) to the converged guided solution, and "
-          "the fraction of pixels outside [-1, 1]; then with dynamic thresholding (p = 0.995).\n")
-    _solver_table(lambda s: guidance.classifier_free(r.denoiser, s), r.process, start, labels, steps_list, scales,
-                  pixels=True)
+          "(in brackets) the fraction of pixels outside [-1, 1]; then with dynamic thresholding (p = 0.995).\n")
+    _solver_table(lambda: r.denoiser, {}, r.process, start, labels, budgets, scales, pixels=True)
     print()
-    _solver_table(lambda s: guidance.classifier_free(r.denoiser, s, threshold=0.995), r.process, start, labels,
-                  steps_list, scales[1:], pixels=True)
+    _solver_table(lambda: r.denoiser, {"threshold": 0.995}, r.process, start, labels, budgets, scales[1:], pixels=True)
 
 
-def _solver_table(make, process, start, labels, steps_list, scales, pixels=False) -> None:
-    refs = {s: sample(make(s), process, start, sampler="heun", steps=512, dtype=start.dtype, cond={"y": labels})
-            for s in scales}
-    head = "| sampler | steps | " + " | ".join(f"scale {s:g}" for s in scales) + " |"
-    print(head)
+def _steps_for(name: str, nfe: int) -> int:
+    """Steps that spend about ``nfe`` model calls (Heun: 2 per step but 1 on the last; DPM-Solver-3: 3)."""
+    per = SAMPLERS[name].info.nfe_per_step
+    return max(1, (nfe + 1) // 2 if name == "heun" else int(nfe // per))
+
+
+def _solver_table(make_denoiser, options, process, start, labels, budgets, scales, pixels=False) -> None:
+    def run(s, name, steps):
+        d = _Counted(make_denoiser())
+        x = sample(guidance.classifier_free(d, s, **options), process, start, sampler=name, steps=steps,
+                   dtype=start.dtype, cond={"y": labels})
+        return x, d.nfe
+
+    refs = {s: run(s, "heun", 256)[0] for s in scales}
+    print("| sampler | NFE | " + " | ".join(f"scale {s:g}" for s in scales) + " |")
     print("|" + "---|" * (2 + len(scales)))
     for name in SOLVERS:
-        for steps in steps_list:
+        for budget in budgets:
             cells = []
             for s in scales:
-                x = sample(make(s), process, start, sampler=name, steps=steps, dtype=start.dtype, cond={"y": labels})
+                x, nfe = run(s, name, _steps_for(name, budget))
                 err = _rms(x, refs[s])
                 cell = "nan" if not math.isfinite(err) else f"{err:.3f}"
                 if pixels:
                     cell += f" ({float((x.abs() > 1).double().mean()):.2f})"
                 cells.append(cell)
-            print(f"| {name} | {steps} | " + " | ".join(cells) + " |")
+            print(f"| {name} | {nfe} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
