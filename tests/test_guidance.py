@@ -355,6 +355,7 @@ def test_cli_guided_sampling_and_classifier(cond_runs, tmp_path, capsys):
     ("nodropout", ["--guidance", "2"], "label dropout"),
     ("dropout", ["--guidance", "-1"], "scale must be >= 0, got -1"),
     ("dropout", ["--class", "10", "--guidance", "2"], "--class must lie in 0..9, got 10"),
+    ("dropout", ["--guidance-interval", "0.1", "1"], "--guidance-interval needs --guidance"),
 ])
 def test_cli_guidance_errors(cond_runs, capsys, tmp_path, run, args, message):
     assert main(["sample", str(cond_runs[run]), "--steps", "2", "--num", "2", "--out", str(tmp_path / "x.png"),

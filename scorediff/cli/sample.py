@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.label < num_classes:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
     denoiser = r.denoiser
-    if args.guidance is not None or args.guidance_interval is not None:
+    if args.guidance_interval is not None and args.guidance is None:
+        raise ValueError("--guidance-interval needs --guidance SCALE (the scale to apply inside the interval)")
+    if args.guidance is not None:
         from ..guidance import classifier_free
 
         if not r.class_conditional:
@@ -75,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if not r.config["net"]["label_dropout"] > 0:
             raise ValueError(f"--guidance needs a run trained with label dropout (net.label_dropout > 0) for its "
                              f"unconditional branch; {args.run!r} has net.label_dropout = 0")
-        denoiser = classifier_free(r.denoiser, 1.0 if args.guidance is None else args.guidance,
-                                   interval=args.guidance_interval)
+        denoiser = classifier_free(r.denoiser, args.guidance, interval=args.guidance_interval)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels = [], []
     for start in range(0, args.num, args.batch):
