@@ -70,7 +70,9 @@ def dynamic_threshold(x0: Tensor, percentile: float = 0.995) -> Tensor:
     if not 0 < percentile <= 1:
         raise ValueError(f"dynamic threshold percentile must lie in (0, 1], got {percentile}")
     flat = x0.reshape(x0.shape[0], -1).abs()
-    s = torch.quantile(flat.float(), percentile, dim=1).to(x0.dtype).clamp_min(1.0)
+    if flat.dtype in (torch.float16, torch.bfloat16):  # torch.quantile takes float32 / float64 only
+        flat = flat.float()
+    s = torch.quantile(flat, percentile, dim=1).to(x0.dtype).clamp_min(1.0)
     s = append_dims(s, x0.ndim)
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
@@ -102,7 +104,7 @@ class ClassifierFree(_Wrapper):
             s = torch.where((t >= lo) & (t <= hi), s, torch.ones_like(s))  # s = 1 (no guidance) outside
         if bool((s == 1).all()):  # the conditional model alone: one call on B examples
             x0 = self.denoiser(x, t, y=y, **cond)
-        elif bool((s == 0).all()):  # the unconditional model alone
+        elif bool((s == 0).all()) and self.rescale == 0:  # the unconditional model alone
             x0 = self.denoiser(x, t, y=torch.full_like(y, NULL_LABEL), **cond)
         else:
             # both branches in one call on 2B examples: [conditional; unconditional]
