@@ -340,7 +340,8 @@ def test_cli_guided_sampling_and_classifier(cond_runs, tmp_path, capsys):
     run = cond_runs["dropout"]
     out = tmp_path / "g.png"
     assert main(["sample", str(run), "--steps", "2", "--num", "5", "--class", "3", "--guidance", "2.5",
-                 "--guidance-interval", "0.1", "10", "--out", str(out)]) == 0
+                 "--guidance-interval", "0.1", "10", "--guidance-threshold", "0.99", "--guidance-rescale", "0.5",
+                 "--out", str(out)]) == 0
     data = np.load(tmp_path / "g.npz")
     assert data["samples"].shape == (5, 1, 8, 8) and (data["labels"] == 3).all()
     assert main(["train-classifier", str(run), "--steps", "3", "--batch", "8"]) == 0
@@ -355,7 +356,9 @@ def test_cli_guided_sampling_and_classifier(cond_runs, tmp_path, capsys):
     ("nodropout", ["--guidance", "2"], "label dropout"),
     ("dropout", ["--guidance", "-1"], "scale must be >= 0, got -1"),
     ("dropout", ["--class", "10", "--guidance", "2"], "--class must lie in 0..9, got 10"),
-    ("dropout", ["--guidance-interval", "0.1", "1"], "--guidance-interval needs --guidance"),
+    ("dropout", ["--guidance-interval", "0.1", "1"], "--guidance-interval need(s) --guidance SCALE"),
+    ("dropout", ["--guidance", "3", "--guidance-threshold", "1.5"], "percentile must lie in (0, 1], got 1.5"),
+    ("dropout", ["--guidance", "3", "--guidance-rescale", "2"], "rescale must lie in [0, 1], got 2"),
 ])
 def test_cli_guidance_errors(cond_runs, capsys, tmp_path, run, args, message):
     assert main(["sample", str(cond_runs[run]), "--steps", "2", "--num", "2", "--out", str(tmp_path / "x.png"),

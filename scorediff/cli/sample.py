@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "conditional model, 0 = unconditional, > 1 guided (default: none, i.e. 1)")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                         help="guide only for times t in [LO, HI] (Kynkaanniemi et al. 2024); scale 1 elsewhere")
+    parser.add_argument("--guidance-threshold", type=float, default=None, metavar="P",
+                        help="dynamic thresholding of the guided x0 at percentile P, e.g. 0.995 (Saharia et al. "
+                             "2022; images in [-1, 1])")
+    parser.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                        help="std-rescale of the guided x0, PHI in [0, 1] (Lin et al. 2024; default 0 = off)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -67,8 +72,11 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.label < num_classes:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
     denoiser = r.denoiser
-    if args.guidance_interval is not None and args.guidance is None:
-        raise ValueError("--guidance-interval needs --guidance SCALE (the scale to apply inside the interval)")
+    extras = [name for name, given in (("--guidance-interval", args.guidance_interval is not None),
+                                       ("--guidance-threshold", args.guidance_threshold is not None),
+                                       ("--guidance-rescale", args.guidance_rescale != 0.0)) if given]
+    if extras and args.guidance is None:
+        raise ValueError(f"{', '.join(extras)} need(s) --guidance SCALE")
     if args.guidance is not None:
         from ..guidance import classifier_free
 
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         if not r.config["net"]["label_dropout"] > 0:
             raise ValueError(f"--guidance needs a run trained with label dropout (net.label_dropout > 0) for its "
                              f"unconditional branch; {args.run!r} has net.label_dropout = 0")
-        denoiser = classifier_free(r.denoiser, args.guidance, interval=args.guidance_interval)
+        denoiser = classifier_free(r.denoiser, args.guidance, interval=args.guidance_interval,
+                                   rescale=args.guidance_rescale, threshold=args.guidance_threshold)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels = [], []
     for start in range(0, args.num, args.batch):
