@@ -8,14 +8,16 @@
    same for the real digits of that class), and the Frechet distance between samples and the real digits in
    the classifier's penultimate features ("FID" with our classifier in place of Inception; trained on
    these digits, so a sanity measure, not comparable to published FIDs). Figure docs/img/guidance_tradeoff.png.
-3. ``solvers``: the known trouble of high-order multistep solvers under strong guidance (Lu et al. 2022,
+3. ``threshold``: the same quality measures for DPM-Solver++(2M), 10 steps, at scales 4, 8, 16 with and
+   without dynamic thresholding.
+4. ``solvers``: the known trouble of high-order multistep solvers under strong guidance (Lu et al. 2022,
    DPM-Solver++, sec. 4): for each sampler, steps and scale, the RMS distance of the samples to a
    converged solution of the same guided ODE from the same noise (Heun, 256 steps), on the oracle
    (mixture64, classes = components, the exact conditional denoiser) and on the digits model; and, on
    digits, the fraction of pixels outside [-1, 1] and the same with dynamic thresholding (Saharia et al.
    2022) applied by the wrapper (whose reference also uses it).
 
-    python benchmarks/guidance.py [--run runs/digits-cond] [--parts scales,tradeoff,solvers]
+    python benchmarks/guidance.py [--run runs/digits-cond] [--parts scales,tradeoff,threshold,solvers]
 
 The run (``scorediff train digits-cond``, ~3 min) and its classifier (``scorediff train-classifier``, ~4 min)
 are trained first if the folder lacks them. Prints markdown tables.
@@ -84,14 +86,45 @@ def part_scales(r, out: Path) -> None:
     print(f"wrote {out}: rows = guidance scale 0, 1, 2, 4; columns = classes 0..9, same noise per column\n")
 
 
-def part_tradeoff(r, clf, out: Path, per_class: int = 50) -> None:
-    from scorediff import data
+class Quality:
+    """Classifier accuracy, within-class diversity (real = 1) and FD in classifier features of digit samples."""
 
-    real = data.make("digits")
-    xr, yr = real.x, real.y
-    with torch.no_grad():
-        fr = clf.features(xr).numpy()
-    div_real = [mean_pairwise(xr[yr == c]) for c in range(10)]
+    def __init__(self, clf):
+        from scorediff import data
+
+        real = data.make("digits")
+        self.clf = clf
+        with torch.no_grad():
+            self.fr = clf.features(real.x).numpy()
+        self.div_real = [mean_pairwise(real.x[real.y == c]) for c in range(10)]
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+        clf = self.clf
+        with torch.no_grad():
+            acc = float((clf(x, clf.t_range[0]).argmax(1) == labels).double().mean())
+            f = clf.features(x).numpy()
+        div = float(np.mean([mean_pairwise(x[labels == c]) / self.div_real[c] for c in range(10)]))
+        return acc, div, frechet(f, self.fr)
+
+
+def part_threshold(r, clf, per_class: int = 50) -> None:
+    """Does dynamic thresholding help the samples (not only the solver)? DPM-Solver++(2M), 10 steps."""
+    quality = Quality(clf)
+    labels = torch.arange(10).repeat_interleave(per_class)
+    start = r.process.prior_sample((labels.numel(), *r.shape), torch.Generator().manual_seed(1))
+    print("| scale | threshold | classifier accuracy | within-class diversity | FD in classifier features |")
+    print("|---|---|---|---|---|")
+    for s in (4.0, 8.0, 16.0):
+        for p in (None, 0.995):
+            x = sample(guidance.classifier_free(r.denoiser, s, threshold=p), r.process, start,
+                       sampler="dpm_solver_pp_2m", steps=10, cond={"y": labels}).clamp(-1, 1)
+            acc, div, fd = quality(x, labels)
+            print(f"| {s:g} | {p or 'off'} | {acc:.3f} | {div:.3f} | {fd:.2f} |")
+    print()
+
+
+def part_tradeoff(r, clf, out: Path, per_class: int = 50) -> None:
+    quality = Quality(clf)
     labels = torch.arange(10).repeat_interleave(per_class)
     start = r.process.prior_sample((labels.numel(), *r.shape), torch.Generator().manual_seed(1))
     scales = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
@@ -101,11 +134,7 @@ def part_tradeoff(r, clf, out: Path, per_class: int = 50) -> None:
     for s in scales:
         x = sample(guidance.classifier_free(r.denoiser, s), r.process, start, sampler="heun", steps=18,
                    cond={"y": labels})
-        with torch.no_grad():
-            acc = float((clf(x, clf.t_range[0]).argmax(1) == labels).double().mean())
-            f = clf.features(x).numpy()
-        div = float(np.mean([mean_pairwise(x[labels == c]) / div_real[c] for c in range(10)]))
-        fd = frechet(f, fr)
+        acc, div, fd = quality(x, labels)
         rows.append((s, acc, div, fd))
         print(f"| {s:g} | {acc:.3f} | {div:.3f} | {fd:.2f} |")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -197,8 +226,8 @@ def _solver_table(make_denoiser, options, process, start, labels, budgets, scale
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/digits-cond")
-    parser.add_argument("--parts", default="scales,tradeoff,solvers",
-                        help="comma-separated: scales, tradeoff, solvers (= solvers-oracle + solvers-digits)")
+    parser.add_argument("--parts", default="scales,tradeoff,threshold,solvers",
+                        help="comma-separated: scales, tradeoff, threshold, solvers (= solvers-oracle + solvers-digits)")
     parser.add_argument("--img", default=str(ROOT / "docs" / "img"))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -216,6 +245,8 @@ def main() -> None:
         part_scales(r, img / "guidance_scales.png")
     if "tradeoff" in parts:
         part_tradeoff(r, clf, img / "guidance_tradeoff.png")
+    if "threshold" in parts:
+        part_threshold(r, clf)
     if "solvers" in parts or "solvers-oracle" in parts:
         part_solvers_oracle()
     if "solvers" in parts or "solvers-digits" in parts:
