@@ -238,13 +238,16 @@ CLASSIFIER_FILES = ("config.json", "model.safetensors", "info.json")
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> TimeClassifier:
     """Load a classifier folder (``config.json`` network config, ``model.safetensors``, ``info.json`` with
-    num_classes, shape, process, parameterization, t_range) written by ``scorediff train-classifier``.
+    num_classes, shape, process, parameterization, t_range) written by ``scorediff train-classifier``; the path of
+    one of its files also names it.
     Only JSON and safetensors are read; nothing is unpickled. Returns the classifier in eval mode."""
     from safetensors.torch import load_file
 
     from . import nets
 
     path = Path(path)
+    if path.is_file() and path.name in CLASSIFIER_FILES:  # a file of the folder named instead of the folder
+        path = path.parent
     for name in CLASSIFIER_FILES:
         if not (path / name).exists():
             raise FileNotFoundError(f"{str(path)!r} is not a classifier folder ({name} missing); "

@@ -308,6 +308,8 @@ def test_classifier_folder_round_trip(trained_2d):
         assert torch.allclose(back.features(x), clf.net.features(x, clf.param.c_noise(proc, torch.full((10,), proc.t_min))),
                               atol=1e-5)
     assert back.features(x).shape == (10, 128)
+    same = guidance.load_classifier(folder / "model.safetensors")  # a file of the folder names it too
+    assert torch.equal(same(x, t), back(x, t))
     # guidance with the learned classifier runs under no_grad and uses autograd inside
     g = guidance.classifier(analytic.ring2d().denoiser(proc), proc, back.log_prob, 2.0)
     x = scorediff.sample(g, proc, (64, 2), sampler="ddim", steps=10, cond={"y": torch.full((64,), 3)})
