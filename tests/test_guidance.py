@@ -348,6 +348,15 @@ def test_cli_guided_sampling_and_classifier(cond_runs, tmp_path, capsys):
     assert data["samples"].shape == (5, 1, 8, 8) and (data["labels"] == 3).all()
     assert main(["train-classifier", str(run), "--steps", "3", "--batch", "8"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(run / "classifier")
+    # classifier guidance with that classifier, on the class-conditional run (its null label) ...
+    assert main(["sample", str(run), "--steps", "2", "--num", "4", "--class", "7", "--classifier-guidance", "3",
+                 "--out", str(tmp_path / "c.png")]) == 0
+    assert (np.load(tmp_path / "c.npz")["labels"] == 7).all()
+    # ... and on an unconditional run of the same data
+    uncond = cond_runs["uncond"]
+    assert main(["sample", str(uncond), "--steps", "2", "--num", "3", "--class", "2", "--classifier-guidance", "1",
+                 "--classifier", str(run / "classifier"), "--out", str(tmp_path / "u.png")]) == 0
+    assert np.isfinite(np.load(tmp_path / "u.npz")["samples"]).all()
     clf = guidance.load_classifier(run / "classifier")
     assert clf.num_classes == 10 and clf.shape == (1, 8, 8) and clf.features(torch.zeros(2, 1, 8, 8)).shape == (2, 16)  # unet-tiny: 8 x 2
 
@@ -361,6 +370,10 @@ def test_cli_guided_sampling_and_classifier(cond_runs, tmp_path, capsys):
     ("dropout", ["--guidance-interval", "0.1", "1"], "--guidance-interval need(s) --guidance SCALE"),
     ("dropout", ["--guidance", "3", "--guidance-threshold", "1.5"], "percentile must lie in (0, 1], got 1.5"),
     ("dropout", ["--guidance", "3", "--guidance-rescale", "2"], "rescale must lie in [0, 1], got 2"),
+    ("nodropout", ["--classifier-guidance", "2"], "needs an unconditional model"),
+    ("uncond", ["--classifier-guidance", "2"], "not a classifier folder"),
+    ("uncond", ["--classifier", "x"], "--classifier needs --classifier-guidance"),
+    ("dropout", ["--classifier-guidance", "-1"], "classifier guidance scale must be >= 0, got -1"),
 ])
 def test_cli_guidance_errors(cond_runs, capsys, tmp_path, run, args, message):
     assert main(["sample", str(cond_runs[run]), "--steps", "2", "--num", "2", "--out", str(tmp_path / "x.png"),

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "2022; images in [-1, 1])")
     parser.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
                         help="std-rescale of the guided x0, PHI in [0, 1] (Lin et al. 2024; default 0 = off)")
+    parser.add_argument("--classifier-guidance", type=float, default=None, metavar="SCALE",
+                        help="classifier guidance (Dhariwal & Nichol 2021) with the run's noisy classifier "
+                             "(`scorediff train-classifier`); works for unconditional runs too")
+    parser.add_argument("--classifier", default=None, metavar="DIR",
+                        help="the classifier folder for --classifier-guidance (default: RUN/classifier)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -66,8 +71,26 @@ def run(args: argparse.Namespace) -> int:
     if args.schedule is not None:
         options["schedule"] = args.schedule
     num_classes = int(r.info.get("num_classes") or 0)
+    clf = None
+    if args.classifier is not None and args.classifier_guidance is None:
+        raise ValueError("--classifier needs --classifier-guidance SCALE")
+    if args.classifier_guidance is not None:
+        from ..guidance import load_classifier
+
+        if args.guidance is not None:
+            raise ValueError("give --guidance (classifier-free) or --classifier-guidance, not both")
+        if not args.classifier_guidance >= 0:  # before the classifier is loaded
+            raise ValueError(f"classifier guidance scale must be >= 0, got {args.classifier_guidance:g}")
+        if r.class_conditional and not r.config["net"]["label_dropout"] > 0:
+            raise ValueError(f"--classifier-guidance needs an unconditional model; run {args.run!r} is "
+                             f"class-conditional without label dropout, so it has none")
+        clf = load_classifier(args.classifier or r.path / "classifier", device=args.device)
+        if clf.shape != r.shape:
+            raise ValueError(f"classifier {str(args.classifier or r.path / 'classifier')!r} is for data of shape "
+                             f"{clf.shape}, run {args.run!r} makes {r.shape}")
+        num_classes = clf.num_classes
     if args.label is not None:
-        if not r.class_conditional:
+        if not r.class_conditional and clf is None:
             raise ValueError(f"--class given but run {args.run!r} is not class-conditional")
         if not 0 <= args.label < num_classes:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
@@ -87,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
                              f"unconditional branch; {args.run!r} has net.label_dropout = 0")
         denoiser = classifier_free(r.denoiser, args.guidance, interval=args.guidance_interval,
                                    rescale=args.guidance_rescale, threshold=args.guidance_threshold)
+    if clf is not None:
+        from ..guidance import classifier
+
+        denoiser = classifier(r.denoiser, r.process, clf.log_prob, args.classifier_guidance)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels = [], []
     for start in range(0, args.num, args.batch):
         n = min(args.batch, args.num - start)
         cond = {}
-        if r.class_conditional:
+        if r.class_conditional or clf is not None:
             y = (torch.full((n,), args.label) if args.label is not None
                  else torch.arange(start, start + n) % num_classes).to(args.device)
             cond, labels = {"y": y}, labels + [y.cpu()]
