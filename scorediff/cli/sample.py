@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         if clf.shape != r.shape:
             raise ValueError(f"classifier {str(args.classifier or r.path / 'classifier')!r} is for data of shape "
                              f"{clf.shape}, run {args.run!r} makes {r.shape}")
+        if clf.process.config() != r.process.config():  # the same t must mean the same noise level
+            raise ValueError(f"classifier was trained for process {clf.process.config()}, run {args.run!r} uses "
+                             f"{r.process.config()}")
         num_classes = clf.num_classes
     if args.label is not None:
         if not r.class_conditional and clf is None:
