@@ -36,8 +36,7 @@ from torch import Tensor, nn
 import scorediff
 from scorediff import losses, nets, parameterizations, processes
 from scorediff.analytic import GaussianMixture, ring2d
-from scorediff.score_matching import langevin_dynamics
-from scorediff.score_matching import sliced_score_matching
+from scorediff.score_matching import langevin_dynamics, sliced_score_matching
 
 
 def mode_weights(x: Tensor, mix: GaussianMixture) -> Tensor:

@@ -125,6 +125,55 @@ class GaussianMixture:
         """p(k | x_t), shape (B, K)."""
         return torch.softmax(self._joint(x, t, process)[-1], dim=1)
 
+    # -- classes: sub-mixtures and the exact conditionals (classifier and classifier-free guidance's truth)
+    def _class_map(self, class_map) -> Tensor:
+        """(K,) class of every component; the identity (classes = components) when None."""
+        if class_map is None:
+            return torch.arange(self.num_components)
+        c = torch.as_tensor(class_map, dtype=torch.long).flatten()
+        if c.numel() != self.num_components or (c < 0).any():
+            raise ValueError(
+                f"class_map must give a class >= 0 for each of the {self.num_components} components, got {c.tolist()}"
+            )
+        missing = sorted(set(range(int(c.max()) + 1)) - set(c.tolist()))
+        if missing:
+            raise ValueError(f"class_map leaves class(es) {missing} without a component; classes are 0..C-1")
+        return c
+
+    def num_classes(self, class_map=None) -> int:
+        """C, the number of classes under ``class_map`` (K when None)."""
+        return int(self._class_map(class_map).max()) + 1
+
+    def class_weights(self, class_map=None) -> Tensor:
+        """p(y), shape (C,): the summed weights of each class's components."""
+        c = self._class_map(class_map)
+        return torch.zeros(int(c.max()) + 1, dtype=torch.float64).index_add_(0, c, self.weights)
+
+    def class_mixture(self, y: int, class_map=None) -> GaussianMixture:
+        """p0(x | y), the sub-mixture of the components of class y (weights renormalised)."""
+        c = self._class_map(class_map)
+        if not 0 <= int(y) <= int(c.max()):
+            raise ValueError(f"class {y} out of range; classes are 0..{int(c.max())}")
+        idx = (c == int(y)).nonzero().flatten()
+        return GaussianMixture(self.weights[idx], self.means[idx], self.covs[idx], self.event_shape)
+
+    def class_log_posterior(self, x: Tensor, t, process: Process, class_map=None) -> Tensor:
+        """log p(y | x_t), shape (B, C): the component log-posterior summed (log-sum-exp) within each class.
+
+        Differentiable in x (computed in float64), so ``classifier`` guidance can take its gradient.
+        """
+        c = self._class_map(class_map).to(x.device)
+        logj = self._joint(x, t, process)[-1]
+        logpost = logj - torch.logsumexp(logj, dim=1, keepdim=True)
+        member = c[None, :] == torch.arange(int(c.max()) + 1, device=x.device)[:, None]  # (C, K)
+        return torch.logsumexp(logpost[:, None, :].masked_fill(~member[None], -math.inf), dim=2)
+
+    def conditional_denoiser(self, process: Process, class_map=None) -> ConditionalDenoiser:
+        """The exact class-conditional Denoiser D(x, t, y) = E[x0 | x_t, y] (per example), usable as a
+        classifier-free-guidance model: y = -1 (the null label) or y=None gives the unconditional E[x0 | x_t].
+        ``D.nfe`` counts its calls (one per batched call, whatever the labels)."""
+        return ConditionalDenoiser(self, process, self._class_map(class_map))
+
     def score(self, x: Tensor, t, process: Process) -> Tensor:
         """grad_x log p_t(x), same shape and dtype as x."""
         _, _, z, var, logj = self._joint(x, t, process)
@@ -135,6 +184,10 @@ class GaussianMixture:
     def x0_mean(self, x: Tensor, t, process: Process) -> Tensor:
         """The exact denoiser E[x0 | x_t] (Tweedie), same shape and dtype as x."""
         _, alpha, z, var, logj = self._joint(x, t, process)
+        return self._posterior_mean(x, alpha, z, var, logj)
+
+    def _posterior_mean(self, x: Tensor, alpha: Tensor, z: Tensor, var: Tensor, logj: Tensor) -> Tensor:
+        """sum_k softmax(logj)_k E[x0 | x_t, k]; a logj of -inf drops component k (class conditioning)."""
         post = torch.softmax(logj, dim=1)
         gain = alpha[:, None, None] * self.evals[None] / var  # alpha lam / (alpha^2 lam + sigma^2)
         m = self.means[None] + torch.einsum("kde,bke->bkd", self.evecs, gain * z)
@@ -203,6 +256,31 @@ class ExactDenoiser:
     def __call__(self, x: Tensor, t, **cond) -> Tensor:
         self.nfe += 1
         return self.mixture.x0_mean(x, t, self.process)
+
+
+class ConditionalDenoiser:
+    """D(x, t, y) = E[x0 | x_t, y] of a GaussianMixture whose components carry classes (``class_map``).
+
+    For each example, the components outside its class y get zero posterior weight: the exact denoiser of
+    the class's sub-mixture. y = -1 (``scorediff.nets.NULL_LABEL``) or y=None: the unconditional E[x0 | x_t].
+    One evaluation (``nfe`` + 1) per call, whatever mix of labels the batch holds.
+    """
+
+    def __init__(self, mixture: GaussianMixture, process: Process, class_map: Tensor):
+        self.mixture, self.process, self.class_map, self.nfe = mixture, process, class_map, 0
+        self.num_classes = int(class_map.max()) + 1
+
+    def __call__(self, x: Tensor, t, y: Tensor | None = None, **cond) -> Tensor:
+        self.nfe += 1
+        m = self.mixture
+        _, alpha, z, var, logj = m._joint(x, t, self.process)
+        if y is not None:
+            y = torch.as_tensor(y, device=x.device).long().expand(x.shape[0])
+            if ((y < -1) | (y >= self.num_classes)).any():
+                raise ValueError(f"labels must lie in -1..{self.num_classes - 1}, got {sorted(set(y.tolist()))}")
+            keep = (self.class_map.to(x.device)[None, :] == y[:, None]) | (y[:, None] < 0)  # (B, K)
+            logj = logj.masked_fill(~keep, -math.inf)
+        return m._posterior_mean(x, alpha, z, var, logj)
 
 
 # -- ready-made mixtures ------------------------------------------------------------------------------

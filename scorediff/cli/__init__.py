@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "report": "report",
     "export": "export",
+    "train-classifier": "train_classifier",
 }
 
 

@@ -1,4 +1,4 @@
-"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE``."""
+"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE [--class Y --guidance S]``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: RUN/samples/sample_<sampler>_<steps>.png)")
     parser.add_argument("--class", dest="label", type=int, default=None,
                         help="class label for a class-conditional run (default: cycle through the classes)")
+    parser.add_argument("--guidance", type=float, default=None, metavar="SCALE",
+                        help="classifier-free guidance scale for a run trained with label dropout: 1 = the "
+                             "conditional model, 0 = unconditional, > 1 guided (default: none, i.e. 1)")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="guide only for times t in [LO, HI] (Kynkaanniemi et al. 2024); scale 1 elsewhere")
+    parser.add_argument("--guidance-threshold", type=float, default=None, metavar="P",
+                        help="dynamic thresholding of the guided x0 at percentile P, e.g. 0.995 (Saharia et al. "
+                             "2022; images in [-1, 1])")
+    parser.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                        help="std-rescale of the guided x0, PHI in [0, 1] (Lin et al. 2024; default 0 = off)")
+    parser.add_argument("--classifier-guidance", type=float, default=None, metavar="SCALE",
+                        help="classifier guidance (Dhariwal & Nichol 2021) with the run's noisy classifier "
+                             "(`scorediff train-classifier`); works for unconditional runs too")
+    parser.add_argument("--classifier", default=None, metavar="DIR",
+                        help="the classifier folder for --classifier-guidance (default: RUN/classifier)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -72,30 +87,71 @@ def run(args: argparse.Namespace) -> int:
         options["schedule"] = args.schedule
     check_sampler_options(sampler, options)
     num_classes = int(r.info.get("num_classes") or 0)
+    clf = None
+    if args.classifier is not None and args.classifier_guidance is None:
+        raise ValueError("--classifier needs --classifier-guidance SCALE")
+    if args.classifier_guidance is not None:
+        from ..guidance import load_classifier
+
+        if args.guidance is not None:
+            raise ValueError("give --guidance (classifier-free) or --classifier-guidance, not both")
+        if not args.classifier_guidance >= 0:  # before the classifier is loaded
+            raise ValueError(f"classifier guidance scale must be >= 0, got {args.classifier_guidance:g}")
+        if r.class_conditional and not r.config["net"]["label_dropout"] > 0:
+            raise ValueError(f"--classifier-guidance needs an unconditional model; run {args.run!r} is "
+                             f"class-conditional without label dropout, so it has none")
+        clf = load_classifier(args.classifier or r.path / "classifier", device=args.device)
+        if clf.shape != r.shape:
+            raise ValueError(f"classifier {str(args.classifier or r.path / 'classifier')!r} is for data of shape "
+                             f"{clf.shape}, run {args.run!r} makes {r.shape}")
+        if clf.process.config() != r.process.config():  # the same t must mean the same noise level
+            raise ValueError(f"classifier was trained for process {clf.process.config()}, run {args.run!r} uses "
+                             f"{r.process.config()}")
+        num_classes = clf.num_classes
     if args.label is not None:
-        if not r.class_conditional:
+        if not r.class_conditional and clf is None:
             raise ValueError(f"--class given but run {args.run!r} is not class-conditional")
         if not 0 <= args.label < num_classes:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
     if args.parallel is not None and args.parallel < 1:
         raise ValueError(f"--parallel WINDOW must be >= 1, got {args.parallel}")
+    denoiser = r.denoiser
+    extras = [name for name, given in (("--guidance-interval", args.guidance_interval is not None),
+                                       ("--guidance-threshold", args.guidance_threshold is not None),
+                                       ("--guidance-rescale", args.guidance_rescale != 0.0)) if given]
+    if extras and args.guidance is None:
+        raise ValueError(f"{', '.join(extras)} need(s) --guidance SCALE")
+    if args.guidance is not None:
+        from ..guidance import classifier_free
+
+        if not r.class_conditional:
+            raise ValueError(f"--guidance given but run {args.run!r} is not class-conditional (net.class_conditional)")
+        if not r.config["net"]["label_dropout"] > 0:
+            raise ValueError(f"--guidance needs a run trained with label dropout (net.label_dropout > 0) for its "
+                             f"unconditional branch; {args.run!r} has net.label_dropout = 0")
+        denoiser = classifier_free(r.denoiser, args.guidance, interval=args.guidance_interval,
+                                   rescale=args.guidance_rescale, threshold=args.guidance_threshold)
+    if clf is not None:
+        from ..guidance import classifier
+
+        denoiser = classifier(r.denoiser, r.process, clf.log_prob, args.classifier_guidance)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels, rounds = [], [], 0
     for start in range(0, args.num, args.batch):
         n = min(args.batch, args.num - start)
         cond = {}
-        if r.class_conditional:
+        if r.class_conditional or clf is not None:
             y = (torch.full((n,), args.label) if args.label is not None
                  else torch.arange(start, start + n) % num_classes).to(args.device)
             cond, labels = {"y": y}, labels + [y.cpu()]
         if args.parallel is not None:  # each batch from its own seed (seed + index of its first sample)
-            xb, pinfo = parallel(r.denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, device=args.device,
+            xb, pinfo = parallel(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, device=args.device,
                                  seed=args.seed + start, window=args.parallel, tol=args.parallel_tol, cond=cond,
                                  progress=args.progress, **options)
             chunks.append(xb.cpu())
             rounds += pinfo["rounds"]
             continue
-        chunks.append(sample(r.denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
+        chunks.append(sample(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
                              generator=generator, device=args.device, progress=args.progress, cond=cond,
                              **options).cpu())
     if args.parallel is not None:

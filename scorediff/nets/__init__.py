@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from .autoencoder import Autoencoder, SuperResolution
+from .classifier import EncoderClassifier, MLPClassifier
 from .dit import DiT
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
 from .mlp import MLP
@@ -33,8 +34,11 @@ from .unet import UNet
 __all__ = [
     "ARCHITECTURES",
     "Autoencoder",
+    "CLASSIFIER_PRESETS",
     "DiT",
+    "EncoderClassifier",
     "MLP",
+    "MLPClassifier",
     "NULL_LABEL",
     "PRESETS",
     "FourierEmbedding",
@@ -53,6 +57,7 @@ NULL_LABEL = -1
 # config "type" -> class; every constructor argument is a config key
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet, "dit": DiT, "mlp": MLP, "autoencoder": Autoencoder, "super_resolution": SuperResolution,
+    "unet-classifier": EncoderClassifier, "mlp-classifier": MLPClassifier,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -119,6 +124,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Noise-conditional classifiers ``net(x_t, noise_input) -> logits (B, K)`` (classifier guidance; kept apart
+# from PRESETS, whose networks all map x to x's shape).
+CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
+    # the encoder half of unet-digits with a pooling head (8x8 digits, 10 classes)
+    "classifier-digits": {
+        "type": "unet-classifier", "in_channels": 1, "num_classes": 10, "channels": 16, "channel_mult": [1, 2, 4],
+        "num_res_blocks": 1, "attention_levels": [2], "time_injection": "scale_shift", "embedding": "sinusoidal",
+        "norm_groups": 8,
+    },
+    # toy (B, D) data
+    "classifier-2d": {
+        "type": "mlp-classifier", "dim": 2, "num_classes": 8, "width": 128, "depth": 3, "emb_dim": 64,
+        "embedding": "sinusoidal",
+    },
+}
+
+
 def _signature_defaults(cls: type[nn.Module]) -> dict[str, Any]:
     return {
         k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"
@@ -146,9 +168,10 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
     Raises ValueError for an unknown preset, type or key, naming it and listing the known ones.
     """
     if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ValueError(f"network preset {spec!r} unknown; one of: {', '.join(sorted(PRESETS))}")
-        config = copy.deepcopy(PRESETS[spec])
+        known = {**PRESETS, **CLASSIFIER_PRESETS}
+        if spec not in known:
+            raise ValueError(f"network preset {spec!r} unknown; one of: {', '.join(sorted(known))}")
+        config = copy.deepcopy(known[spec])
     elif isinstance(spec, dict):
         config = copy.deepcopy(spec)
     else:
@@ -166,7 +189,7 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
         )
     if shape is not None:
         shape = tuple(int(s) for s in shape)
-        if arch in ("unet", "dit", "autoencoder", "super_resolution"):
+        if "in_channels" in full:  # image networks: U-Net, DiT, autoencoder, super-resolution, encoder classifier
             if len(shape) != 3:
                 raise ValueError(f"a {arch} network needs data of shape (C, H, W), got {shape}")
             if "in_channels" not in overrides:
