@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "draw samples from a trained run: a PNG grid (images) or scatter plot (2-D points) plus an .npz"
@@ -27,6 +28,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar over the steps")
+
+
+EMA_DOMINATED = 0.5  # warn when the EMA still puts more than this weight on the initial weights
+
+
+def weights_note(run_path: Path, raw: bool, step: int) -> tuple[str, str | None]:
+    """Which weights sampling uses, and a warning when the EMA average is still mostly the initial weights.
+
+    Reads the averaging state the trainer saves in state.json (``ema``: steps, init_weight, age); a run
+    saved before it existed averaged with a fixed decay, so its initial weight is decay ** step.
+    """
+    if raw:
+        return f"sampled with the raw weights of step {step}", None
+    state_path = run_path / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    ema = state.get("ema")
+    if ema is None:
+        decay = float(state.get("ema_decay", 0.0))
+        init_weight, age = decay ** step, None
+    else:
+        init_weight, age = float(ema["init_weight"]), float(ema["age"])
+    age_text = f", average age {age:.0f} steps" if age is not None else ""
+    note = f"sampled with the EMA weights of step {step}{age_text}, {100 * init_weight:.3g}% initial weights"
+    warning = None
+    if init_weight > EMA_DOMINATED:
+        warning = (f"the EMA average of step {step} is still {100 * init_weight:.0f}% the network's initial random "
+                   "weights (a run much shorter than its EMA half-life, without EMA warm-up): its samples will be "
+                   "noise-like. Use --raw for the raw weights, or train longer")
+    return note, warning
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
                              generator=generator, device=args.device, progress=args.progress, cond=cond,
                              **options).cpu())
     x = torch.cat(chunks)
+    note, warning = weights_note(r.path, args.raw, r.step)  # after sampling: a bad option is one line alone
+    print(note, file=sys.stderr)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
     if out.suffix.lower() != ".png":
         out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")

@@ -33,6 +33,7 @@ from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
 from . import config as config_mod
 from . import ddp
+from . import schedule as lr_schedule
 from .ema import EMA, decay_from
 
 
@@ -249,7 +250,11 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"]
         )
-        self.ema = EMA(self.net, decay_from(cfg["ema"]["decay"], cfg["ema"]["half_life_steps"]))
+        self.ema = EMA(self.net, decay_from(cfg["ema"]["decay"], cfg["ema"]["half_life_steps"]),
+                       cfg["ema"]["rampup_ratio"])
+        # Training time so far (saved with the checkpoint): the budget and a budget-relative schedule read it.
+        # ``clock`` is injectable so tests can drive the budget without waiting.
+        self.elapsed, self.clock, self.lr = 0.0, time.monotonic, 0.0
         self.precision = cfg["precision"]
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
@@ -309,10 +314,8 @@ class Trainer:
         return {"y": y} if (self.cfg["net"]["class_conditional"] and y is not None) else {}
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from lr / warmup_steps to lr over the first warmup_steps steps, then constant."""
-        o = self.cfg["optim"]
-        w = int(o["warmup_steps"])
-        return o["lr"] * min(1.0, (step + 1) / w) if w > 0 else o["lr"]
+        """The learning rate of step ``step`` now: warm-up, then the configured decay (training/schedule.py)."""
+        return lr_schedule.lr_at(self.cfg, step, self.elapsed)
 
     # -- one optimizer step --------------------------------------------------------------------------------
     def _augment(self, x: Tensor) -> Tensor:
@@ -325,7 +328,7 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm) averaged over ranks."""
         o = self.cfg["optim"]
         accum = int(o["grad_accum"])
-        lr = self.lr_at(self.step)
+        self.lr = lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_net.train()
@@ -402,6 +405,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "world_size": self.world.world_size,
             "ema_decay": self.ema.decay,
+            "ema": self.ema.state(),
+            "elapsed_s": self.elapsed,
         }
         meta = {"step": str(self.step)}
         ckpt.save_files(
@@ -427,6 +432,8 @@ class Trainer:
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.ema.load_state(state.get("ema"), self.step)
+        self.elapsed = float(state.get("elapsed_s", 0.0))
         self.batches.position = int(state["data_position"])
         r = self.world.rank
         if state.get("world_size", 1) != self.world.world_size and self.is_main:
@@ -491,7 +498,8 @@ class Trainer:
     def train(self, stop_after: int | None = None) -> Trainer:
         """Run until ``optim.steps`` (or ``stop_after`` steps, for a planned stop); returns self.
 
-        SIGTERM / SIGINT end the current step, save a checkpoint and return (``stopped_by == "signal"``).
+        SIGTERM / SIGINT end the current step, save a checkpoint and return (``stopped_by == "signal"``);
+        the time budget ``optim.max_minutes`` does the same and also draws the sample grid (``"budget"``).
         """
         cfg = self.cfg
         total = int(cfg["optim"]["steps"])
@@ -505,10 +513,25 @@ class Trainer:
             bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self._open_tensorboard()
         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
+        budget_base, budget_t0, warned = self.elapsed, self.clock(), False
         try:
             with _StopSignals() as self._signals:
-                while self.step < end:
+                while self.step < end and not lr_schedule.out_of_budget(cfg, self.elapsed):
                     loss, grad_norm = self.train_step()
+                    self.elapsed = budget_base + (self.clock() - budget_t0)
+                    if lr_schedule.budget_seconds(cfg) is not None:
+                        # every rank must stop at the same step and use the same learning rate
+                        self.elapsed = float(ddp.all_mean(torch.tensor(self.elapsed, dtype=torch.float64,
+                                                                       device=self.device), self.world))
+                        if lr_schedule.out_of_budget(cfg, self.elapsed) and self.stopped_by is None:
+                            self.stopped_by = "budget"
+                        if not warned and self.is_main and self.step >= 20 and self.elapsed > 0:  # the pace is known
+                            warned = True
+                            planned = min(total, int(self.step / self.elapsed * lr_schedule.budget_seconds(cfg)))
+                            msg = lr_schedule.short_run_warning(cfg, planned)
+                            if msg:
+                                print(f"warning: at {self.step / self.elapsed:.3g} steps/s the time budget "
+                                      f"allows ~{planned} steps; {msg}", file=sys.stderr)
                     window_loss, window_n = window_loss + loss, window_n + 1
                     if bar is not None:
                         bar.update(1)
@@ -518,14 +541,15 @@ class Trainer:
                         dt = time.perf_counter() - t0
                         rate = window_n / dt if dt > 0 else float("nan")
                         self._log({
-                            "step": self.step, "loss": window_loss / window_n, "lr": self.lr_at(self.step - 1),
+                            "step": self.step, "loss": window_loss / window_n, "lr": self.lr,
                             "grad_norm": grad_norm, "steps_per_s": rate,
                             "examples_per_s": rate * cfg["optim"]["batch_size"] * cfg["optim"]["grad_accum"],
                         })
                         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
                     if (every_ckpt and self.step % every_ckpt == 0) or last:
                         self.save_checkpoint()
-                    if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total):
+                    if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total
+                                         or self.stopped_by == "budget"):
                         self.save_samples()
                     if self.stopped_by is not None:
                         break
