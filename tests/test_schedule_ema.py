@@ -223,3 +223,30 @@ def test_budget_stops_with_checkpoint_and_grid_and_resumes_exactly(tmp_path):
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()][8:]
     assert lrs == pytest.approx([lr_at(longer, k, float(k)) for k in range(8, 12)], rel=1e-12)
     assert min(lrs) > 0  # under the 8-second budget the lr had reached 0; now it anneals over 12
+
+
+# -- the mnist-cpu preset ------------------------------------------------------------------------------------
+
+
+def test_mnist_cpu_preset_is_a_15_minute_budgeted_28x28_run(tmp_path):
+    from PIL import Image
+
+    from scorediff.training.loop import build
+
+    cfg = config.load("mnist-cpu")
+    o = cfg["optim"]
+    assert (o["max_minutes"], o["schedule"], cfg["ema"]["rampup_ratio"]) == (15, "cosine", 0.05)
+    assert o["warmup_fraction"] is not None and o["steps"] >= 10**5  # the budget, not the step count, ends it
+    # a few hundred steps (what 15 minutes give on 2 busy cores) is no short run for it
+    assert short_run_warning(cfg, 300) is None
+    # it builds on a folder of 28x28 grey images (the MNIST files are not here) and its net fits them
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((torch.rand(28, 28) * 255).byte().numpy(), mode="L").save(folder / f"{i}.png")
+    cfg = config.load("mnist-cpu", {"data.name": "folder", "data.options": {"path": str(folder), "mode": "gray",
+                                                                            "size": 28}})
+    c = build(cfg)
+    assert tuple(c.info["shape"]) == (1, 28, 28)
+    with torch.no_grad():
+        assert c.net(torch.zeros(2, 1, 28, 28), torch.zeros(2)).shape == (2, 1, 28, 28)

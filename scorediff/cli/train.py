@@ -13,7 +13,7 @@ DEFAULT_CONFIG = "digits"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config", nargs="?", default=None,
-        help="a config file (.json, .toml, .yaml), a packaged config name (toy2d, digits, mnist28, cifar10-ddpm), "
+        help="a config file (.json, .toml, .yaml), a packaged config name (toy2d, digits, mnist28, mnist-cpu, cifar10-ddpm), "
         "or a run folder; default: digits",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
