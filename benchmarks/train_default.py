@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="evaluate an existing run folder")
     ap.add_argument("--upsample", type=int, default=None, help="train on the digits enlarged to this side")
     ap.add_argument("--picture", default=None, help="write 100 samples here (.png)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the evaluated samples")
     args = ap.parse_args()
 
     import torch
@@ -113,7 +114,7 @@ def main() -> None:
     run = load_run(out / "run")
     s = run.config["sample"]
     t0 = time.perf_counter()
-    x = sample(run.denoiser, run.process, (n, *run.shape), sampler=s["sampler"], steps=s["steps"], seed=0,
+    x = sample(run.denoiser, run.process, (n, *run.shape), sampler=s["sampler"], steps=s["steps"], seed=args.seed,
                **s["options"])
     sample_s = time.perf_counter() - t0
     small = F.adaptive_avg_pool2d(x.clamp(-1, 1), 8) if x.shape[-1] != 8 else x
