@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier", default=None, metavar="DIR",
                         help="the classifier folder for --classifier-guidance (default: RUN/classifier)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
-    parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help=f"samples per batch (default: about {AUTO_BATCH_ELEMENTS} values per batch, at most "
+                             f"{MAX_AUTO_BATCH}: 32 of 28x28, 392 of 8x8; larger batches are slower on a CPU)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar over the steps")
     parser.add_argument("--cascade", nargs="+", default=[], metavar="SR_RUN",
@@ -50,6 +52,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parallel (Picard / ParaDiGMS) sampling: WINDOW model calls batched per round")
     parser.add_argument("--parallel-tol", type=float, default=1e-3,
                         help="tolerance of parallel sampling, relative to each step's noise level (default 1e-3)")
+
+
+# On a CPU a batch whose activations exceed glibc's largest mmap threshold (32 MB) is allocated and freed
+# through mmap on every layer: the page faults made sampling 500 28x28 images at batch 500 2.3x slower in
+# CPU time, mostly system time, than at batch 32 (benchmarks/sample_throughput.py).
+AUTO_BATCH_ELEMENTS = 32 * 28 * 28
+MAX_AUTO_BATCH = 1000
+
+
+def auto_batch(shape: tuple[int, ...]) -> int:
+    """Samples per batch for ``--batch`` not given: about AUTO_BATCH_ELEMENTS values, 1..MAX_AUTO_BATCH."""
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    return max(1, min(MAX_AUTO_BATCH, AUTO_BATCH_ELEMENTS // numel))
+
+
+EMA_DOMINATED = 0.5  # warn when the EMA still puts more than this weight on the initial weights
+
+
+def weights_note(run_path: Path, raw: bool, step: int) -> tuple[str, str | None]:
+    """Which weights sampling uses, and a warning when the EMA average is still mostly the initial weights.
+
+    Reads the averaging state the trainer saves in state.json (``ema``: steps, init_weight, age); a run
+    saved before it existed averaged with a fixed decay, so its initial weight is decay ** step.
+    """
+    if raw:
+        return f"sampled with the raw weights of step {step}", None
+    state_path = run_path / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    ema = state.get("ema")
+    if ema is None:
+        decay = float(state.get("ema_decay", 0.0))
+        init_weight, age = decay ** step, None
+    else:
+        init_weight, age = float(ema["init_weight"]), float(ema["age"])
+    age_text = f", average age {age:.0f} steps" if age is not None else ""
+    note = f"sampled with the EMA weights of step {step}{age_text}, {100 * init_weight:.3g}% initial weights"
+    warning = None
+    if init_weight > EMA_DOMINATED:
+        warning = (f"the EMA average of step {step} is still {100 * init_weight:.0f}% the network's initial random "
+                   "weights (a run much shorter than its EMA half-life, without EMA warm-up): its samples will be "
+                   "noise-like. Use --raw for the raw weights, or train longer")
+    return note, warning
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     r = load_run(args.run, ema=not args.raw, device=args.device)
     r.require_task("diffusion", "scorediff sample")
@@ -135,10 +181,11 @@ def run(args: argparse.Namespace) -> int:
         from ..guidance import classifier
 
         denoiser = classifier(r.denoiser, r.process, clf.log_prob, args.classifier_guidance)
+    batch = args.batch or auto_batch(r.shape)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels, rounds = [], [], 0
-    for start in range(0, args.num, args.batch):
-        n = min(args.batch, args.num - start)
+    for start in range(0, args.num, batch):
+        n = min(batch, args.num - start)
         cond = {}
         if r.class_conditional or clf is not None:
             y = (torch.full((n,), args.label) if args.label is not None
@@ -160,15 +207,19 @@ def run(args: argparse.Namespace) -> int:
     kind, latents = r.kind, None
     if r.latent:  # latent diffusion: the picture and "samples" hold the decoded data, "latents" the model's
         latents = x
-        x, kind = torch.cat([r.decode(x[i:i + args.batch].to(args.device)).cpu()
-                             for i in range(0, len(x), args.batch)]), r.info["latent"]["image_kind"]
+        x, kind = torch.cat([r.decode(x[i:i + batch].to(args.device)).cpu()
+                             for i in range(0, len(x), batch)]), r.info["latent"]["image_kind"]
     if stages:
-        x = _cascade(x, stages, labels, args)
+        x = _cascade(x, stages, labels, args, batch)
     bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
     if bad:  # never hand out NaN pictures as if they were samples
         print(f"scorediff sample: error: {bad} of {len(x)} samples are not finite (NaN or inf), nothing written; "
               f"the weights of run {args.run!r} (step {r.step}) may have diverged", file=sys.stderr)
         return 1
+    note, warning = weights_note(r.path, args.raw, r.step)  # after sampling: a bad option is one line alone
+    print(note, file=sys.stderr)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
     if out.suffix.lower() != ".png":
         out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
@@ -185,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cascade(x, stages, labels, args):
+def _cascade(x, stages, labels, args, batch: int):
     """Each super-resolution stage in turn on the samples x (batches of --batch, the stage run's own sampler)."""
     import torch
 
@@ -201,9 +252,9 @@ def _cascade(x, stages, labels, args):
         stage = Stage(st.denoiser, st.process, f, float(st.config["cascade"]["aug_level"]))
         s = st.config["sample"]
         out = []
-        for i in range(0, len(x), args.batch):
-            cond = {"y": y[i:i + args.batch].to(args.device)} if (y is not None and st.class_conditional) else {}
-            out.append(upsample(stage, x[i:i + args.batch].to(args.device), sampler=s["sampler"], steps=int(s["steps"]),
+        for i in range(0, len(x), batch):
+            cond = {"y": y[i:i + batch].to(args.device)} if (y is not None and st.class_conditional) else {}
+            out.append(upsample(stage, x[i:i + batch].to(args.device), sampler=s["sampler"], steps=int(s["steps"]),
                                 seed=args.seed + 7919 * k + i, cond=cond, **s["options"]).cpu())
         x = torch.cat(out)
     return x

@@ -13,13 +13,16 @@ DEFAULT_CONFIG = "digits"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config", nargs="?", default=None,
-        help="a config file (.json, .toml, .yaml), a packaged config name (toy2d, digits, mnist28, cifar10-ddpm), "
+        help="a config file (.json, .toml, .yaml), a packaged config name (toy2d, digits, mnist28, mnist-cpu, cifar10-ddpm), "
         "or a run folder; default: digits",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-3 (the value is parsed as JSON)")
     parser.add_argument("--out", default=None, help="the run folder (default: runs/<config name>, numbered if taken)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in the run folder exactly")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="a time budget (= --set optim.max_minutes=M): stop after M minutes of training with a "
+                             "checkpoint and a sample grid; the learning-rate schedule anneals within it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..training import config as config_mod
+    from ..training import schedule
     from ..training.loop import NonFiniteLossError, train
 
     source = args.config
@@ -46,14 +50,24 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume needs the run folder: --out RUN_FOLDER (or the run folder as CONFIG)")
     if source is None:
         source = DEFAULT_CONFIG
-    cfg = config_mod.load(source, args.overrides)
+    overrides = list(args.overrides)
+    if args.minutes is not None:
+        if not args.minutes > 0:
+            raise ValueError(f"--minutes must be positive, got {args.minutes}")
+        overrides.append(f"optim.max_minutes={args.minutes}")
+    cfg = config_mod.load(source, overrides)
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0
     name = Path(str(source)).stem if Path(str(source)).suffix else Path(str(source)).name
     out = Path(args.out) if args.out else (Path(source) if Path(source).is_dir() and args.resume else _default_out(name))
+    def warn(trainer) -> None:  # once the config, data and network are known good: an error stays one line
+        warning = schedule.short_run_warning(cfg, int(cfg["optim"]["steps"]))
+        if warning and not args.resume and trainer.is_main:  # a budgeted run is checked again once its pace is known
+            print(f"warning: {warning}", file=sys.stderr)
+
     try:
-        trainer = train(cfg, out, resume=args.resume)
+        trainer = train(cfg, out, resume=args.resume, before=warn)
     except NonFiniteLossError as e:
         print(f"scorediff train: {e}", file=sys.stderr)
         return 1
@@ -62,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     if trainer.stopped_by == "signal":
         print(f"stopped at step {trainer.step}; checkpoint saved in {out}. "
               f"Continue with: scorediff train --out {out} --resume", file=sys.stderr)
+        return 0
+    if trainer.stopped_by == "budget" or (trainer.step < int(cfg["optim"]["steps"])
+                                          and schedule.out_of_budget(cfg, trainer.elapsed)):
+        print(f"time budget of {cfg['optim']['max_minutes']:g} minutes reached at step {trainer.step}; checkpoint "
+              f"saved in {out}. Continue with: scorediff train --out {out} --resume --minutes M (M > "
+              f"{trainer.elapsed / 60:.3g})", file=sys.stderr)
+        if trainer.last_sample_path is not None:
+            print(trainer.last_sample_path)
         return 0
     print(f"run folder: {out} (step {trainer.step})", file=sys.stderr)
     if trainer.last_sample_path is not None:

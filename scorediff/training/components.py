@@ -75,6 +75,7 @@ class Settings:
     optim: OptimSettings
     ema_decay: float | None
     ema_half_life_steps: float | None
+    ema_rampup_ratio: float | None  # EMA warm-up: half-life capped at this fraction of the steps so far (EDM)
     sample: SampleSettings
     log_every: int
     progress: bool
@@ -97,7 +98,8 @@ class Settings:
             seed=int(cfg["seed"]), precision=cfg["precision"], threads=cfg["threads"],
             class_conditional=bool(cfg["net"]["class_conditional"]), label_dropout=float(cfg["net"]["label_dropout"]),
             hflip=bool(cfg["data"]["hflip"]), optim=optim, ema_decay=cfg["ema"]["decay"],
-            ema_half_life_steps=cfg["ema"]["half_life_steps"], sample=sample, log_every=int(cfg["log"]["every"]),
+            ema_half_life_steps=cfg["ema"]["half_life_steps"], ema_rampup_ratio=cfg["ema"]["rampup_ratio"],
+            sample=sample, log_every=int(cfg["log"]["every"]),
             progress=bool(cfg["log"]["progress"]), tensorboard=bool(cfg["log"]["tensorboard"]),
             ckpt_every=int(cfg["ckpt"]["every"]), eval_every=int(cfg["eval"]["every"]),
         )

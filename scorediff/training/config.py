@@ -46,18 +46,23 @@ DEFAULTS: dict[str, Any] = {
         "class_conditional": False,  # feed the data's labels y to the network
         "label_dropout": 0.0,  # probability of training on the null label instead (classifier-free guidance)
     },
-    "optim": {  # AdamW with linear warm-up
+    "optim": {  # AdamW with linear warm-up, then a decay over the planned run (training/schedule.py)
         "lr": 2e-4,
         "weight_decay": 0.0,
         "betas": [0.9, 0.999],
         "eps": 1e-8,
         "warmup_steps": 0,
+        "warmup_fraction": None,  # warm-up as a fraction of the planned run instead of warmup_steps
+        "schedule": "constant",  # decay after the warm-up: "constant" | "cosine" | "inv_sqrt"
         "grad_clip": 1.0,  # max global gradient norm; 0 or null switches clipping off
         "batch_size": 128,  # global batch (split over DDP ranks)
         "grad_accum": 1,  # micro-batches per optimizer step
         "steps": 10000,  # optimizer steps
+        "max_minutes": None,  # a time budget: stop (checkpoint + sample grid) after this many minutes of training
     },
-    "ema": {"decay": None, "half_life_steps": 500.0},  # give one: decay per step, or its half-life in steps
+    # give one: decay per step, or its half-life in steps; rampup_ratio caps the half-life at that fraction
+    # of the steps so far (EDM's EMA warm-up; null: off)
+    "ema": {"decay": None, "half_life_steps": 500.0, "rampup_ratio": 0.05},
     "sample": {"sampler": "heun", "steps": 18, "num": 64, "every": 1000, "seed": 0, "options": FREE()},
     "log": {"every": 50, "progress": True, "tensorboard": True},
     "ckpt": {"every": 1000},
@@ -130,6 +135,16 @@ def _validate_values(cfg: dict) -> None:
     positive("optim.steps", o["steps"], integer=True)
     if o["grad_clip"] is not None:
         positive("optim.grad_clip", o["grad_clip"], allow_zero=True)
+    if o["warmup_fraction"] is not None:
+        wf = o["warmup_fraction"]
+        if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
+            raise ValueError(f"config optim.warmup_fraction must be a number in [0, 1) or null, got {wf!r}")
+    from .schedule import SCHEDULES
+
+    if o["schedule"] not in SCHEDULES:
+        raise ValueError(f"config optim.schedule {o['schedule']!r} unknown; one of: {', '.join(SCHEDULES)}")
+    if o["max_minutes"] is not None:
+        positive("optim.max_minutes", o["max_minutes"])
     if not (isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"])):
         raise ValueError(f"config optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
     p_drop = cfg["net"]["label_dropout"]
@@ -147,6 +162,8 @@ def _validate_values(cfg: dict) -> None:
             raise ValueError(f"config ema.decay must lie in [0, 1), got {e['decay']!r}")
     elif e["half_life_steps"] is not None:
         positive("ema.half_life_steps", e["half_life_steps"])
+    if e["rampup_ratio"] is not None:
+        positive("ema.rampup_ratio", e["rampup_ratio"])
     for path, value in (("sample.every", cfg["sample"]["every"]), ("log.every", cfg["log"]["every"]),
                         ("ckpt.every", cfg["ckpt"]["every"]), ("eval.every", cfg["eval"]["every"])):
         positive(path, value, integer=True, allow_zero=True)

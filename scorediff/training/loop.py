@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
 from . import config as config_mod
 from . import ddp
+from . import schedule as lr_schedule
 from .batches import Batches, derive_seed
 from .components import Components, Settings, build, build_net, build_process_param, info_dict
 from .ema import EMA, decay_from
@@ -105,7 +107,10 @@ class Trainer:
         o = st.optim
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
                                            weight_decay=o.weight_decay)
-        self.ema = EMA(self.net, decay_from(st.ema_decay, st.ema_half_life_steps))
+        self.ema = EMA(self.net, decay_from(st.ema_decay, st.ema_half_life_steps), st.ema_rampup_ratio)
+        # Training time so far (saved with the checkpoint): the budget and a budget-relative schedule read it.
+        # ``clock`` is injectable so tests can drive the budget without waiting.
+        self.elapsed, self.clock, self.lr = 0.0, time.monotonic, 0.0
         self.precision = st.precision
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
@@ -260,8 +265,8 @@ class Trainer:
         return torch.stack([torch.as_tensor(self.components.dataset[i][0]) for i in range(num)]).to(self.device)
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from lr / warmup_steps to lr over the first warmup_steps steps, then constant."""
-        return self.settings.optim.lr_at(step)
+        """The learning rate of step ``step`` now: warm-up, then the configured decay (training/schedule.py)."""
+        return lr_schedule.lr_at(self.cfg, step, self.elapsed)
 
     # -- one optimizer step --------------------------------------------------------------------------------
     def _augment(self, x: Tensor) -> Tensor:
@@ -274,7 +279,7 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm) averaged over ranks."""
         o = self.settings.optim
         accum = o.grad_accum
-        lr = self.lr_at(self.step)
+        self.lr = lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_net.train()
@@ -336,7 +341,7 @@ class Trainer:
                 f"non-finite weights ({bad}) at step {self.step}; training stopped, {kept} in {self.out}. "
                 "Try a lower optim.lr, more optim.warmup_steps or optim.grad_clip."
             )
-        self.state.save(self.out, self.step)
+        self.state.save(self.out, self.step, {"elapsed_s": self.elapsed})
         self.last_checkpoint_step = self.step
 
     def _load_checkpoint(self) -> None:
@@ -354,6 +359,7 @@ class Trainer:
                 "checkpoint; nothing was changed (start a new run with another --out)"
             )
         self.step = self.state.load(self.out)
+        self.elapsed = float(self.state.extra.get("elapsed_s", 0.0))
         self.last_checkpoint_step = self.step
         if self.is_main:
             ckpt.drop_log_lines_after(self.out / "metrics.jsonl", self.step)
@@ -415,7 +421,8 @@ class Trainer:
     def train(self, stop_after: int | None = None) -> Trainer:
         """Run until ``optim.steps`` (or ``stop_after`` steps, for a planned stop); returns self.
 
-        SIGTERM / SIGINT end the current step, save a checkpoint and return (``stopped_by == "signal"``).
+        SIGTERM / SIGINT end the current step, save a checkpoint and return (``stopped_by == "signal"``);
+        the time budget ``optim.max_minutes`` does the same and also draws the sample grid (``"budget"``).
         """
         total = self.settings.optim.steps
         end = total if stop_after is None else min(total, stop_after)
@@ -423,7 +430,7 @@ class Trainer:
         outcome = "error"
         try:
             self._train(end, total)
-            outcome = "signal" if self.stopped_by else ("finished" if self.step == total else "stopped")
+            outcome = self.stopped_by or ("finished" if self.step == total else "stopped")
         except NonFiniteLossError:
             outcome = "non-finite"
             raise
@@ -433,7 +440,7 @@ class Trainer:
         return self
 
     def _train(self, end: int, total: int) -> None:
-        st = self.settings
+        st, cfg = self.settings, self.cfg
         every_log, every_ckpt, every_sample = st.log_every, st.ckpt_every, st.sample.every
         examples_per_step = st.optim.batch_size * st.optim.grad_accum
         bar = None
@@ -443,10 +450,25 @@ class Trainer:
             bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self._open_tensorboard()
         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
+        budget_base, budget_t0, warned = self.elapsed, self.clock(), False
         try:
             with _StopSignals() as self._signals:
-                while self.step < end:
+                while self.step < end and not lr_schedule.out_of_budget(cfg, self.elapsed):
                     loss, grad_norm = self.train_step()
+                    self.elapsed = budget_base + (self.clock() - budget_t0)
+                    if lr_schedule.budget_seconds(cfg) is not None:
+                        # every rank must stop at the same step and use the same learning rate
+                        self.elapsed = float(ddp.all_mean(torch.tensor(self.elapsed, dtype=torch.float64,
+                                                                       device=self.device), self.world))
+                        if lr_schedule.out_of_budget(cfg, self.elapsed) and self.stopped_by is None:
+                            self.stopped_by = "budget"
+                        if not warned and self.is_main and self.step >= 20 and self.elapsed > 0:  # the pace is known
+                            warned = True
+                            planned = min(total, int(self.step / self.elapsed * lr_schedule.budget_seconds(cfg)))
+                            msg = lr_schedule.short_run_warning(cfg, planned)
+                            if msg:
+                                print(f"warning: at {self.step / self.elapsed:.3g} steps/s the time budget "
+                                      f"allows ~{planned} steps; {msg}", file=sys.stderr)
                     window_loss, window_n = window_loss + loss, window_n + 1
                     if bar is not None:
                         bar.update(1)
@@ -456,14 +478,15 @@ class Trainer:
                         dt = time.perf_counter() - t0
                         rate = window_n / dt if dt > 0 else float("nan")
                         self._log({
-                            "step": self.step, "loss": window_loss / window_n, "lr": self.lr_at(self.step - 1),
+                            "step": self.step, "loss": window_loss / window_n, "lr": self.lr,
                             "grad_norm": grad_norm, "steps_per_s": rate,
                             "examples_per_s": rate * examples_per_step,
                         })
                         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
                     if (every_ckpt and self.step % every_ckpt == 0) or last:
                         self.save_checkpoint()
-                    if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total):
+                    if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total
+                                         or self.stopped_by == "budget"):
                         self.save_samples()
                     if self.is_main and st.eval_every and (self.step % st.eval_every == 0 or last):
                         from ..eval import at_checkpoint  # training sits above eval in the layers
@@ -489,15 +512,19 @@ class Trainer:
 
 
 def train(config: dict | None = None, out: str | Path = "runs/run", resume: bool = False,
-          stop_after: int | None = None, components: Components | None = None) -> Trainer:
+          stop_after: int | None = None, components: Components | None = None,
+          before: Callable[[Trainer], None] | None = None) -> Trainer:
     """Train ``config`` (a partial or resolved config dict; see ``config.DEFAULTS``) into the run folder ``out``.
 
     ``resume=True`` continues the checkpoint in ``out`` exactly; ``stop_after`` stops (with a checkpoint)
     after that many steps in total. Returns the Trainer (``.net``, ``.ema.model``, ``.step``,
-    ``.last_sample_path``). Under torchrun every rank calls this; only rank 0 writes.
+    ``.last_sample_path``). Under torchrun every rank calls this; only rank 0 writes. ``before(trainer)`` runs
+    once everything is built and checked, before the first step (the CLI prints its warnings there).
     """
     trainer = Trainer(config or {}, out, resume=resume, components=components)
     try:
+        if before is not None:
+            before(trainer)
         return trainer.train(stop_after=stop_after)
     finally:
         trainer.close()

@@ -7,7 +7,7 @@ Restoring all of it makes a stopped and resumed run bit-identical to an uninterr
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ class TrainingState:
     world: ddp.World
     device: torch.device
     seed: int
+    extra: dict = field(default_factory=dict)  # state.json of the last checkpoint loaded
 
     def _rng_tensors(self) -> dict[str, Tensor]:
         """Every rank's generator states, gathered to every rank (rank 0 writes them)."""
@@ -49,8 +50,9 @@ class TrainingState:
                 out[f"rng.{name}.rank{r}"] = s
         return out
 
-    def save(self, out: Path, step: int) -> None:
-        """Save the state at ``step`` atomically (every rank calls; rank 0 writes)."""
+    def save(self, out: Path, step: int, extra: dict | None = None) -> None:
+        """Save the state at ``step`` atomically (every rank calls; rank 0 writes); ``extra``: more JSON-able
+        entries of state.json (the trainer's elapsed time), given back as ``self.extra`` by ``load``."""
         rng = self._rng_tensors()
         if not self.world.is_main:
             ddp.barrier(self.world)
@@ -63,6 +65,8 @@ class TrainingState:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "world_size": self.world.world_size,
             "ema_decay": self.ema.decay,
+            "ema": self.ema.state(),  # the EMA warm-up's bookkeeping (exact resume)
+            **(extra or {}),
         }
         ckpt.save_files(
             out,
@@ -76,6 +80,7 @@ class TrainingState:
     def load(self, out: Path) -> int:
         """Restore the checkpoint in ``out`` (already recovered by the writer); returns its step."""
         state = ckpt.read_json(out / "state.json")
+        self.extra = state
         ckpt.load_weights(self.net, out / "model.safetensors")
         ckpt.load_weights(self.ema.model, out / "ema.safetensors")
         tensors = ckpt.read_tensors(out / "state.safetensors")
@@ -86,6 +91,7 @@ class TrainingState:
                 self.scaler.load_state_dict(state["scaler"])
             step = int(state["step"])
             self.batches.position = int(state["data_position"])
+            self.ema.load_state(state.get("ema"), step)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"checkpoint {str(out)!r}: state.json / state.safetensors do not match the run "
                              f"({type(e).__name__}: {e})") from None
