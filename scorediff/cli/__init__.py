@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "samplers": "samplers",
     "bench": "bench",
     "likelihood": "likelihood",
+    "inpaint": "inpaint",
+    "edit": "edit",
 }
 
 
