@@ -249,12 +249,15 @@ def sdedit(
     cond: dict[str, Any] | None = None,
     **options,
 ) -> Tensor:
-    """SDEdit (Meng et al. 2022, Algorithm 1): noise the guide to t0 = strength * t_max, solve back from t0.
+    """SDEdit (Meng et al. 2022, Algorithm 1): noise the guide to a time t0 set by ``strength``, solve back from t0.
 
-    x(t0) = alpha(t0) guide + sigma(t0) eps, eps drawn first from the seeded generator (so strength 1 on a
-    process with alpha(t_max) = 0, e.g. flow, is exactly unconditional sampling from the same seed); then the
-    sampler runs on the nodes of the ``steps``-step grid below t0, with t0 prepended (about strength * steps
-    steps on a uniform grid, as diffusers' image-to-image does). strength 0 returns the guide.
+    t0 is the node at fraction ``strength`` of the sampler's ``steps``-step grid, counted from its clean end:
+    the run starts at node i0 = steps - round(strength * steps) and takes the grid's remaining nodes. On a grid
+    uniform in t (ddpm's default) this is Meng et al.'s t0 = strength * t_max; on a grid in sigma (karras, the
+    CLI's default) it is the same place in noise level on every process, including EDM, whose time is sigma
+    (diffusers' image-to-image counts strength the same way). x(t0) = alpha(t0) guide + sigma(t0) eps, eps drawn
+    first from the seeded generator, so strength 1 on a process with alpha(t_max) = 0 (e.g. flow) is exactly
+    unconditional sampling from the same seed. strength -> 0 (fewer than half a step) returns the guide.
     """
     strength = float(strength)
     if not 0.0 <= strength <= 1.0:
@@ -262,10 +265,11 @@ def sdedit(
     if not torch.is_tensor(guide) or guide.ndim < 2:
         raise ValueError(f"guide must be a (B, *event) tensor, got shape {tuple(getattr(guide, 'shape', ()))}")
     ts = _grid(process, sampler, steps, schedule)
-    t0 = strength * process.t_max
-    if t0 <= float(ts[-1]) or t0 < process.t_min:
+    i0 = steps - round(strength * steps)
+    if i0 >= steps:
         return guide.clone()
-    ts = torch.cat([torch.tensor([t0], dtype=torch.float64), ts[ts < t0]])
+    ts = ts[i0:]
+    t0 = float(ts[0])
     generator = torch.Generator(device=guide.device).manual_seed(int(seed))
     eps = torch.randn(guide.shape, generator=generator, dtype=guide.dtype, device=guide.device)
     a, s = _coeffs(process, torch.tensor(t0), guide)

@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strength", type=float, default=0.5,
                         help="in [0, 1]: 0 returns the guide, 1 ignores it (default 0.5)")
     parser.add_argument("--sampler", default="ddpm", help="sampler (default ddpm)")
+    parser.add_argument("--schedule", default="karras",
+                        help="time grid (see scorediff.schedules; default karras: even in noise level on every process)")
     parser.add_argument("--steps", type=int, default=100, help="steps of the full grid (default 100)")
     parser.add_argument("--num", type=int, default=8, help="number of edits (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     guide = read_image(args.image, r.shape)
     cond = ({"y": torch.arange(args.num) % int(r.info.get("num_classes") or 1)} if r.class_conditional else None)
     x = inverse.sdedit(r.denoiser, r.process, guide.expand(args.num, *r.shape).contiguous(), args.strength,
-                       sampler=args.sampler, steps=args.steps, seed=args.seed, cond=cond)
+                       sampler=args.sampler, steps=args.steps, schedule=args.schedule, seed=args.seed, cond=cond)
     out = output_path(args.out, r.path / "samples" / f"edit_{args.strength:g}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), guide=guide.numpy())

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", required=True, help="a mask image of the same size: white (>= 128) = known pixel")
     parser.add_argument("--method", default="repaint", help="replace | repaint | smc (default repaint)")
     parser.add_argument("--sampler", default="ddpm", help="the sampler for replace / repaint (default ddpm)")
+    parser.add_argument("--schedule", default="karras",
+                        help="time grid (see scorediff.schedules; default karras: even in noise level on every process)")
     parser.add_argument("--steps", type=int, default=100, help="grid steps (default 100)")
     parser.add_argument("--jumps", type=int, default=10, help="RePaint jump length in steps (default 10)")
     parser.add_argument("--resample", type=int, default=10, help="RePaint passes per block (default 10)")
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     known = image.expand(args.num, *r.shape).contiguous()
     cond = ({"y": torch.arange(args.num) % int(r.info.get("num_classes") or 1)} if r.class_conditional else None)
     x = inverse.inpaint(r.denoiser, r.process, known, mask, method=args.method, sampler=args.sampler,
-                        steps=args.steps, jumps=args.jumps, resample=args.resample, seed=args.seed, cond=cond)
+                        steps=args.steps, schedule=args.schedule, jumps=args.jumps, resample=args.resample,
+                        seed=args.seed, cond=cond)
     out = output_path(args.out, r.path / "samples" / f"inpaint_{args.method}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), image=image.numpy(), mask=mask.numpy())
