@@ -495,7 +495,9 @@ def _resample(logw: Tensor, generator: torch.Generator, adaptive: bool) -> Tenso
 
 def mode_weights(mixture: GaussianMixture, x: Tensor) -> Tensor:
     """The mean over samples of p(k | x) under ``mixture`` (K,): the mixture's weights if x ~ mixture."""
-    logj = torch.stack([mixture.component(k).log_prob(x) for k in range(mixture.num_components)], dim=1)
+    # each component as a mixture of one (weight 1: a posterior's weight may underflow to 0)
+    logj = torch.stack([GaussianMixture([1.0], mixture.means[k : k + 1], mixture.covs[k : k + 1],
+                                        mixture.event_shape).log_prob(x) for k in range(mixture.num_components)], 1)
     return torch.softmax(logj + torch.log(mixture.weights)[None], dim=1).mean(0)
 
 
