@@ -1,7 +1,7 @@
 """The README's inpainting and SDEdit figures, from a trained digits run.
 
-    scorediff train --out /tmp/digits            # the default digits model, a few minutes on a CPU
-    python benchmarks/inverse_figures.py /tmp/digits [--out docs/img]
+    scorediff train --out runs/digits            # the default digits model, a few minutes on a CPU
+    python benchmarks/inverse_figures.py runs/digits [--out docs/img]
 
 inverse_inpaint.png: one row per test digit (held-out rows of scikit-learn's digits): the digit, the input
 with its right half unknown (black), then two completions each by replace, RePaint (j = 10, r = 10) and SMC
