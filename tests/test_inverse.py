@@ -208,7 +208,7 @@ def test_sdedit_strength_zero_returns_the_guide_and_one_is_unconditional_samplin
         edited = inverse.sdedit(gm.denoiser(proc), proc, guide, 1.0, sampler="ddim", steps=10, seed=4)
         plain = sample(gm.denoiser(proc), proc, (64, 2), sampler="ddim", steps=10, seed=4)
         # alpha(t_max) is 0 (flow: equal) or 5e-5 (cosine DDPM): the guide is forgotten, the noise is the same
-        torch.testing.assert_close(edited, plain, atol=0 if name == "flow" else 1e-3, rtol=0)
+        torch.testing.assert_close(edited, plain, atol=0 if name == "flow" else 5e-3, rtol=0)
     # in between, the edit of a data point moves away from it as the strength grows
     proc = processes.make("vp")
     data = gm.sample(64, torch.Generator().manual_seed(2)).float()
