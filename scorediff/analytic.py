@@ -246,6 +246,48 @@ class GaussianMixture:
         """Noop kept for symmetry with tensors: the oracle computes in float64 and returns x's dtype."""
         return self
 
+    # -- linear inverse problems ----------------------------------------------------------------
+    def posterior(self, A, y, noise_std: float, jitter: float = 1e-10) -> GaussianMixture:
+        """The exact posterior p0(x | y) under the observation y = A x + noise_std * n, n ~ N(0, I).
+
+        Bayes' rule for a linear Gaussian observation, per component (e.g. Bishop 2006, eqs. 2.113-2.117):
+        with S_y,k = A S_k A^T + s^2 I (the covariance of y under component k), gain G_k = S_k A^T S_y,k^{-1},
+            weights  w_k' proportional to w_k N(y; A mu_k, S_y,k)   (each component's marginal likelihood),
+            means    mu_k' = mu_k + G_k (y - A mu_k),
+            covs     S_k'  = S_k - G_k A S_k.
+        ``A`` is an (M, D) matrix acting on flattened examples, ``y`` an (M,) observation (or (1, M)),
+        s = ``noise_std`` >= 0. With s = 0 (exact observation, e.g. masking) the posterior is degenerate
+        along the row space of A (zero variance there); ``jitter`` (a variance, default 1e-10) is then added
+        to every covariance so that the result is a proper density, i.e. the observed directions are matched
+        to ~1e-5. Compare samples with it on the free directions (``condition`` gives the free part of a
+        masking observation as a density of its own). The result keeps this mixture's ``event_shape``.
+        """
+        a = torch.as_tensor(A, dtype=torch.float64)
+        if a.ndim != 2 or a.shape[1] != self.dim:
+            raise ValueError(f"A must be an (M, {self.dim}) matrix, got shape {tuple(a.shape)}")
+        yv = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+        if yv.numel() != a.shape[0]:
+            raise ValueError(f"y must hold M = {a.shape[0]} numbers (one observation), got {yv.numel()}")
+        s = float(noise_std)
+        if not s >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        sa = self.covs @ a.T  # S_k A^T, (K, D, M)
+        s_y = a @ sa + s**2 * torch.eye(a.shape[0], dtype=torch.float64)  # (K, M, M)
+        s_y = 0.5 * (s_y + s_y.transpose(1, 2))
+        chol, bad = torch.linalg.cholesky_ex(s_y)
+        if bool((bad != 0).any()):
+            raise ValueError("A S_k A^T + noise_std^2 I is singular: with noise_std = 0, A needs independent rows")
+        resid = yv[None] - self.means @ a.T  # (K, M)
+        sol = torch.cholesky_solve(resid[..., None], chol)[..., 0]  # S_y^{-1} (y - A mu)
+        means = self.means + torch.einsum("kdm,km->kd", sa, sol)
+        covs = self.covs - sa @ torch.cholesky_solve(sa.transpose(1, 2), chol)
+        covs = 0.5 * (covs + covs.transpose(1, 2))
+        if s == 0:
+            covs = covs + jitter * torch.eye(self.dim, dtype=torch.float64)
+        half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+        log_w = torch.log(self.weights) - 0.5 * (resid * sol).sum(-1) - half_logdet
+        return GaussianMixture(torch.softmax(log_w, 0), means, covs, self.event_shape)
+
 
 class ExactDenoiser:
     """D(x, t) = E[x0 | x_t] of a GaussianMixture under a process; counts its evaluations in ``nfe``."""

@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "export": "export",
     "train-classifier": "train_classifier",
+    "inpaint": "inpaint",
+    "edit": "edit",
 }
 
 

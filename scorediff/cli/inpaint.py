@@ -1,0 +1,83 @@
+"""``scorediff inpaint RUN --image x.png --mask m.png --method repaint``: complete the masked part of an image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "fill in the unknown pixels of an image with a trained image model (replace, RePaint or SMC)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a run folder written by `scorediff train` (an image model)")
+    parser.add_argument("--image", required=True, help="the image to complete (.png etc.), the run's size")
+    parser.add_argument("--mask", required=True, help="a mask image of the same size: white (>= 128) = known pixel")
+    parser.add_argument("--method", default="repaint", help="replace | repaint | smc (default repaint)")
+    parser.add_argument("--sampler", default="ddpm", help="the sampler for replace / repaint (default ddpm)")
+    parser.add_argument("--schedule", default="karras",
+                        help="time grid (see scorediff.schedules; default karras: even in noise level on every process)")
+    parser.add_argument("--steps", type=int, default=100, help="grid steps (default 100)")
+    parser.add_argument("--jumps", type=int, default=10, help="RePaint jump length in steps (default 10)")
+    parser.add_argument("--resample", type=int, default=10, help="RePaint passes per block (default 10)")
+    parser.add_argument("--num", type=int, default=8, help="number of completions (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", default=None, help="output picture (.png), the raw samples beside it as .npz "
+                        "(default: RUN/samples/inpaint_<method>.png)")
+    parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+
+
+def read_image(path: str, shape: tuple[int, ...], what: str = "image"):
+    """An image file as a (C, H, W) tensor in [-1, 1] for a run of ``shape``; ValueError naming the file."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ValueError(f"the run's data are not images with 1 or 3 channels (shape {shape})")
+    c, h, w = shape
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 or what == "mask" else "RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{what} {path} could not be decoded ({e.__class__.__name__})") from None
+    if img.size != (w, h):
+        raise ValueError(f"{what} {path} is {img.size[0]}x{img.size[1]} pixels, the run's images are {w}x{h}")
+    a = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    a = a[None] if a.ndim == 2 else a.permute(2, 0, 1)
+    return a * 2 - 1
+
+
+def output_path(out: str | None, default: Path) -> Path:
+    p = Path(out) if out else default
+    return p if p.suffix.lower() == ".png" else p.with_suffix(p.suffix + ".png" if p.suffix else ".png")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .. import inverse, plotting
+    from ..training import load_run
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    if args.method not in inverse.INPAINT_METHODS:
+        raise ValueError(f"--method {args.method!r} unknown; one of: {', '.join(inverse.INPAINT_METHODS)}")
+    r = load_run(args.run, ema=not args.raw)
+    image = read_image(args.image, r.shape)
+    mask = read_image(args.mask, r.shape, what="mask")[:1] > 0  # white = known, one mask for all channels
+    mask = mask.expand(r.shape)
+    known = image.expand(args.num, *r.shape).contiguous()
+    cond = ({"y": torch.arange(args.num) % int(r.info.get("num_classes") or 1)} if r.class_conditional else None)
+    x = inverse.inpaint(r.denoiser, r.process, known, mask, method=args.method, sampler=args.sampler,
+                        steps=args.steps, schedule=args.schedule, jumps=args.jumps, resample=args.resample,
+                        seed=args.seed, cond=cond)
+    out = output_path(args.out, r.path / "samples" / f"inpaint_{args.method}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out.with_suffix(".npz"), samples=x.numpy(), image=image.numpy(), mask=mask.numpy())
+    shown = torch.where(mask, image, torch.full_like(image, -1.0))  # the input, unknown pixels black
+    plotting.save_image_grid(plotting.to_unit(torch.cat([image[None], shown[None], x])), out, nrow=args.num + 2)
+    print(out)
+    return 0
