@@ -47,7 +47,7 @@ def sw(x, y):
 # -- (a) high NFE reaches the truth ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if info(n).denoiser == "any"])  # not the consistency sampler
 def test_reaches_truth_at_high_nfe(name):
     # VP (linear), ring2d, 600 samples, ~240 model evaluations (adaptive ODE: default tolerances).
     # Pass: sliced W2 to a true sample within 2x the true-vs-true noise floor (mean over 3 pairs).

@@ -18,7 +18,7 @@ from torch import Tensor
 from .. import schedules
 from ..processes.base import Process
 from ..utils import unknown
-from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
+from . import consistency, ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
 from .optimize import ScheduleFit, fit_schedule, optimize_schedule
 
@@ -42,6 +42,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "unipc_bh2_3": unipc.sample_unipc_bh2_3,
     "pndm": pndm.sample_pndm,
     "plms": pndm.sample_plms,
+    "consistency": consistency.sample_consistency,
 }
 
 # keywords of the common signature, not sampler options

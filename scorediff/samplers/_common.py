@@ -83,6 +83,8 @@ class SamplerInfo:
     description: one line: the paper and algorithm.
     nfe_extra: evaluations beyond ``nfe_per_step * steps`` on such a grid (e.g. a multistep method's
         warm-up), so that a run of N >= 4 steps costs exactly ``nfe_per_step * N + nfe_extra``.
+    denoiser: what the sampler needs: "any" Denoiser (E[x0 | x_t]), or "consistency", a consistency
+        function f(x, t) (the probability-flow map to t_min; ``scorediff.distill``).
     """
 
     order: int
@@ -91,15 +93,18 @@ class SamplerInfo:
     default_schedule: str
     description: str
     nfe_extra: int = 0
+    denoiser: str = "any"
 
 
 def sampler_info(
-    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0
+    *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0,
+    denoiser: str = "any",
 ) -> Callable[[Callable], Callable]:
     """Decorator setting ``fn.info = SamplerInfo(...)`` on a sampler function (no registration)."""
 
     def deco(fn: Callable) -> Callable:
-        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra))
+        fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra),
+                              denoiser)
         return fn
 
     return deco

@@ -106,10 +106,13 @@ def check_sampler(cfg: dict) -> None:
 
 def build(cfg: dict) -> Components:
     """Build every component of a config; any bad name or option raises ValueError before training."""
-    from .. import data, losses
+    from .. import data, distill, losses
 
     process, param = build_process_param(cfg)
-    loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+    if cfg["loss"]["name"] in distill.OBJECTIVES:  # a few-step objective (consistency training) in place of a loss
+        loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
+    else:
+        loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
     check_sampler(cfg)
     try:
         dataset = data.make(cfg["data"]["name"], **cfg["data"]["options"])
@@ -370,6 +373,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.net)
         self.step += 1
+        if hasattr(self.loss_fn, "after_step"):  # a distillation objective: EMA target, curriculum, stage
+            self.loss_fn.after_step(self.net, self.step)
         return loss_v, gn_v
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -395,7 +400,9 @@ class Trainer:
             ddp.barrier(self.world)
             return
         opt_tensors, opt_info = ckpt.optimizer_state(self.optimizer)
+        obj_tensors, obj_info = self.loss_fn.state() if hasattr(self.loss_fn, "state") else ({}, None)
         state = {
+            "objective": obj_info,
             "step": self.step,
             "data_position": self.batches.position,
             "optimizer": opt_info,
@@ -407,7 +414,7 @@ class Trainer:
         ckpt.save_files(
             self.out,
             {"model.safetensors": self.net.state_dict(), "ema.safetensors": self.ema.model.state_dict(),
-             "state.safetensors": {**opt_tensors, **rng}},
+             "state.safetensors": {**opt_tensors, **rng, **{f"objective.{k}": v for k, v in obj_tensors.items()}}},
             {"state.json": state},
             metadata=meta,
         )
@@ -428,6 +435,9 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.batches.position = int(state["data_position"])
+        if hasattr(self.loss_fn, "load_state"):
+            self.loss_fn.load_state({k[len("objective."):]: v.to(self.device) for k, v in tensors.items()
+                                     if k.startswith("objective.")}, state.get("objective"))
         r = self.world.rank
         if state.get("world_size", 1) != self.world.world_size and self.is_main:
             print(f"resuming a {state.get('world_size')}-process run on {self.world.world_size} processes: "

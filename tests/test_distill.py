@@ -1,0 +1,274 @@
+"""Few-step generation (scorediff.distill, the consistency sampler) against closed-form truth.
+
+Teachers are the exact mixture denoiser of ``scorediff.analytic.ring2d`` (no teacher is trained here);
+students are small MLPs trained by the one training loop (``Trainer`` with the objective as its loss).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scorediff import analytic as A
+from scorediff import distill, nets, sample, schedules
+from scorediff import parameterizations as PZ
+from scorediff import processes as P
+from scorediff.data import ArrayDataset, DataInfo
+from scorediff.samplers import SAMPLERS
+from scorediff.training.loop import Components, Trainer
+
+torch.set_num_threads(1)
+
+
+def sw(x, y) -> float:
+    return float(A.sliced_wasserstein(x, y, projections=128, generator=torch.Generator().manual_seed(0)))
+
+
+def ring_data(n=4096, seed=0) -> ArrayDataset:
+    x = A.ring2d().sample(n, torch.Generator().manual_seed(seed)).float()
+    return ArrayDataset(x, torch.full((n,), -1), DataInfo((2,)))
+
+
+def small_net():
+    return nets.make("mlp-2d", width=128, depth=3, emb_dim=32)
+
+
+def config(steps, **more):
+    cfg = {"seed": 0, "threads": 1, "optim": {"lr": 3e-3, "batch_size": 256, "steps": steps, "warmup_steps": 0},
+           "ema": {"half_life_steps": 20}, "sample": {"sampler": "ddim", "steps": 4, "num": 16, "every": 0},
+           "log": {"every": 0, "progress": False, "tensorboard": False}, "ckpt": {"every": 0}}
+    for k, v in more.items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    return cfg
+
+
+def run(objective_of, param, steps, out, process, stop_after=None, resume=False, **more):
+    """Train a fresh small MLP (seeded) with the objective ``objective_of(student_net)``; returns the Trainer."""
+    torch.manual_seed(0)
+    net = small_net()
+    obj = objective_of(net)
+    comps = Components(ring_data(), {"shape": [2], "num_classes": 0, "kind": "points"}, net, process, param, obj)
+    tr = Trainer(config(steps, **more), out, resume=resume, components=comps)
+    return tr.train(stop_after=stop_after)
+
+
+def teacher_ddim(mix, p, x, steps, schedule="karras"):
+    return sample(mix.denoiser(p), p, x, sampler="ddim", steps=steps, schedule=schedule)
+
+
+# -- the consistency function and the sampler ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["edm", "vp", "flow"])
+def test_consistency_function_is_identity_at_t_min(name):
+    p = P.make(name)
+    huge = lambda x, c, **_: 1e6 * torch.randn_like(x)  # noqa: E731  any network output
+    f = PZ.NetDenoiser(huge, p, PZ.make("consistency"))
+    x = torch.randn(64, 2, dtype=torch.float64)
+    out = f(x, torch.full((64,), p.t_min, dtype=torch.float64))
+    torch.testing.assert_close(out, x / p.alpha(torch.tensor(p.t_min, dtype=torch.float64)), rtol=1e-12, atol=0)
+    # away from t_min the network output does count
+    assert (f(x, torch.full((64,), 10 * p.t_min, dtype=torch.float64)) - x).abs().max() > 1.0
+
+
+def gaussian_consistency_function(p, m, s):
+    """The exact PF-ODE map to t_min for data N(m, s^2 I): in x~ = x / alpha, sigma~ = sigma / alpha,
+    x~(sigma~_min) = m + (x~ - m) sqrt(s^2 + sigma~_min^2) / sqrt(s^2 + sigma~^2) (closed form)."""
+    t_min = torch.tensor(p.t_min, dtype=torch.float64)
+    st_min = float(p.sigma(t_min) / p.alpha(t_min))
+
+    def f(x, t):
+        a, sg = (v.reshape(-1, 1).to(x.dtype) for v in (p.alpha(t), p.sigma(t)))
+        return m + (x / a - m) * math.sqrt(s**2 + st_min**2) / torch.sqrt(s**2 + (sg / a) ** 2)
+
+    return f, st_min
+
+
+@pytest.mark.parametrize("name", ["edm", "vp"])
+def test_one_consistency_step_with_the_exact_gaussian_map_is_exact(name):
+    p, m, s, n = P.make(name), torch.tensor([0.7, -0.3], dtype=torch.float64), 0.4, 20000
+    f, st_min = gaussian_consistency_function(p, m, s)
+    gauss = A.GaussianMixture(torch.ones(1, dtype=torch.float64), m[None], (s**2 * torch.eye(2, dtype=torch.float64))[None])
+    # the closed form against an independent solve of the same ODE (adaptive ODE sampler, exact denoiser)
+    t_hi = p.t_max if name == "edm" else 0.9
+    xt = gauss.sample(8, torch.Generator().manual_seed(1))
+    xt = p.alpha(torch.tensor(t_hi)) * xt + p.sigma(torch.tensor(t_hi)) * torch.randn(8, 2, dtype=torch.float64)
+    ode = SAMPLERS["ode"](gauss.denoiser(p), p, xt, torch.tensor([t_hi, p.t_min], dtype=torch.float64), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(f(xt, torch.full((8,), t_hi, dtype=torch.float64)), ode / p.alpha(torch.tensor(p.t_min)),
+                               rtol=1e-5, atol=1e-5)
+    # one step from t_max (start drawn from the exact p_{t_max}) and two steps: exactly N(m, s^2 + sigma~_min^2)
+    g = torch.Generator().manual_seed(2)
+    t_max = torch.tensor(p.t_max, dtype=torch.float64)
+    x_T = p.alpha(t_max) * (m + s * torch.randn(n, 2, generator=g, dtype=torch.float64)) + p.sigma(t_max) * torch.randn(
+        n, 2, generator=g, dtype=torch.float64)
+    var = s**2 + st_min**2
+    for steps in (1, 2):
+        y = sample(f, p, x_T, sampler="consistency", steps=steps, seed=3, dtype=torch.float64)
+        assert torch.allclose(y.mean(0), m, atol=5 * math.sqrt(var / n)), (steps, y.mean(0))
+        cov = torch.cov(y.T)
+        assert torch.allclose(cov, var * torch.eye(2, dtype=torch.float64), atol=5 * var * math.sqrt(2 / n)), (steps, cov)
+    one = sample(f, p, x_T[:5], sampler="consistency", steps=1, dtype=torch.float64)
+    torch.testing.assert_close(one, f(x_T[:5], torch.full((5,), p.t_max, dtype=torch.float64)))
+
+
+def test_consistency_sampler_chosen_times_and_nfe():
+    p = P.make("edm")
+    calls = []
+
+    def f(x, t):
+        calls.append(float(t[0]))
+        return torch.zeros_like(x)
+
+    sample(f, p, (4, 2), sampler="consistency", schedule=[80.0, 5.0, 0.5, 0.002])
+    assert calls == [80.0, 5.0, 0.5]
+
+
+# -- progressive distillation ---------------------------------------------------------------------------
+
+EDM = P.make("edm")
+
+
+@pytest.fixture(scope="module")
+def progressive(tmp_path_factory):
+    """16-step teacher DDIM (exact ring2d denoiser) distilled to 8, then 4 steps; the student after the
+    first halving is kept aside."""
+    mix, out = A.ring2d(), tmp_path_factory.mktemp("pd")
+    param = PZ.make("edm")
+    state = {}
+
+    def objective(net):
+        state["obj"] = distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=16,
+                                                       to_steps=4, steps_per_stage=500)
+        return state["obj"]
+
+    tr = run(objective, param, 1000, out, EDM, stop_after=500)
+    first = PZ.NetDenoiser(tr.ema.model, EDM, param)
+    import copy
+
+    first = copy.deepcopy(first)
+    tr = run(objective, param, 1000, out, EDM, resume=True)
+    return mix, first, PZ.NetDenoiser(tr.ema.model, EDM, param)
+
+
+def test_progressive_one_halving_reproduces_two_teacher_steps(progressive):
+    mix, student, _ = progressive
+    teacher = mix.denoiser(EDM)
+    grid8, grid16 = schedules.make("karras", 8, EDM), schedules.make("karras", 16, EDM)
+    g = torch.Generator().manual_seed(7)
+    errs, baseline = [], []
+    for i in range(8):
+        t = grid8[i]
+        x0 = mix.sample(2000, g)
+        x = (x0 + float(t) * torch.randn(2000, 2, generator=g, dtype=torch.float64)).float()  # held-out x_t ~ p_t
+        with torch.no_grad():
+            two = SAMPLERS["ddim"](teacher, EDM, x, grid16[2 * i: 2 * i + 3])
+            one_teacher = SAMPLERS["ddim"](teacher, EDM, x, grid8[i: i + 2])
+            one_student = SAMPLERS["ddim"](student, EDM, x, grid8[i: i + 2])
+        errs.append(float((one_student - two).pow(2).mean().sqrt()))
+        baseline.append(float((one_teacher - two).pow(2).mean().sqrt()))
+    print(errs, baseline)
+    # small against the data (ring radius 1, components' std 0.06) and, summed over the steps, against the
+    # teacher's own one-step error
+    assert max(errs) < 0.06 and sum(errs) < 0.8 * sum(baseline), (errs, baseline)
+
+
+def test_progressive_4_steps_beat_the_teachers_4_step_ddim(progressive):
+    mix, _, student = progressive
+    x = EDM.prior_sample((3000, 2), torch.Generator().manual_seed(11))
+    truth = mix.sample(3000, torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        y_student = sample(student, EDM, x, sampler="ddim", steps=4, schedule="karras")
+    y_teacher = teacher_ddim(mix, EDM, x, 4)
+    assert sw(y_student, truth) < 0.6 * sw(y_teacher, truth), (sw(y_student, truth), sw(y_teacher, truth))
+
+
+# -- consistency distillation ---------------------------------------------------------------------------
+
+
+def test_consistency_distillation_beats_the_teachers_ddim_at_1_and_2_steps(tmp_path):
+    mix, param = A.ring2d(), PZ.make("consistency")
+    tr = run(lambda net: distill.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=500,
+                                                         solver="heun", mu=0.95, s0=12, s1=12),
+             param, 500, tmp_path, EDM, sample={"sampler": "consistency", "steps": 1})
+    f = PZ.NetDenoiser(tr.ema.model, EDM, param)
+    x = EDM.prior_sample((3000, 2), torch.Generator().manual_seed(11))
+    truth = mix.sample(3000, torch.Generator().manual_seed(12))
+    for steps in (1, 2):
+        with torch.no_grad():
+            y = sample(f, EDM, x, sampler="consistency", steps=steps, seed=1)
+        ref = teacher_ddim(mix, EDM, x, steps)
+        assert sw(y, truth) < 0.5 * sw(ref, truth), (steps, sw(y, truth), sw(ref, truth))
+
+
+# -- exact resume in the middle of a stage ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["progressive", "consistency_distillation", "consistency_training"])
+def test_resume_mid_stage_is_bit_exact(method, tmp_path):
+    mix = A.ring2d()
+    if method == "progressive":
+        param = PZ.make("x0")
+
+        def objective(net):
+            return distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
+                                                   steps_per_stage=4)
+    elif method == "consistency_distillation":
+        param = PZ.make("consistency")
+
+        def objective(net):
+            return distill.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=8, s0=2, s1=8,
+                                                   solver="dpm_solver_pp")
+    else:
+        param = PZ.make("consistency")
+
+        def objective(net):
+            return distill.ConsistencyTraining(EDM, param, total_steps=8, s0=2, s1=8)
+
+    straight = run(objective, param, 8, tmp_path / "a", EDM)
+    run(objective, param, 8, tmp_path / "b", EDM, stop_after=6)  # stage 2 of 2 (progressive), mid-curriculum
+    resumed = run(objective, param, 8, tmp_path / "b", EDM, resume=True)
+    for a, b in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema.model.state_dict().values(), resumed.ema.model.state_dict().values()):
+        assert torch.equal(a, b)
+    ta, _ = straight.loss_fn.state()
+    tb, _ = resumed.loss_fn.state()
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+# -- the pieces ------------------------------------------------------------------------------------------
+
+
+def test_curricula():
+    assert distill.cd_curriculum(0, 100, 2, 150) == 2 and distill.cd_curriculum(100, 100, 2, 150) == 151
+    assert distill.cd_curriculum(50, 100, 18, 18) == 19
+    ns = [distill.ict_curriculum(k, 1000, 10, 160) for k in range(1000)]
+    assert ns[0] == 11 and ns[-1] == 161 and sorted(set(ns)) == [11, 21, 41, 81, 161]
+    assert ns == sorted(ns)
+
+
+def test_ict_index_distribution_is_the_discretised_lognormal():
+    obj = distill.ConsistencyTraining(EDM, PZ.make("consistency"), total_steps=10, s0=10, s1=10)
+    ts = obj.grid(11)
+    probs = obj.index_probs(ts)
+    # independent: the lognormal's mass between the nodes by scipy, renormalised over [sigma_min, sigma_max]
+    from scipy.stats import norm
+
+    cdf = norm.cdf((torch.log(ts).numpy() - obj.P_mean) / obj.P_std)
+    expect = (cdf[1:] - cdf[:-1]) / (cdf[-1] - cdf[0])
+    assert torch.allclose(probs, torch.as_tensor(expect), atol=1e-12)
+
+
+def test_pseudo_huber():
+    a, b = torch.zeros(3, 4), torch.ones(3, 4)
+    c = 0.00054 * 2
+    assert torch.allclose(distill.pseudo_huber(a, b), torch.full((3,), (math.sqrt(4 + c * c) - c) / 4))
+
+
+def test_teacher_objectives_are_not_configurable_from_train():
+    with pytest.raises(ValueError, match="needs a teacher run"):
+        distill.make("progressive", EDM, PZ.make("edm"), 10)
+    with pytest.raises(ValueError, match="objective 'nope' unknown"):
+        distill.make("nope", EDM, PZ.make("edm"), 10)
