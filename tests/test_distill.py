@@ -32,7 +32,7 @@ def ring_data(n=4096, seed=0) -> ArrayDataset:
 
 
 def small_net():
-    return nets.make("mlp-2d", width=128, depth=3, emb_dim=32)
+    return nets.make("mlp-2d", width=128, depth=3, emb_dim=32, embedding="fourier", fourier_scale=4.0)
 
 
 def config(steps, **more):
@@ -130,26 +130,48 @@ def test_consistency_sampler_chosen_times_and_nfe():
 EDM = P.make("edm")
 
 
+class TeacherPlusMLP(torch.nn.Module):
+    """A student that starts as the teacher, as in Salimans & Ho (2022): x0_hat = the exact mixture denoiser
+    + c_out(sigma) MLP(c_in(sigma) x, log(sigma) / 4) with the MLP's last layer at zero (x0 parameterization;
+    EDM's c_in, c_out with sigma_d = 0.5, so that the truncated-SNR weight max(1 / sigma^2, 1) on the x0 error
+    is an even weight on the MLP's error)."""
+
+    def __init__(self, mix, process):
+        super().__init__()
+        self.teacher = mix.denoiser(process)
+        self.mlp = small_net()
+        last = [m for m in self.mlp.modules() if isinstance(m, torch.nn.Linear)][-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+
+    def forward(self, x, c_noise, **cond):
+        sigma = torch.exp(4 * c_noise.double())  # EDM: t = sigma
+        with torch.no_grad():
+            base = self.teacher(x.double(), sigma).to(x.dtype)
+        sigma = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        scale = torch.sqrt(sigma**2 + 0.25)  # EDM's c_in = 1 / scale keeps the MLP's input at unit size
+        return base + sigma * 0.5 / scale * self.mlp(x / scale, c_noise)
+
+
 @pytest.fixture(scope="module")
 def progressive(tmp_path_factory):
     """16-step teacher DDIM (exact ring2d denoiser) distilled to 8, then 4 steps; the student after the
-    first halving is kept aside."""
-    mix, out = A.ring2d(), tmp_path_factory.mktemp("pd")
-    param = PZ.make("edm")
-    state = {}
-
-    def objective(net):
-        state["obj"] = distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=16,
-                                                       to_steps=4, steps_per_stage=500)
-        return state["obj"]
-
-    tr = run(objective, param, 1000, out, EDM, stop_after=500)
-    first = PZ.NetDenoiser(tr.ema.model, EDM, param)
+    first halving is kept aside (the run stops there and resumes)."""
     import copy
 
-    first = copy.deepcopy(first)
-    tr = run(objective, param, 1000, out, EDM, resume=True)
-    return mix, first, PZ.NetDenoiser(tr.ema.model, EDM, param)
+    mix, out = A.ring2d(), tmp_path_factory.mktemp("pd")
+    param = PZ.make("x0", noise_input="log_sigma")
+
+    def student_run(**kw):
+        torch.manual_seed(0)
+        net = TeacherPlusMLP(mix, EDM)
+        obj = distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=16, to_steps=4,
+                                              steps_per_stage=300)
+        comps = Components(ring_data(), {"shape": [2], "num_classes": 0, "kind": "points"}, net, EDM, param, obj)
+        return Trainer(config(600), out, components=comps, resume=kw.pop("resume", False)).train(**kw)
+
+    first = copy.deepcopy(PZ.NetDenoiser(student_run(stop_after=300).ema.model, EDM, param))
+    return mix, first, PZ.NetDenoiser(student_run(resume=True).ema.model, EDM, param)
 
 
 def test_progressive_one_halving_reproduces_two_teacher_steps(progressive):
@@ -168,10 +190,9 @@ def test_progressive_one_halving_reproduces_two_teacher_steps(progressive):
             one_student = SAMPLERS["ddim"](student, EDM, x, grid8[i: i + 2])
         errs.append(float((one_student - two).pow(2).mean().sqrt()))
         baseline.append(float((one_teacher - two).pow(2).mean().sqrt()))
-    print(errs, baseline)
     # small against the data (ring radius 1, components' std 0.06) and, summed over the steps, against the
     # teacher's own one-step error
-    assert max(errs) < 0.06 and sum(errs) < 0.8 * sum(baseline), (errs, baseline)
+    assert max(errs) < 0.05 and sum(errs) < 0.5 * sum(baseline), (errs, baseline)
 
 
 def test_progressive_4_steps_beat_the_teachers_4_step_ddim(progressive):
@@ -189,9 +210,9 @@ def test_progressive_4_steps_beat_the_teachers_4_step_ddim(progressive):
 
 def test_consistency_distillation_beats_the_teachers_ddim_at_1_and_2_steps(tmp_path):
     mix, param = A.ring2d(), PZ.make("consistency")
-    tr = run(lambda net: distill.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=500,
+    tr = run(lambda net: distill.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=250,
                                                          solver="heun", mu=0.95, s0=12, s1=12),
-             param, 500, tmp_path, EDM, sample={"sampler": "consistency", "steps": 1})
+             param, 250, tmp_path, EDM, sample={"sampler": "consistency", "steps": 1})
     f = PZ.NetDenoiser(tr.ema.model, EDM, param)
     x = EDM.prior_sample((3000, 2), torch.Generator().manual_seed(11))
     truth = mix.sample(3000, torch.Generator().manual_seed(12))

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import data, distill as distill_mod
+from .. import data
+from .. import distill as distill_mod
 from . import checkpoint as ckpt
 from . import config as config_mod
 from .loop import Components, Trainer, build_net, build_process_param, check_sampler, info_dict
