@@ -46,6 +46,19 @@ def features(clf, x: np.ndarray) -> np.ndarray:
     return h
 
 
+def digit_classifier():
+    """The judge: (classifier, real digits in [0, 1] as (1797, 64), its training indices, the held-out ones)."""
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    d = load_digits()
+    real = d.images.reshape(-1, 64) / 16.0  # [0, 1]
+    perm = np.random.default_rng(0).permutation(len(real))
+    train_idx, held_idx = perm[:1200], perm[1200:]
+    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=600, random_state=0).fit(real[train_idx], d.target[train_idx])
+    return clf, real, d.target, train_idx, held_idx
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the training run")
@@ -69,8 +82,6 @@ def main() -> None:
         print("grid:", res.stdout.strip(), file=sys.stderr)
 
     import torch
-    from sklearn.datasets import load_digits
-    from sklearn.neural_network import MLPClassifier
 
     from scorediff import plotting, sample
     from scorediff.data import from_unit
@@ -78,13 +89,10 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    d = load_digits()
-    real = d.images.reshape(-1, 64) / 16.0  # [0, 1]
+    clf, real, target, train_idx, held_idx = digit_classifier()
     rng = np.random.default_rng(0)
-    perm = rng.permutation(len(real))
-    train_idx, held_idx = perm[:1200], perm[1200:]
-    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=600, random_state=0).fit(real[train_idx], d.target[train_idx])
-    held_acc = clf.score(real[held_idx], d.target[held_idx])
+    rng.permutation(len(real))  # the noise reference below keeps its former draws
+    held_acc = clf.score(real[held_idx], target[held_idx])
 
     run = load_run(out)
     t0 = time.perf_counter()

@@ -191,6 +191,7 @@ class ProgressiveDistillation(Objective):
         # the later stages' teacher: a frozen copy of the student, refreshed at each stage's end
         self.teacher_net = copy.deepcopy(_unwrap(student_net)).eval().requires_grad_(False)
         self._grids: dict[int, tuple[list[float], list[float]]] = {}
+        self.grids(self.student_steps(0))  # a bad or non-nesting schedule fails now, not at the first step
 
     @property
     def total_steps(self) -> int:

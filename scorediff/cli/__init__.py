@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "samplers": "samplers",
     "bench": "bench",
     "likelihood": "likelihood",
+    "distill": "distill",
 }
 
 

@@ -54,8 +54,8 @@ def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_step
         raise ValueError(f"distillation method {method!r} unknown; one of: {', '.join(METHODS)}")
     cfg["optim"]["steps"] = int(total)
     cfg["optim"]["warmup_steps"] = 0  # the student starts from trained weights
-    if lr is not None:
-        cfg["optim"]["lr"] = lr
+    # the student starts trained: a quarter of the teacher's learning rate unless told
+    cfg["optim"]["lr"] = lr if lr is not None else cfg["optim"]["lr"] / 4
     cfg["ema"] = {"decay": None, "half_life_steps": max(1.0, min(100.0, total / 20))}
     cfg["sample"]["every"] = cfg["ckpt"]["every"] = int(total if method == "consistency" else steps_per_stage)
     return config_mod.resolve(cfg, overrides or [])
