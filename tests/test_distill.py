@@ -293,3 +293,69 @@ def test_teacher_objectives_are_not_configurable_from_train():
         distill.make("progressive", EDM, PZ.make("edm"), 10)
     with pytest.raises(ValueError, match="objective 'nope' unknown"):
         distill.make("nope", EDM, PZ.make("edm"), 10)
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+
+FAST = ["--set", "log.progress=false", "--set", "sample.num=16"]
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    from scorediff.cli import main
+
+    out = tmp_path_factory.mktemp("cli") / "teacher"
+    assert main(["train", "toy2d", "--out", str(out), *FAST, "--set", "optim.steps=2", "--set", "data.options.n=500"]) == 0
+    return out
+
+
+def test_cli_distill_progressive_and_consistency_make_sampleable_runs(toy_teacher, tmp_path, capsys):
+    import json
+
+    from scorediff.cli import main
+
+    pd = tmp_path / "pd"
+    assert main(["distill", "progressive", str(toy_teacher), "--out", str(pd), "--teacher-steps", "4", "--to-steps", "1",
+                 "--steps-per-stage", "2", *FAST]) == 0
+    cfg = json.loads((pd / "config.json").read_text())
+    assert (cfg["sample"]["sampler"], cfg["sample"]["steps"], cfg["optim"]["steps"]) == ("ddim", 1, 4)
+    assert json.loads((pd / "state.json").read_text())["objective"]["student_steps"] == 1
+    assert main(["sample", str(pd), "--num", "8"]) == 0
+    assert (pd / "samples" / "sample_ddim_1.png").exists()
+    cd = tmp_path / "cd"
+    assert main(["distill", "consistency", str(toy_teacher), "--out", str(cd), "--steps", "3", "--solver", "ddim",
+                 *FAST]) == 0
+    cfg = json.loads((cd / "config.json").read_text())
+    assert cfg["parameterization"]["name"] == "consistency" and cfg["sample"]["sampler"] == "consistency"
+    assert main(["sample", str(cd), "--num", "8", "--steps", "2"]) == 0
+    assert (cd / "samples" / "sample_consistency_2.png").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["progressive", "no/such/run"], "is not a run folder"),
+    (["progressive", "TEACHER", "--to-steps", "3"], "must be to_steps (3) times a power of two"),
+    (["progressive", "TEACHER", "--schedule", "nope"], "schedule 'nope' unknown"),
+    (["consistency", "TEACHER", "--solver", "rk4"], "teacher solver 'rk4' unknown"),
+])
+def test_cli_distill_bad_input_is_one_line(argv, message, toy_teacher, tmp_path, capsys):
+    from scorediff.cli import main
+
+    argv = [str(toy_teacher) if a == "TEACHER" else a for a in argv]
+    assert main(["distill", *argv, "--out", str(tmp_path / "x"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x" / "state.json").exists()
+
+
+def test_train_with_the_consistency_training_config(tmp_path):
+    from scorediff.cli import main
+    from scorediff.training import load_run
+
+    out = tmp_path / "ict"
+    assert main(["train", "digits-ict", "--out", str(out), *FAST, "--set", "net.preset=unet-tiny",
+                 "--set", "optim.steps=2"]) == 0
+    r = load_run(out)
+    assert r.config["loss"]["name"] == "consistency_training" and r.config["sample"]["sampler"] == "consistency"
+    # a consistency run samples with the consistency sampler; at t_min the model is exactly the identity
+    x = torch.randn(3, *r.shape)
+    torch.testing.assert_close(r.denoiser(x, torch.full((3,), r.process.t_min)), x)
