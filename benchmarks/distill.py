@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--steps-per-stage", type=int, default=200)
     ap.add_argument("--cd-steps", type=int, default=1000)
     ap.add_argument("--ict-steps", type=int, default=2000)
+    ap.add_argument("--pd-stages", type=int, default=6, help="progressive halvings from 64 steps (6: down to 1)")
     ap.add_argument("--only", default="teacher,progressive,consistency,ict")
     ap.add_argument("--figure", action="store_true")
     args = ap.parse_args()
@@ -141,10 +142,11 @@ def main() -> None:
         out, sps = work / "progressive", args.steps_per_stage
         shutil.rmtree(out, ignore_errors=True)
         rows, cpu, wall = {}, 0.0, 0.0
-        stages = 6  # 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1
+        stages = args.pd_stages  # 6: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1
         for k in range(1, stages + 1):
             _, c, w = cpu_run(lambda k=k: distill(teacher, "progressive", out, resume=k > 1, stop_after=k * sps,
-                                                  to_steps=1, teacher_steps=64, steps_per_stage=sps,
+                                                  to_steps=64 // 2**stages, teacher_steps=64,
+                                                  steps_per_stage=sps,
                                                   overrides=["log.progress=false", f"sample.every={sps}"]))
             cpu, wall = cpu + c, wall + w
             n = 64 // 2**k
