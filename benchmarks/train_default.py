@@ -43,6 +43,21 @@ def features(clf, x: np.ndarray) -> np.ndarray:
     return h
 
 
+def digit_classifier():
+    """The judge shared with benchmarks/distill.py: (classifier trained on the 1200-digit split, real digits in
+    [0, 1] as (1797, 64), labels, the training indices, the held-out indices)."""
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    d = load_digits()
+    real = d.images.reshape(-1, 64) / 16.0
+    perm = np.random.default_rng(0).permutation(len(real))
+    train_idx, held_idx = perm[:1200], perm[1200:]
+    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=600, random_state=0).fit(real[train_idx],
+                                                                                      d.target[train_idx])
+    return clf, real, d.target, train_idx, held_idx
+
+
 def split_digits():
     """(train x, train y, held-out x, held-out y), x in [0, 1] as (N, 64): the fixed 1200 / 597 split."""
     from sklearn.datasets import load_digits

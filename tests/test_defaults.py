@@ -24,7 +24,8 @@ from tests.conftest import PROCESS_SPECS
 
 CANDIDATES = ("uniform", "logsnr", "karras", "logsnr_cosine", "quadratic")
 EXCLUDED = ("ode", "annealed_langevin")  # adaptive (grid = report points); NCSN noise levels
-NAMES = [n for n in SAMPLERS if n not in EXCLUDED]
+# samplers of a Denoiser E[x0 | x_t] (the consistency sampler needs a consistency model: tests/test_distill.py)
+NAMES = [n for n, f in SAMPLERS.items() if n not in EXCLUDED and f.info.denoiser == "any"]
 NFE = 12
 FACTOR = 3.0  # the default's error may be at most this multiple of the best candidate's
 

@@ -75,8 +75,8 @@ def test_start_tensor_and_every_sampler_runs():
     proc = P.make("vp")
     D = gm.denoiser(proc)
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
-    for name in SAMPLERS:
-        if name == "ode":  # adaptive: its call sequence depends on the values, still fine but slow
+    for name, fn in SAMPLERS.items():
+        if name == "ode" or fn.info.denoiser != "any":  # adaptive (slow here); needs a consistency model
             continue
         ref = sample(D, proc, x, sampler=name, steps=5, seed=0)
         out, info = parallel(D, proc, x, sampler=name, steps=5, seed=0, window=4, tol=1e-6)

@@ -47,7 +47,7 @@ def sw(x, y):
 # -- (a) high NFE reaches the truth ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if info(n).denoiser == "any"])  # not the consistency sampler
 def test_reaches_truth_at_high_nfe(name):
     # VP (linear), ring2d, 600 samples, ~240 model evaluations (adaptive ODE: default tolerances).
     # Pass: sliced W2 to a true sample within 2x the true-vs-true noise floor (mean over 3 pairs).
@@ -105,7 +105,7 @@ def _per_coordinate(denoiser):
     return lambda x, t: denoiser(x.reshape(-1, 1), t.repeat_interleave(x.shape[1])).reshape(x.shape)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if info(n).stochastic])
+@pytest.mark.parametrize("name", [n for n in NAMES if info(n).stochastic and info(n).denoiser == "any"])
 def test_weak_order(name):
     # SamplerInfo.order of a stochastic sampler is its weak order. Target N(0.5, 0.3^2 I) in D = 50 dimensions
     # (the Langevin corrector's step uses per-example norms, which must concentrate), 1000 samples, VP, logsnr

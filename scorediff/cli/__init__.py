@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train-classifier": "train_classifier",
     "inpaint": "inpaint",
     "edit": "edit",
+    "distill": "distill",
 }
 
 

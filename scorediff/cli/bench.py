@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from ..eval import bench
     from ..samplers import SAMPLERS
 
-    samplers = list(SAMPLERS) if args.samplers == "all" else _csv(args.samplers)
+    samplers = ([n for n, f in SAMPLERS.items() if f.info.denoiser == "any"] if args.samplers == "all"
+                else _csv(args.samplers))
     for s in samplers:
         if s not in SAMPLERS:
             from ..utils import unknown

@@ -405,7 +405,8 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
     """
     from ..samplers import SAMPLERS, default_schedule, sample
 
-    names = list(SAMPLERS) if samplers is None else list(samplers)
+    # every sampler of a Denoiser E[x0 | x_t] (not the consistency sampler, which needs a consistency model)
+    names = [n for n, f in SAMPLERS.items() if f.info.denoiser == "any"] if samplers is None else list(samplers)
     grids = list(default_grids(process) if grids is None else grids)
     sigma0 = float(process._sigma(torch.tensor(0.0, dtype=torch.float64)))
     out = []

@@ -19,7 +19,7 @@ from .. import schedule_fit, schedules
 from ..processes.base import Process
 from ..schedule_fit import ScheduleFit
 from ..utils import check_options, unknown
-from . import ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
+from . import consistency, ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
 from ._defaults import PROCESS_DEFAULTS, process_key
 from .parallel import parallel
@@ -44,6 +44,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "unipc_bh2_3": unipc.sample_unipc_bh2_3,
     "pndm": pndm.sample_pndm,
     "plms": pndm.sample_plms,
+    "consistency": consistency.sample_consistency,
 }
 
 # keywords of the common signature, not sampler options

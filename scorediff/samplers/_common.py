@@ -88,6 +88,8 @@ class SamplerInfo:
         warm-up), so that a run of N >= 4 steps costs exactly ``nfe_per_step * N + nfe_extra``.
     processes: the process names it can run on (None: every process); on any other it raises a ValueError
         naming the process.
+    denoiser: what the sampler needs: "any" Denoiser (E[x0 | x_t]), or "consistency", a consistency
+        function f(x, t) (the probability-flow map to t_min; ``scorediff.distill``).
     """
 
     order: int
@@ -97,17 +99,18 @@ class SamplerInfo:
     description: str
     nfe_extra: int = 0
     processes: tuple[str, ...] | None = None
+    denoiser: str = "any"
 
 
 def sampler_info(
     *, order: int, stochastic: bool, nfe_per_step: float, default_schedule: str, description: str, nfe_extra: int = 0,
-    processes: tuple[str, ...] | None = None,
+    processes: tuple[str, ...] | None = None, denoiser: str = "any",
 ) -> Callable[[Callable], Callable]:
     """Decorator setting ``fn.info = SamplerInfo(...)`` on a sampler function (no registration)."""
 
     def deco(fn: Callable) -> Callable:
         fn.info = SamplerInfo(order, stochastic, float(nfe_per_step), default_schedule, description, int(nfe_extra),
-                              processes)
+                              processes, denoiser)
         return fn
 
     return deco

@@ -194,7 +194,7 @@ def build(cfg: dict) -> Components:
     ``cascade.factor`` (a super-resolution stage: the loss adds the augmented low-resolution conditioning,
     ``scorediff.cascade.SuperResolutionLoss``). An autoencoder network trains with ``loss.name = "autoencoder"``.
     """
-    from .. import data, losses, nets
+    from .. import data, distill, losses, nets
 
     process, param = build_process_param(cfg)
     check_sampler(cfg)
@@ -222,6 +222,8 @@ def build(cfg: dict) -> Components:
     elif task == "autoencoder":
         raise ValueError("an autoencoder network trains with loss.name = 'autoencoder' "
                          f"(got {cfg['loss']['name']!r})")
+    elif cfg["loss"]["name"] in distill.OBJECTIVES:  # a few-step objective (distillation, consistency training)
+        loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
         loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
     factor = int(cfg["cascade"]["factor"])

@@ -128,7 +128,7 @@ class Trainer:
         self.gen_aug = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "augment", r))
         torch.manual_seed(derive_seed(st.seed, "global", r))  # dropout
         self.state = TrainingState(self.net, self.ema, self.optimizer, self.scaler, self.batches, self.gen_loss,
-                                   self.gen_aug, self.world, self.device, st.seed)
+                                   self.gen_aug, self.world, self.device, st.seed, self.loss_fn)
         self.step = 0
         self.last_checkpoint_step: int | None = None
         self.last_sample_path: Path | None = None
@@ -323,6 +323,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.net)
         self.step += 1
+        if hasattr(self.loss_fn, "after_step"):  # a distillation objective: EMA target, curriculum, stage
+            self.loss_fn.after_step(self.net, self.step)
         return loss_v, gn_v
 
     # -- checkpoints ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,7 @@ class TrainingState:
     world: ddp.World
     device: torch.device
     seed: int
+    objective: Any = None  # the loss; a distillation objective has state of its own (state / load_state)
     extra: dict = field(default_factory=dict)  # state.json of the last checkpoint loaded
 
     def _rng_tensors(self) -> dict[str, Tensor]:
@@ -58,7 +60,9 @@ class TrainingState:
             ddp.barrier(self.world)
             return
         opt_tensors, opt_info = ckpt.optimizer_state(self.optimizer)
+        obj_tensors, obj_info = self.objective.state() if hasattr(self.objective, "state") else ({}, None)
         state = {
+            "objective": obj_info,
             "step": step,
             "data_position": self.batches.position,
             "optimizer": opt_info,
@@ -71,7 +75,7 @@ class TrainingState:
         ckpt.save_files(
             out,
             {"model.safetensors": self.net.state_dict(), "ema.safetensors": self.ema.model.state_dict(),
-             "state.safetensors": {**opt_tensors, **rng}},
+             "state.safetensors": {**opt_tensors, **rng, **{f"objective.{k}": v for k, v in obj_tensors.items()}}},
             {"state.json": state},
             metadata={"step": str(step)},
         )
@@ -92,6 +96,9 @@ class TrainingState:
             step = int(state["step"])
             self.batches.position = int(state["data_position"])
             self.ema.load_state(state.get("ema"), step)
+            if hasattr(self.objective, "load_state"):
+                self.objective.load_state({k[len("objective."):]: v.to(self.device) for k, v in tensors.items()
+                                           if k.startswith("objective.")}, state.get("objective"))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"checkpoint {str(out)!r}: state.json / state.safetensors do not match the run "
                              f"({type(e).__name__}: {e})") from None

@@ -1,0 +1,70 @@
+"""``scorediff distill {progressive,consistency} RUN --out DIR [options]``: a few-step run from a trained one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "distil a trained run into a 1-4 step generator (progressive or consistency distillation)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("method", choices=["progressive", "consistency"],
+                        help="progressive (Salimans & Ho 2022) or consistency (Song et al. 2023) distillation")
+    parser.add_argument("run", nargs="?", default=None, help="the teacher's run folder (not needed with --resume)")
+    parser.add_argument("--out", required=True, help="the student's run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+    g = parser.add_argument_group("progressive")
+    g.add_argument("--to-steps", type=int, default=4, help="the student's final number of DDIM steps (default 4)")
+    g.add_argument("--teacher-steps", type=int, default=64,
+                   help="the teacher's DDIM steps in the first stage (to-steps times a power of two; default 64)")
+    g.add_argument("--steps-per-stage", type=int, default=500, help="optimizer steps per halving (default 500)")
+    g.add_argument("--schedule", default="karras", help="the time grid of teacher and student (default karras)")
+    g.add_argument("--weighting", default="snr_trunc", help="snr_trunc (max(SNR, 1)) or snr_plus_one")
+    g = parser.add_argument_group("consistency")
+    g.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    g.add_argument("--solver", default="heun", help="the teacher's ODE step: heun, ddim or dpm_solver_pp")
+    g.add_argument("--mu", type=float, default=0.95, help="EMA decay of the target network (default 0.95)")
+    g.add_argument("--s0", type=int, default=18, help="curriculum: initial N - 1 (default 18)")
+    g.add_argument("--s1", type=int, default=18, help="curriculum: final N - 1 (default 18; = s0: a fixed N)")
+    g.add_argument("--distance", default="l2", help="l2 or pseudo_huber")
+    g.add_argument("--sample-steps", type=int, default=1, help="the run's default sampling steps (default 1)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: a quarter of the teacher's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the student's config, e.g. --set optim.batch_size=128")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..training.distillation import distill
+    from ..training.loop import NonFiniteLossError
+
+    if args.run is None and not args.resume:
+        raise ValueError("a teacher run folder is required (or --resume with --out holding a distillation run)")
+    if args.run is not None and not (Path(args.run) / "config.json").exists():
+        raise FileNotFoundError(f"{args.run!r} is not a run folder (no config.json)")
+    options = dict(lr=args.lr, overrides=args.overrides)
+    if args.method == "progressive":
+        options.update(to_steps=args.to_steps, teacher_steps=args.teacher_steps, steps_per_stage=args.steps_per_stage,
+                       schedule=args.schedule, weighting=args.weighting)
+    else:
+        options.update(steps=args.steps, solver=args.solver, mu=args.mu, s0=args.s0, s1=args.s1,
+                       distance=args.distance, sample_steps=args.sample_steps)
+    try:
+        trainer = distill(args.run, args.method, args.out, resume=args.resume, **options)
+    except NonFiniteLossError as e:
+        print(f"scorediff distill: {e}", file=sys.stderr)
+        return 1
+    if not trainer.is_main:
+        return 0
+    if trainer.stopped_by == "signal":
+        print(f"stopped at step {trainer.step}; checkpoint saved in {args.out}. Continue with: "
+              f"scorediff distill {args.method} --out {args.out} --resume", file=sys.stderr)
+        return 0
+    s = trainer.cfg["sample"]
+    print(f"run folder: {args.out} (step {trainer.step}); sample it with `scorediff sample {args.out}` "
+          f"({s['sampler']}, {s['steps']} steps)", file=sys.stderr)
+    if trainer.last_sample_path is not None:
+        print(trainer.last_sample_path)
+    return 0
