@@ -27,6 +27,7 @@ from scorediff.eval import (
     score,
 )
 from scorediff.eval.inception import FIDInceptionV3, load_inception
+from tests.conftest import import_or_skip_outside_ci
 
 
 def _gaussians(F: int = 4, seed: int = 0):
@@ -74,7 +75,7 @@ def test_frechet_of_the_empirical_statistics_is_exact_and_matches_torchmetrics()
     # fewer samples than features (rank-deficient covariances): still finite and non-negative
     assert 0 <= frechet_distance(a[:4], b[:5]) < float("inf")
 
-    tm = pytest.importorskip("torchmetrics.image.fid")
+    tm = import_or_skip_outside_ci("torchmetrics.image.fid")
 
     class Identity(nn.Module):
         num_features = 6
@@ -100,7 +101,7 @@ def test_kid_is_unbiased_and_matches_torchmetrics_mmd():
                             subsets=1, subset_size=40)[0] for _ in range(20)])
     assert shifted.mean() > 5 * shifted.std(ddof=1) / np.sqrt(20)
     # one subset of the whole sets is the plain estimator: torchmetrics' kernel code gives the same number
-    kid_tm = pytest.importorskip("torchmetrics.image.kid")
+    kid_tm = import_or_skip_outside_ci("torchmetrics.image.kid")
     a, b = torch.randn(50, 7, generator=g, dtype=torch.float64), torch.randn(50, 7, generator=g, dtype=torch.float64)
     assert kid(a, b, subsets=1, subset_size=50)[0] == pytest.approx(float(kid_tm.poly_mmd(a, b)), rel=1e-10)
     mean, std = kid(a, b, subsets=10, subset_size=20, seed=4)
