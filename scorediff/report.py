@@ -212,6 +212,10 @@ def run_comparison(run: Run, samplers: Sequence[str], nfes: Sequence[int], num: 
 
     if num < 2:
         raise ValueError(f"--num must be >= 2, got {num}")
+    run.require_task("diffusion", "scorediff report --compare")
+    if run.latent:
+        raise ValueError(f"scorediff report --compare: run {str(run.path)!r} is a latent diffusion run; its "
+                         "sampler comparison against the data is not available yet (use scorediff eval)")
     spec = run.config["data"]
     ds = data.make(spec["name"], **dict(spec.get("options", {})))
     g = torch.Generator().manual_seed(seed)

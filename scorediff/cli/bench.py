@@ -59,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if args.run_dir:
         from ..training import load_run
 
-        rows = bench.trained_rows(load_run(args.run_dir), str(args.run_dir), samplers, args.grids, nfes,
+        r = load_run(args.run_dir)
+        r.require_task("diffusion", "scorediff bench")
+        if r.latent:
+            raise ValueError(f"scorediff bench: run {str(args.run_dir)!r} is a latent diffusion run; the trained-run "
+                             "benchmark compares samples with data directly (use scorediff eval)")
+        rows = bench.trained_rows(r, str(args.run_dir), samplers, args.grids, nfes,
                                   n=args.n, seed=args.seed, log=log)
         metrics = ["sw"]
     else:
