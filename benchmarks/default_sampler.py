@@ -30,9 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # protocol 1's problems and process list
 
+from defaults import ALL_PROCESSES, problems, process_key  # noqa: E402
+
 import scorediff.analytic as A  # noqa: E402
 import scorediff.processes as P  # noqa: E402
-from defaults import ALL_PROCESSES, problems, process_key  # noqa: E402
 from scorediff import schedules  # noqa: E402
 from scorediff.samplers import SAMPLERS, default_schedule  # noqa: E402
 
