@@ -26,9 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training.fitted import write
 
-    print(f"fitting on {args.pilot} pilot draws: about {args.fine_steps} batched model calls", file=sys.stderr)
     paths = write(args.run, args.sampler, args.steps, pilot=args.pilot, seed=args.seed, fine_steps=args.fine_steps,
-                  device=args.device)
+                  device=args.device, log=lambda line: print(line, file=sys.stderr))
     pilot = json.loads(paths[0].read_text())["pilot"]
     print(f"pilot: {pilot['model_calls']} batched model calls, {pilot['cpu_s']:.1f} CPU s, {pilot['wall_s']:.1f} s",
           file=sys.stderr)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,13 +115,15 @@ def lookup(run: Run, sampler: str, steps: int) -> Lookup:
 
 
 def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *, pilot: int = 64, seed: int = 0,
-          fine_steps: int = 128, reference: str = "dpm_solver_pp_3m", device: str = "cpu") -> list[Path]:
+          fine_steps: int = 128, reference: str = "dpm_solver_pp_3m", device: str = "cpu",
+          log: Callable[[str], None] | None = None) -> list[Path]:
     """Fit the GITS grid on the EMA denoiser of run ``run_dir`` and write one file per (sampler, steps) pair.
 
     One pilot serves every pair: ``pilot`` prior draws (seeded by ``seed``; for a class-conditional run with labels
     cycling through the classes) are integrated by ``reference`` over ``fine_steps`` candidate intervals uniform in
     log-SNR (``scorediff.samplers.fit_schedule``), and ``.grid(n)`` is taken for every n in ``steps``. Holds the
-    run's writer lock throughout (a ``RunLockedError`` while a trainer holds it). Returns the files written.
+    run's writer lock throughout (a ``RunLockedError`` while a trainer holds it). ``log`` gets one line once every
+    check has passed and the pilot starts. Returns the files written.
     """
     from .. import distill
     from ..samplers import SAMPLERS, fit_schedule
@@ -157,6 +159,9 @@ def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *,
         if run.class_conditional:
             cond = {"y": (torch.arange(pilot) % int(run.info["num_classes"])).to(device)}
         sigma_data = float(getattr(run.param, "sigma_data", 1.0))
+        if log is not None:
+            log(f"fitting a grid on step {run.step} of {str(run_dir)!r}: {pilot} pilot draws, about {fine_steps} "
+                "batched model calls")
         cpu0, wall0 = time.process_time(), time.perf_counter()
         fit = fit_schedule(bind_cond(run.denoiser, cond), run.process, x, reference=reference,
                            fine_steps=fine_steps, sigma_data=sigma_data)
