@@ -150,7 +150,7 @@ def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *,
         run = load_run(run_dir, ema=True, device=device)
         run.require_task("diffusion", "scorediff fit-schedule")
         if run.config["loss"]["name"] in distill.OBJECTIVES:
-            raise ValueError(f"scorediff fit-schedule: run {str(run_dir)!r} is a few-step model (loss "
+            raise ValueError(f"run {str(run_dir)!r} is a few-step model (loss "
                              f"{run.config['loss']['name']!r}), sampled on its own grid; a fitted grid needs a "
                              "diffusion model's denoiser")
         generator = torch.Generator(device).manual_seed(seed)
