@@ -231,3 +231,27 @@ def test_a_few_step_run_is_refused(toy_run, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "is a few-step model (loss 'consistency_distillation')" in err
     assert snapshot(cd) == before
 
+
+
+def test_a_class_conditional_image_run_fits_with_labels_and_samples_on_the_grid(tmp_path, capsys, spy, monkeypatch):
+    from scorediff.parameterizations import NetDenoiser
+
+    out = tmp_path / "img"
+    assert main(["train", "digits", "--out", str(out), "--set", "net.preset=unet-tiny", "--set", "optim.steps=1",
+                 "--set", "optim.batch_size=8", "--set", "log.progress=false", "--set", "sample.num=4",
+                 "--set", "sample.steps=2", "--set", "net.class_conditional=true"]) == 0
+    labels, forward = [], NetDenoiser.forward
+
+    def spy_forward(self, x, t, **cond):
+        labels.append(None if cond.get("y") is None else cond["y"].tolist())
+        return forward(self, x, t, **cond)
+
+    monkeypatch.setattr(NetDenoiser, "forward", spy_forward)
+    assert main(["fit-schedule", str(out), "--sampler", "ddim", "--steps", "3", "--pilot", "4", "--fine-steps", "8"]) == 0
+    assert labels and all(y == [0, 1, 2, 3] for y in labels)  # the pilot cycles through the classes
+    spy.clear()
+    assert main(["sample", str(out), "--sampler", "ddim", "--steps", "3", "--num", "4", "--class", "2",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    times = json.loads((out / "schedules" / "ddim-3.json").read_text())["times"]
+    assert len(spy) == 1 and spy[0].tolist() == times and len(times) == 4
+    assert np.load(tmp_path / "g.npz")["samples"].shape == (4, 1, 8, 8)
