@@ -1,8 +1,8 @@
 """One writer per run folder: a lock file ``.lock`` holding the writer's pid and host name.
 
 The trainer takes the lock before it touches a run folder and drops it when it ends; so does
-``scorediff fit-schedule``, the one other writer (it adds a fitted time grid under ``schedules/``), which
-records what it does in the lock (``purpose``) so that a refused trainer is told who holds the folder. The file is created
+``scorediff fit-schedule``, the one other writer (it adds a fitted time grid under ``schedules/``). The lock
+records what its holder does (``purpose``), so that a refused writer is told. The file is created
 complete or not at all (written to a private temp file, then hard-linked into place, which fails if a lock
 exists), so a reader never sees a half-written lock. A lock whose process no longer exists on this host
 (a trainer killed with SIGKILL, a machine that rebooted) is stale and is taken over; a lock held by a
