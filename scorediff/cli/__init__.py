@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "inpaint": "inpaint",
     "edit": "edit",
     "distill": "distill",
+    "fit-schedule": "fit_schedule",
 }
 
 

@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a run folder written by `scorediff train`")
     parser.add_argument("--sampler", default=None, help="a sampler name (see `scorediff samplers`); default: the run's")
     parser.add_argument("--steps", type=int, default=None, help="number of sampler steps; default: the run's")
-    parser.add_argument("--schedule", default=None, help="time grid name (see scorediff.schedules); default: the sampler's")
+    parser.add_argument("--schedule", default=None,
+                        help="time grid name (see scorediff.schedules); default: the grid `scorediff fit-schedule` "
+                             "fitted for this sampler, step count and checkpoint if there is one, else the sampler's")
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="a sampler option, repeatable, value parsed as JSON (e.g. --option eta=1.0, "
                              "--option s_churn=40, --option rtol=1e-4)")
@@ -132,6 +134,16 @@ def run(args: argparse.Namespace) -> int:
     if args.schedule is not None:
         options["schedule"] = args.schedule
     check_sampler_options(sampler, options)
+    fitted = None
+    named = args.schedule is not None or any(item.partition("=")[0] == "schedule" for item in args.options)
+    if not named:  # a grid fitted by `scorediff fit-schedule` for this sampler, step count and checkpoint
+        # replaces the default grid (and one in the run's config): fitting it was an explicit act for this run
+        from ..training.fitted import lookup
+
+        fitted = lookup(r, sampler, steps)
+        if fitted.times is not None:
+            options["schedule"] = fitted.times
+            options.pop("schedule_options", None)  # they shape a named grid; a fitted grid is given whole
     num_classes = int(r.info.get("num_classes") or 0)
     clf = None
     if args.classifier is not None and args.classifier_guidance is None:
@@ -218,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     note, warning = weights_note(r.path, args.raw, r.step)  # after sampling: a bad option is one line alone
     print(note, file=sys.stderr)
+    if fitted is not None and fitted.note:
+        print(fitted.note, file=sys.stderr)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
@@ -230,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     if labels:
         arrays["labels"] = torch.cat(labels).numpy()
     np.savez(out.with_suffix(".npz"), **arrays)
-    title = f"{sampler}, {steps} steps" + (f", {len(stages)} super-resolution stage(s)" if stages else "")
+    title = (f"{sampler}, {steps} steps" + (", fitted grid" if fitted is not None and fitted.times is not None else "")
+             + (f", {len(stages)} super-resolution stage(s)" if stages else ""))
     plotting.save_samples(x, kind, out, title=title)
     print(out)
     return 0

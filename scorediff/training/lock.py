@@ -1,6 +1,8 @@
 """One writer per run folder: a lock file ``.lock`` holding the writer's pid and host name.
 
-The trainer takes the lock before it touches a run folder and drops it when it ends. The file is created
+The trainer takes the lock before it touches a run folder and drops it when it ends; so does
+``scorediff fit-schedule``, the one other writer (it adds a fitted time grid under ``schedules/``). The lock
+records what its holder does (``purpose``), so that a refused writer is told. The file is created
 complete or not at all (written to a private temp file, then hard-linked into place, which fails if a lock
 exists), so a reader never sees a half-written lock. A lock whose process no longer exists on this host
 (a trainer killed with SIGKILL, a machine that rebooted) is stale and is taken over; a lock held by a
@@ -26,6 +28,7 @@ class LockInfo:
     pid: int
     host: str
     started: float  # time.time() when the lock was taken
+    purpose: str = "trained"  # what the holder does, in "run folder ... is being <purpose> by process ..."
 
     @property
     def alive(self) -> bool:
@@ -46,7 +49,8 @@ def read_lock(run_dir: str | Path) -> LockInfo | None:
     path = Path(run_dir) / LOCK
     try:
         data = json.loads(path.read_text())
-        return LockInfo(int(data["pid"]), str(data["host"]), float(data["started"]))
+        return LockInfo(int(data["pid"]), str(data["host"]), float(data["started"]),
+                        str(data.get("purpose", "trained")))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, OSError):
@@ -65,19 +69,24 @@ class RunLockedError(ValueError):
 
 
 class RunLock:
-    """The writer lock of one run folder: ``acquire()`` (creating the folder) and ``release()``."""
+    """The writer lock of one run folder: ``acquire()`` (creating the folder) and ``release()``.
 
-    def __init__(self, run_dir: str | Path):
+    ``purpose`` says what the writer does, for the message that refuses another writer ("trained", or e.g.
+    "written by scorediff fit-schedule").
+    """
+
+    def __init__(self, run_dir: str | Path, purpose: str = "trained"):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK
-        self.info = LockInfo(os.getpid(), socket.gethostname(), time.time())
+        self.info = LockInfo(os.getpid(), socket.gethostname(), time.time(), purpose)
         self.held = False
 
     def acquire(self) -> RunLock:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.run_dir / f"{LOCK}.{self.info.pid}.tmp"
-            tmp.write_text(json.dumps({"pid": self.info.pid, "host": self.info.host, "started": self.info.started}))
+            tmp.write_text(json.dumps({"pid": self.info.pid, "host": self.info.host, "started": self.info.started,
+                                       "purpose": self.info.purpose}))
         except OSError as e:
             raise OSError(f"cannot write to run folder {str(self.run_dir)!r}: {e.strerror or e}") from None
         try:
@@ -90,7 +99,7 @@ class RunLock:
                     holder = read_lock(self.run_dir)
                     if holder is not None and holder.pid >= 0 and holder.alive:
                         raise RunLockedError(
-                            f"run folder {str(self.run_dir)!r} is being trained by process {holder.pid} on host "
+                            f"run folder {str(self.run_dir)!r} is being {holder.purpose} by process {holder.pid} on host "
                             f"{holder.host!r} (lock file {str(self.path)!r}); wait for it to end or stop it first"
                         ) from None
                     try:  # stale: its writer is gone

@@ -71,6 +71,16 @@ class Run:
             self._codec = load_codec(lat["source"], device=z.device)
         return decode(self._codec, z, float(lat["scale"]))
 
+    def fitted_schedule(self, sampler: str, steps: int) -> torch.Tensor | None:
+        """The time grid ``scorediff fit-schedule`` fitted for this run, ``sampler`` and ``steps``, or None.
+
+        None unless a valid one exists for exactly this sampler and step count, fitted on this checkpoint (step,
+        EMA weights); ``scorediff.training.fitted.lookup`` also gives the one-line reason. Reads only.
+        """
+        from .fitted import lookup
+
+        return lookup(self, sampler, steps).times
+
     def require_task(self, task: str, command: str) -> None:
         """One clear line when a command meets a run of another kind (e.g. sampling an autoencoder)."""
         if self.task == task:

@@ -1,0 +1,257 @@
+"""``scorediff fit-schedule`` and the fitted grid kept in a run folder, end to end on a tiny trained run.
+
+The fit itself (GITS against the oracle) is tested in tests/test_optimize.py; here: the file holds exactly the fit
+of the pilot it describes, ``scorediff sample`` samples on that grid (a spy on ``scorediff.samplers.sample`` and
+the samples themselves) only for its sampler, step count and checkpoint, ``--schedule`` overrides it, a stale or
+corrupt file is one line and the default grid, the writer lock is held while fitting and refuses a fit while a
+trainer runs, and a reader leaves the run folder byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import scorediff.samplers as samplers_mod
+from scorediff.cli import main
+from scorediff.training import load_run
+from scorediff.training.lock import LOCK, RunLock, RunLockedError
+
+FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "log.tensorboard=false",
+        "--set", "sample.num=16", "--set", "sample.steps=2", "--set", "data.options.n=300"]
+FIT = ["--pilot", "16", "--seed", "3", "--fine-steps", "32"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) -> sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fit") / "toy"
+    assert main(["train", "toy2d", "--out", str(out), *FAST]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(toy_run, tmp_path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(toy_run, dst)
+    return dst
+
+
+@pytest.fixture
+def fitted_run(run_copy, capsys) -> Path:
+    """The toy run with grids fitted for heun and dpm_solver_pp_2m at 3 and 5 steps."""
+    assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "dpm_solver_pp_2m", "--steps", "3", "5",
+                 *FIT]) == 0
+    capsys.readouterr()
+    return run_copy
+
+
+@pytest.fixture
+def spy(monkeypatch) -> list:
+    """The ``schedule`` every ``scorediff.samplers.sample`` call gets (None: the sampler's default grid)."""
+    seen = []
+    real = samplers_mod.sample
+
+    def sample(*args, **kwargs):
+        seen.append(kwargs.get("schedule"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(samplers_mod, "sample", sample)
+    return seen
+
+
+def sample_cli(run: Path, out: Path, *argv: str) -> int:
+    return main(["sample", str(run), "--num", "20", "--seed", "1", "--out", str(out), *argv])
+
+
+def test_fit_writes_the_pilots_grid_and_sample_samples_on_it(run_copy, tmp_path, capsys, spy):
+    assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "dpm_solver_pp_2m", "--steps", "3", "5",
+                 *FIT]) == 0
+    out = capsys.readouterr()
+    paths = [Path(line) for line in out.out.split()]
+    assert sorted(p.name for p in paths) == ["dpm_solver_pp_2m-3.json", "dpm_solver_pp_2m-5.json", "heun-3.json",
+                                            "heun-5.json"]
+    assert all(p.parent == run_copy / "schedules" for p in paths) and not (run_copy / LOCK).exists()
+    run = load_run(run_copy)
+    rec = json.loads((run_copy / "schedules" / "heun-3.json").read_text())
+    assert (rec["sampler"], rec["steps"], rec["checkpoint_step"], rec["weights"]) == ("heun", 3, run.step, "ema")
+    assert (rec["pilot"]["size"], rec["pilot"]["seed"], rec["fit"]["fine_steps"]) == (16, 3, 32)
+    assert rec["pilot"]["cpu_s"] >= 0 and rec["process"] == run.process.config()
+    # the file holds the fit of exactly the pilot it describes: 16 prior draws from seed 3, 32 candidate intervals
+    pilot = run.process.prior_sample((16, *run.shape), torch.Generator().manual_seed(3))
+    fit = samplers_mod.fit_schedule(run.denoiser, run.process, pilot, fine_steps=32)
+    torch.testing.assert_close(torch.tensor(rec["times"], dtype=torch.float64), fit.grid(3), rtol=1e-6, atol=1e-9)
+    assert rec["pilot"]["model_calls"] == fit.pilot_nfe
+    assert json.loads((run_copy / "schedules" / "dpm_solver_pp_2m-3.json").read_text())["times"] == rec["times"]
+    # the Python path: exactly this sampler, step count and checkpoint
+    ts = run.fitted_schedule("heun", 3)
+    assert ts.tolist() == rec["times"]
+    assert run.fitted_schedule("heun", 4) is None and run.fitted_schedule("euler", 3) is None
+
+    before = snapshot(run_copy)
+    assert sample_cli(run_copy, tmp_path / "s.png", "--sampler", "heun", "--steps", "3") == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "fitted schedule" in line] == [
+        f"using the fitted schedule {str(run_copy / 'schedules' / 'heun-3.json')!r} (GITS, fitted on step "
+        f"{run.step} from 16 pilot draws; --schedule NAME overrides it)"]
+    assert len(spy) == 1 and torch.is_tensor(spy[0]) and spy[0].tolist() == rec["times"]
+    got = np.load(tmp_path / "s.npz")["samples"]
+    on_fitted = samplers_mod.sample(run.denoiser, run.process, (20, 2), sampler="heun", steps=3, seed=1, schedule=ts)
+    on_default = samplers_mod.sample(run.denoiser, run.process, (20, 2), sampler="heun", steps=3, seed=1)
+    np.testing.assert_array_equal(got, on_fitted.numpy())
+    assert not np.allclose(got, on_default.numpy(), atol=1e-3)  # the grid made a difference
+    assert snapshot(run_copy) == before  # a reader writes nothing into the run folder
+
+
+@pytest.mark.parametrize("argv, expected, says", [
+    (["--sampler", "heun", "--steps", "3", "--schedule", "karras"], "karras", None),
+    (["--sampler", "heun", "--steps", "3", "--option", "schedule=quadratic"], "quadratic", None),
+    (["--sampler", "heun", "--steps", "4"], None, None),
+    (["--sampler", "euler", "--steps", "3"], None, None),
+    (["--sampler", "heun", "--steps", "3", "--raw"], None, "not the raw weights"),
+])
+def test_only_its_sampler_steps_and_weights_use_it_and_schedule_overrides(fitted_run, tmp_path, capsys, spy, argv,
+                                                                          expected, says):
+    assert sample_cli(fitted_run, tmp_path / "s.png", *argv) == 0
+    assert spy == [expected]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
+    assert notes == ([] if says is None else [notes[0]]) and (says is None or says in notes[0]), notes
+
+
+def test_a_stale_grid_is_not_used_and_says_why(fitted_run, tmp_path, capsys, spy):
+    assert main(["train", "--out", str(fitted_run), "--resume", "--set", "optim.steps=5"]) == 0  # one more step
+    capsys.readouterr()
+    spy.clear()  # the trainer's own sample grid
+    run = load_run(fitted_run)
+    assert run.step == 5 and run.fitted_schedule("heun", 3) is None
+    before = snapshot(fitted_run)
+    assert sample_cli(fitted_run, tmp_path / "s.png", "--sampler", "heun", "--steps", "3") == 0
+    assert spy == [None]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
+    assert len(notes) == 1 and "heun-3.json" in notes[0] and "stale: fitted on step 4, the run is at step 5" in notes[0]
+    assert snapshot(fitted_run) == before
+
+
+def _rewrite(**changes):
+    def damage(path: Path) -> None:
+        rec = json.loads(path.read_text())
+        rec.update(changes)
+        path.write_text(json.dumps(rec))
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(b"\x00\xffnot json"),
+    lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]),  # truncated
+    lambda p: p.write_text("[1, 2, 3]"),
+    _rewrite(times=[80.0, 1.0, 2.0, 0.002]),  # not decreasing
+    _rewrite(times=[1.0, 0.5, 1e-5]),  # 2 steps for a 3-step file
+    _rewrite(times=[1.0, 0.5, float("nan"), 1e-5]),
+    _rewrite(times=[2.0, 0.5, 0.1, 1e-5]),  # not from t_max
+    _rewrite(steps=4),
+    _rewrite(checkpoint_step="4"),
+], ids=["garbage", "truncated", "list", "increasing", "short", "nan", "t_max", "steps", "step-type"])
+def test_a_corrupt_grid_is_one_line_and_the_default_grid(fitted_run, tmp_path, capsys, spy, damage):
+    path = fitted_run / "schedules" / "heun-3.json"
+    damage(path)
+    assert load_run(fitted_run).fitted_schedule("heun", 3) is None
+    before = snapshot(fitted_run)
+    assert sample_cli(fitted_run, tmp_path / "s.png", "--sampler", "heun", "--steps", "3") == 0
+    assert spy == [None]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
+    assert len(notes) == 1 and str(path) in notes[0] and "corrupt" in notes[0], notes
+    assert snapshot(fitted_run) == before
+
+
+def test_the_writer_lock_refuses_a_fit_while_training_and_is_held_while_fitting(run_copy, capsys, monkeypatch):
+    # a live process holds the lock (this one, as a trainer would): refused in one line, nothing written
+    (run_copy / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0}))
+    before = snapshot(run_copy)
+    assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "--steps", "3", *FIT]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is being trained by process {os.getpid()}" in err[0]
+    assert snapshot(run_copy) == before
+    (run_copy / LOCK).unlink()
+    # while it fits, the lock is its own: a trainer (the same RunLock) is told who holds the folder
+    refused = []
+    real = samplers_mod.fit_schedule
+
+    def fit_schedule(*args, **kwargs):
+        with pytest.raises(RunLockedError) as e:
+            RunLock(run_copy).acquire()
+        refused.append(str(e.value))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(samplers_mod, "fit_schedule", fit_schedule)
+    assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "--steps", "3", *FIT]) == 0
+    assert len(refused) == 1 and f"is being written by scorediff fit-schedule by process {os.getpid()}" in refused[0]
+    assert not (run_copy / LOCK).exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["RUN", "--sampler", "dpm++2x", "--steps", "3"], "sampler 'dpm++2x' unknown; one of:"),
+    (["RUN", "--sampler", "heun", "--steps", "0"], "--steps must be integers from 1 to --fine-steps = 32"),
+    (["RUN", "--sampler", "heun", "--steps", "40"], "--steps must be integers from 1 to --fine-steps = 32"),
+    (["RUN", "--sampler", "heun", "--steps", "3", "--pilot", "0"], "--pilot must be an integer >= 1"),
+    (["MISSING", "--sampler", "heun", "--steps", "3"], "does not exist"),
+    (["EMPTY", "--sampler", "heun", "--steps", "3"], "is not a run folder (no config.json)"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(argv, message, run_copy, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    names = {"RUN": str(run_copy), "MISSING": str(tmp_path / "missing"), "EMPTY": str(tmp_path / "empty")}
+    before = snapshot(run_copy)
+    assert main(["fit-schedule", *FIT, *[names.get(a, a) for a in argv]]) == 2  # the last --pilot counts
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert snapshot(run_copy) == before and not (tmp_path / "missing").exists()
+    assert not any((tmp_path / "empty").iterdir())
+
+
+def test_a_few_step_run_is_refused(toy_run, tmp_path, capsys):
+    cd = tmp_path / "cd"
+    assert main(["distill", "consistency", str(toy_run), "--out", str(cd), "--steps", "2", "--solver", "ddim",
+                 "--set", "log.progress=false", "--set", "sample.num=8"]) == 0
+    capsys.readouterr()
+    before = snapshot(cd)
+    assert main(["fit-schedule", str(cd), "--sampler", "consistency", "--steps", "2", *FIT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a few-step model (loss 'consistency_distillation')" in err
+    assert snapshot(cd) == before
+
+
+
+def test_a_class_conditional_image_run_fits_with_labels_and_samples_on_the_grid(tmp_path, capsys, spy, monkeypatch):
+    from scorediff.parameterizations import NetDenoiser
+
+    out = tmp_path / "img"
+    assert main(["train", "digits", "--out", str(out), "--set", "net.preset=unet-tiny", "--set", "optim.steps=1",
+                 "--set", "optim.batch_size=8", "--set", "log.progress=false", "--set", "sample.num=4",
+                 "--set", "sample.steps=2", "--set", "net.class_conditional=true"]) == 0
+    labels, forward = [], NetDenoiser.forward
+
+    def spy_forward(self, x, t, **cond):
+        labels.append(None if cond.get("y") is None else cond["y"].tolist())
+        return forward(self, x, t, **cond)
+
+    monkeypatch.setattr(NetDenoiser, "forward", spy_forward)
+    assert main(["fit-schedule", str(out), "--sampler", "ddim", "--steps", "3", "--pilot", "4", "--fine-steps", "8"]) == 0
+    assert labels and all(y == [0, 1, 2, 3] for y in labels)  # the pilot cycles through the classes
+    spy.clear()
+    assert main(["sample", str(out), "--sampler", "ddim", "--steps", "3", "--num", "4", "--class", "2",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    times = json.loads((out / "schedules" / "ddim-3.json").read_text())["times"]
+    assert len(spy) == 1 and spy[0].tolist() == times and len(times) == 4
+    assert np.load(tmp_path / "g.npz")["samples"].shape == (4, 1, 8, 8)
