@@ -47,6 +47,11 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "consistency": consistency.sample_consistency,
 }
 
+# The sampler (and its budget in model calls) used wherever the library picks one for the user: chosen by
+# protocol 3 of benchmarks/README.md ("Protocol 3: the default sampler"; benchmarks/default_sampler.py).
+DEFAULT_SAMPLER = "heun"
+DEFAULT_NFE = 50
+
 # keywords of the common signature, not sampler options
 _FRAMEWORK = {"denoiser", "process", "x", "ts", "generator", "callback", "hook"}
 
@@ -180,5 +185,5 @@ def sample(
             bar.close()
 
 
-__all__ = ["PROCESS_DEFAULTS", "SAMPLERS", "SamplerInfo", "ScheduleFit", "default_schedule", "fit_schedule",
+__all__ = ["DEFAULT_NFE", "DEFAULT_SAMPLER", "PROCESS_DEFAULTS", "SAMPLERS", "SamplerInfo", "ScheduleFit", "default_schedule", "fit_schedule",
            "optimize_schedule", "options_of", "parallel", "sample", "sampler_table"]
