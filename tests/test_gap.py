@@ -11,8 +11,8 @@ paired). Exact denoiser, float64.
   the goal |gap| <= 0.1 nats at 50 model calls on every process that reaches clean data (sigma(0) = 0), against
   draws of p0 itself.
 * Registry-wide: every deterministic sampler's gap at its grid's end t_min (against the exact ODE solution at
-  t_min, so the part its steps cause) shrinks when the model calls double, 50 -> 100: at least first-order
-  convergence of the fine detail, the bound scaling with the error.
+  t_min, so the part its steps cause) shrinks when the model calls double, 50 -> 100: by 0.6 for first-order
+  samplers, 0.45 for the others (measured 0.51 and 0.07-0.37), the bound scaling with the error.
 """
 
 from __future__ import annotations
@@ -79,5 +79,8 @@ def test_default_sampler_meets_the_gap_goal_at_50_model_calls(spec_id):
 def test_gap_shrinks_when_the_model_calls_double(name, spec_id):
     g50, se50 = gap(name, spec_id, 50, to_zero=False)
     g100, se100 = gap(name, spec_id, 100, to_zero=False)
-    assert abs(g100) <= 0.6 * abs(g50) + 3 * (se50 + se100), (
+    # first order halves the gap (0.5 measured for DDIM / Euler); second and higher order quarter it or better
+    # (0.07-0.37 measured): the bound scales with the error, plus three standard errors
+    factor = 0.6 if SAMPLERS[name].info.order == 1 else 0.45
+    assert abs(g100) <= factor * abs(g50) + 3 * (se50 + se100), (
         f"{name} on {spec_id}: gap {g50:+.4f} ± {se50:.4f} at 50 calls, {g100:+.4f} ± {se100:.4f} at 100")
