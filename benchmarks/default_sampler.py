@@ -2,13 +2,13 @@
 
 Run: ``python benchmarks/default_sampler.py [--starts 2000] [--cache FILE]``. Two parts, both with exact
 denoisers of Gaussian mixtures (``scorediff.analytic``), float64, CPU, every candidate on its process-aware
-default grid (``scorediff.samplers.default_schedule``) with the default ending:
+default grid (``scorediff.samplers.default_schedule``), at step counts matched to the model calls actually made:
 
 1. **Gap.** On ``mixture64()`` (per-coordinate variances 0.005-0.05) at 50 model calls, on every process with
    sigma(0) = 0, the paired log-density gap mean_i [log p0(y*_i) - log p0(y_i)] (nats; + too spread, - too
    concentrated), y*_i the exact probability-flow ODE solution from the same start x_T (dopri5, rtol = atol =
-   1e-9, to where the noise left is negligible: ``exact``), for both endings (t_min, and t = 0 with
-   ``denoise_to_zero``). Pairing removes the Monte Carlo
+   1e-9, to where the noise left is negligible: ``exact``), for each ending of ``scorediff.samplers.ENDINGS``
+   (t_min; zero = ``denoise_to_zero``; midpoint). Pairing removes the Monte Carlo
    noise of the starts: E_p0[log p0] - mean_i log p0(y*_i) has mean 0, so the plain gap's expectation is the
    paired one's, with a standard error of sd_i / sqrt(n) (printed beside it).
 2. **Error.** Protocol 1's problems (tuning and held-out sets) on every process configuration, NFE 10, 20 and
@@ -21,6 +21,7 @@ Prints the two tables and the sampler the protocol selects.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -35,22 +36,38 @@ from defaults import ALL_PROCESSES, problems, process_key  # noqa: E402
 
 import scorediff.analytic as A  # noqa: E402
 import scorediff.processes as P  # noqa: E402
-from scorediff import schedules  # noqa: E402
-from scorediff.eval.bench import pf_ode_reference  # noqa: E402
-from scorediff.samplers import SAMPLERS, default_schedule  # noqa: E402
+from scorediff.eval.bench import match_steps, pf_ode_reference  # noqa: E402
+from scorediff.samplers import SAMPLERS, sample  # noqa: E402
 
 # every deterministic sampler with a fixed number of model calls per step (``ode`` is adaptive)
 CANDIDATES = tuple(n for n, f in SAMPLERS.items()
                    if not f.info.stochastic and f.info.denoiser == "any" and math.isfinite(f.info.nfe_per_step))
 GAP_NFE = 50
 GAP_LIMIT = 0.1  # nats: issue 13's goal
-ENDINGS = ("t_min", "zero")  # the grid ends at t_min, or appends t = 0 (``denoise_to_zero``: the last step returns x0_hat)
+ENDINGS = ("t_min", "zero", "midpoint")  # ``scorediff.samplers.ENDINGS``
 BUDGETS = (10, 20, 50)
 
 
-def grid(name: str, proc, nfe: int, ending: str = "t_min") -> torch.Tensor:
-    steps = max(2, round(nfe / SAMPLERS[name].info.nfe_per_step))
-    return schedules.make(default_schedule(name, proc), steps, proc, denoise_to_zero=ending == "zero")
+@functools.cache
+def steps_for(name: str, spec: str, nfe: int, ending: str) -> int:
+    """The step count whose actual model calls (counted on a one-sample run) are closest to ``nfe`` (ties: fewer):
+    a nominal ``nfe / nfe_per_step`` would give PNDM's Runge-Kutta warm-up and the endings' extra call for free."""
+    pname, popts = next((n, o) for n, o in ALL_PROCESSES if process_key(n, o) == spec)
+    proc = P.make(pname, **popts)
+    d = A.ring2d().denoiser(proc)
+    x = proc.prior_sample((1, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def calls(steps: int) -> int:
+        d.nfe = 0
+        run(name, d, proc, x, steps, ending)
+        return d.nfe
+
+    return match_steps(calls, nfe, max_steps=2 * nfe)[0]
+
+
+def run(name: str, d, proc, x: torch.Tensor, steps: int, ending: str) -> torch.Tensor:
+    """The sampler on its process-aware default grid with the given ending (``scorediff.sample``)."""
+    return sample(d, proc, x, sampler=name, steps=steps, dtype=torch.float64, ending=ending)
 
 
 def exact(mix: A.GaussianMixture, proc, x: torch.Tensor, t_end: float, rtol: float) -> torch.Tensor:
@@ -85,7 +102,7 @@ def gap_table(n: int) -> dict[tuple[str, str, str], tuple[float, float]]:
         for name in CANDIDATES:
             for ending in ENDINGS:
                 try:
-                    y = SAMPLERS[name](d, proc, x, grid(name, proc, GAP_NFE, ending))
+                    y = run(name, d, proc, x, steps_for(name, key, GAP_NFE, ending), ending)
                     out[(name, ending, key)] = paired_gap(mix, y_exact, y)
                 except ValueError:
                     out[(name, ending, key)] = (math.inf, math.nan)
@@ -108,7 +125,8 @@ def error_table(n: int) -> dict[tuple[str, str, int], float]:
                 for name in CANDIDATES:
                     for nfe in BUDGETS:
                         try:
-                            y = SAMPLERS[name](d, proc, x, grid(name, proc, nfe))
+                            y = run(name, d, proc, x, steps_for(name, process_key(pname, popts), nfe, "t_min"),
+                                    "t_min")
                             err = float(((y - ref) ** 2).reshape(m, -1).sum(1).mean().sqrt())
                         except ValueError:
                             err = math.inf

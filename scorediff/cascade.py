@@ -79,8 +79,8 @@ def sample_cascade(
     stages: Sequence[Stage],
     num: int,
     *,
-    sampler: str = "heun",
-    steps: int = 32,
+    sampler: str | None = None,
+    steps: int | None = None,
     seed: int = 0,
     cond: dict[str, Any] | None = None,
     **options,
@@ -99,7 +99,7 @@ def sample_cascade(
     return outs
 
 
-def upsample(stage: Stage, low: Tensor, *, sampler: str = "heun", steps: int = 32, seed: int = 0,
+def upsample(stage: Stage, low: Tensor, *, sampler: str | None = None, steps: int | None = None, seed: int = 0,
              cond: dict[str, Any] | None = None, **options) -> Tensor:
     """One stage: samples at ``factor`` times the resolution of ``low`` (B, C, h, w), conditioned on it.
 

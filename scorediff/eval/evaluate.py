@@ -42,7 +42,7 @@ def score(samples: Tensor, reference: Tensor, features: Features | None = None, 
 
 
 @torch.no_grad()
-def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: str = "heun", steps: int = 32,
+def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: str | None = None, steps: int | None = None,
              seed: int = 0, batch_size: int = 500, num_classes: int = 0, device: torch.device | str = "cpu",
              decode=None, **options: Any) -> Tensor:
     """``num`` samples in batches (batch i seeded ``seed + i``); class-conditional when ``num_classes`` > 0, with
@@ -61,7 +61,7 @@ def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: st
 
 
 def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, features: Features | None = None, *,
-             num: int = 1000, sampler: str = "heun", steps: int = 32, seed: int = 0, batch_size: int = 500,
+             num: int = 1000, sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 500,
              num_classes: int = 0, device: torch.device | str = "cpu", cache_dir: str | os.PathLike | None = None,
              use_cache: bool = True, decode=None, **options: Any) -> dict[str, Any]:
     """Draw ``num`` samples from ``denoiser`` (decoded by ``decode`` if given) and ``score`` them against
@@ -71,7 +71,7 @@ def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, featu
     x = generate(denoiser, process, shape, num, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                  num_classes=num_classes, device=device, decode=decode, **options)
     if not torch.isfinite(x).all():
-        raise ValueError(f"sampler {sampler!r} with {steps} steps produced non-finite samples")
+        raise ValueError(f"sampler {sampler or 'default'!r} with {steps or 'default'} steps produced non-finite samples")
     out = score(x, reference, features, cache_dir=cache_dir, use_cache=use_cache, seed=seed)
     out.update(sampler=sampler, steps=steps, seed=seed)
     return out

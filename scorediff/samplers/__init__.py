@@ -9,6 +9,7 @@ shared conventions (conditioning, noise, hooks, the denoise-to-zero last step) a
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..processes.base import Process
 from ..schedule_fit import ScheduleFit
 from ..utils import check_options, unknown
 from . import consistency, ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
-from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond
+from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond, ode_to_zero
 from ._defaults import PROCESS_DEFAULTS, process_key
 from .parallel import parallel
 
@@ -51,6 +52,12 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 # protocol 3 of benchmarks/README.md ("Protocol 3: the default sampler"; benchmarks/default_sampler.py).
 DEFAULT_SAMPLER = "heun"
 DEFAULT_NFE = 50
+
+# How a grid ends (``sample(..., ending=)``): "t_min" (the last node is t_min; noise of size sigma(t_min) is left
+# in), "zero" (``denoise_to_zero``: the last step returns x0_hat = D(x, t_min)), "midpoint" (the last step is the
+# probability-flow ODE's stretch onto sigma = 0 to leading order, ``_common.ode_to_zero``; deterministic samplers).
+ENDINGS = ("t_min", "zero", "midpoint")
+DEFAULT_ENDINGS: dict[str, str] = {}  # sampler -> ending on processes that reach sigma = 0 (else "t_min")
 
 # keywords of the common signature, not sampler options
 _FRAMEWORK = {"denoiser", "process", "x", "ts", "generator", "callback", "hook"}
@@ -107,12 +114,63 @@ def optimize_schedule(denoiser: Denoiser, process: Process, steps: int, x: Tenso
     return schedule_fit.optimize_schedule(denoiser, process, steps, x, reference=SAMPLERS[reference], **options)
 
 
+def default_ending(name: str, process: Process) -> str:
+    """The default ending of sampler ``name`` on ``process``: ``DEFAULT_ENDINGS`` where the process reaches
+    sigma = 0, else "t_min" (VE's grid ends at sigma_min, its data level)."""
+    if name not in SAMPLERS:
+        raise unknown("sampler", name, SAMPLERS)
+    if float(process._sigma(torch.tensor(0.0, dtype=torch.float64))) > 0:
+        return "t_min"
+    return DEFAULT_ENDINGS.get(name, "t_min")
+
+
+def default_steps(name: str) -> int:
+    """The default step count of sampler ``name``: ``DEFAULT_NFE`` model calls' worth (at least 2 steps) for a
+    sampler with a fixed cost per step; 32 for the adaptive ``ode`` (report points) and for a sampler costing
+    more than half the budget per step (``annealed_langevin``: noise levels of 100 calls each)."""
+    if name not in SAMPLERS:
+        raise unknown("sampler", name, SAMPLERS)
+    nfe = SAMPLERS[name].info.nfe_per_step
+    if not math.isfinite(nfe) or nfe > DEFAULT_NFE / 2:
+        return 32
+    return max(2, round(DEFAULT_NFE / nfe))
+
+
+def _grid(sampler: str, process: Process, schedule, steps: int, schedule_options: dict, ending: str | None
+          ) -> tuple[Tensor, bool]:
+    """(the grid the sampler runs on, whether the midpoint ending follows it)."""
+    named = isinstance(schedule, str)
+    if ending is None:
+        given = "denoise_to_zero" in schedule_options or not named
+        ending = "t_min" if given else default_ending(sampler, process)
+    if ending not in ENDINGS:
+        raise unknown("ending", ending, ENDINGS)
+    if ending == "midpoint" and SAMPLERS[sampler].info.stochastic:
+        raise ValueError(f"ending 'midpoint' is the probability-flow ODE's last step; sampler '{sampler}' is "
+                         "stochastic (use ending 'zero' or 't_min')")
+    if not named:
+        ts = torch.as_tensor(schedule, dtype=torch.float64)
+        if ending == "midpoint" and not float(ts[-1]) > 0:
+            raise ValueError(f"ending 'midpoint' steps from the grid's last time onto t = 0; this grid already ends at "
+                             f"t = {float(ts[-1]):g}")
+        return ts, ending == "midpoint"
+    if ending != "t_min":
+        if schedule_options.get("denoise_to_zero") is False:
+            raise ValueError(f"ending '{ending}' contradicts schedule_options denoise_to_zero=False")
+        schedule_options["denoise_to_zero"] = True
+    if ending == "midpoint" and steps < 2:
+        raise ValueError(f"ending 'midpoint' needs steps >= 2 (one of them is the last step), got {steps}")
+    ts = schedules.make(schedule, steps, process, **schedule_options)
+    # midpoint: the grid of "zero" without its final 0; the ending replaces that last step at the same cost
+    return (ts[:-1], True) if ending == "midpoint" else (ts, False)
+
+
 def sample(
     denoiser: Denoiser,
     process: Process,
     shape: tuple[int, ...] | Tensor,
-    sampler: str = "heun",
-    steps: int = 32,
+    sampler: str | None = None,
+    steps: int | None = None,
     seed: int = 0,
     schedule: str | Tensor | list[float] | None = None,
     *,
@@ -124,6 +182,7 @@ def sample(
     callback: Callback | None = None,
     hook: Hook | None = None,
     cond: dict[str, Any] | None = None,
+    ending: str | None = None,
     **options,
 ) -> Tensor:
     """Draw samples with a registered sampler.
@@ -132,20 +191,26 @@ def sample(
         denoiser: ``D(x, t, **cond) -> x0_hat`` (a trained ``NetDenoiser``, a guided one, or the exact oracle).
         process: the forward process the denoiser belongs to.
         shape: the batch shape (start from ``process.prior_sample`` at ts[0]) or a tensor, the start state.
-        sampler: a name in ``SAMPLERS``.
-        steps: number of steps (grid intervals).
+        sampler: a name in ``SAMPLERS`` (default ``DEFAULT_SAMPLER``, chosen by protocol 3 of benchmarks/README.md).
+        steps: number of steps (grid intervals; default ``default_steps(sampler)``: ``DEFAULT_NFE`` model calls).
         seed: seeds a fresh generator for the prior and the sampler's noise (ignored if ``generator`` is given).
         schedule: a ``scorediff.schedules`` name (default: ``default_schedule(sampler, process)``), or an explicit grid.
-        schedule_options: keywords for ``schedules.make`` (e.g. ``{"denoise_to_zero": True}``).
+        schedule_options: keywords for ``schedules.make`` (e.g. ``{"rho": 5.0}``).
+        ending: how a named grid ends (``ENDINGS``): "t_min", "zero" (= ``schedule_options={"denoise_to_zero":
+            True}``) or "midpoint" (deterministic samplers: the same grid and model calls as "zero", but the last
+            step is ``_common.ode_to_zero``). Default: ``default_ending(sampler, process)`` for a named grid given
+            no ``denoise_to_zero``; an explicit grid ends as it is given ("midpoint" then steps from its last time).
         cond: conditioning keywords passed to every model call, e.g. ``{"y": labels}``.
         progress: show a progress bar over the steps.
         callback, hook: see ``scorediff.samplers._common``.
         **options: the sampler's own options (``options_of(name)``); unknown ones are a ValueError.
     """
+    sampler = DEFAULT_SAMPLER if sampler is None else sampler
     if sampler not in SAMPLERS:
         raise unknown("sampler", sampler, SAMPLERS)
     fn = SAMPLERS[sampler]
     check_options(f"sampler '{sampler}'", options, options_of(sampler))
+    steps = default_steps(sampler) if steps is None else steps
     if torch.is_tensor(shape):
         x = shape.to(device=device if device is not None else shape.device, dtype=dtype)
         device = x.device
@@ -155,10 +220,7 @@ def sample(
         generator = torch.Generator(device=device if device is not None else "cpu").manual_seed(int(seed))
     if schedule is None:
         schedule = default_schedule(sampler, process)
-    if isinstance(schedule, str):
-        ts = schedules.make(schedule, steps, process, **(schedule_options or {}))
-    else:
-        ts = torch.as_tensor(schedule, dtype=torch.float64)
+    ts, midpoint = _grid(sampler, process, schedule, steps, dict(schedule_options or {}), ending)
     if x is None:
         x = process.prior_sample(tuple(shape), generator, device=device, dtype=dtype)
         # the prior is N(0, sigma(t_max)^2 I); a grid starting below t_max starts from N(0, sigma(ts[0])^2)
@@ -168,7 +230,7 @@ def sample(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(ts) - 1, desc=sampler)
+        bar = tqdm(total=len(ts) - 1 + midpoint, desc=sampler)
         user_callback = callback
 
         def callback(info: dict[str, Any]) -> None:
@@ -178,12 +240,21 @@ def sample(
 
     try:
         with torch.no_grad():
-            return fn(bind_cond(denoiser, cond), process, x, ts, generator=generator, callback=callback, hook=hook,
-                      **options)
+            den = bind_cond(denoiser, cond)
+            x = fn(den, process, x, ts, generator=generator, callback=callback, hook=hook, **options)
+            if midpoint:
+                x, x0_hat = ode_to_zero(den, process, x, float(ts[-1]))
+                zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+                if hook is not None:
+                    x = hook(x, zero, x0_hat)
+                if callback is not None:
+                    callback({"i": len(ts) - 1, "t": 0.0, "x": x, "x0_hat": x0_hat})
+            return x
     finally:
         if bar is not None:
             bar.close()
 
 
-__all__ = ["DEFAULT_NFE", "DEFAULT_SAMPLER", "PROCESS_DEFAULTS", "SAMPLERS", "SamplerInfo", "ScheduleFit", "default_schedule", "fit_schedule",
-           "optimize_schedule", "options_of", "parallel", "sample", "sampler_table"]
+__all__ = ["DEFAULT_ENDINGS", "DEFAULT_NFE", "DEFAULT_SAMPLER", "ENDINGS", "PROCESS_DEFAULTS", "SAMPLERS",
+           "SamplerInfo", "ScheduleFit", "default_ending", "default_schedule", "default_steps", "fit_schedule", "optimize_schedule", "options_of", "parallel", "sample",
+           "sampler_table"]

@@ -267,6 +267,24 @@ def end_step(
     return x
 
 
+def ode_to_zero(denoiser: Denoiser, process: Process, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    """The probability-flow ODE's last stretch, from a small noise level t onto sigma = 0, to leading order:
+    x(0) = (x / alpha_t + x0_hat) / 2 with x0_hat = D(x, t) (the ``midpoint`` ending); returns (x(0), x0_hat).
+
+    Why: in x~ = x / alpha and s = sigma / alpha the ODE is dx~/ds = -s grad log p_s(x~); with the score frozen
+    at its value at s (the stretch is short) x~(0) = x~ + s^2 / 2 grad log p_s, and Tweedie's formula
+    x0_hat = x~ + s^2 grad log p_s turns this into (x~ + x0_hat) / 2, one model call. For data N(mu, v) the exact
+    map scales x~ - mu by sqrt(v / (v + s^2)) = 1 - s^2 / (2v) + O(s^4); this ending by 1 - s^2 / (2 (v + s^2)),
+    equal to first order in s^2 / v, where the two usual endings are off by +-s^2 / (2v): keeping x~ (ending at
+    t_min) leaves noise of size s in every fine detail, returning x0_hat (denoise-to-zero) removes the fine
+    variance along with it. Only for the deterministic (probability-flow) samplers.
+    """
+    tb = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+    x0_hat = denoiser(x, tb)
+    alpha = float(process._alpha(torch.tensor(float(t), dtype=torch.float64)))
+    return lincomb((0.5 / alpha, x), (0.5, x0_hat)), x0_hat
+
+
 def denoise_to_zero(
     denoiser: Denoiser, grid: Grid, x: Tensor, hook: Hook | None, callback: Callback | None
 ) -> Tensor:

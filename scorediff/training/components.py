@@ -157,7 +157,7 @@ def check_sampler_options(name: str, options: dict) -> None:
     from ..utils import check_options
 
     allowed = options_of(name)  # raises for an unknown sampler
-    check_options(f"sampler '{name}'", options, {*allowed, "schedule", "schedule_options"})
+    check_options(f"sampler '{name}'", options, {*allowed, "schedule", "schedule_options", "ending"})
     for key, value in options.items():
         expected = _expected_type(value, "" if key == "schedule" else allowed.get(key))
         if expected:
