@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", default=None,
                         help="time grid name (see scorediff.schedules); default: the grid `scorediff fit-schedule` "
                              "fitted for this sampler, step count and checkpoint if there is one, else the sampler's")
+    parser.add_argument("--ending", default=None, choices=("t_min", "zero", "midpoint"),
+                        help="how the grid ends: t_min (noise of size sigma(t_min) left in), zero (the last step "
+                             "returns the denoiser's x0), midpoint (the probability-flow ODE's last stretch, "
+                             "deterministic samplers); default: the sampler's (scorediff.samplers.default_ending)")
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="a sampler option, repeatable, value parsed as JSON (e.g. --option eta=1.0, "
                              "--option s_churn=40, --option rtol=1e-4)")
@@ -133,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             options[key] = value
     if args.schedule is not None:
         options["schedule"] = args.schedule
+    if args.ending is not None:
+        options["ending"] = args.ending
     check_sampler_options(sampler, options)
     fitted = None
     named = args.schedule is not None or any(item.partition("=")[0] == "schedule" for item in args.options)

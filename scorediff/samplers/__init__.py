@@ -50,14 +50,15 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 
 # The sampler (and its budget in model calls) used wherever the library picks one for the user: chosen by
 # protocol 3 of benchmarks/README.md ("Protocol 3: the default sampler"; benchmarks/default_sampler.py).
-DEFAULT_SAMPLER = "heun"
+DEFAULT_SAMPLER = "plms"
 DEFAULT_NFE = 50
 
 # How a grid ends (``sample(..., ending=)``): "t_min" (the last node is t_min; noise of size sigma(t_min) is left
 # in), "zero" (``denoise_to_zero``: the last step returns x0_hat = D(x, t_min)), "midpoint" (the last step is the
 # probability-flow ODE's stretch onto sigma = 0 to leading order, ``_common.ode_to_zero``; deterministic samplers).
 ENDINGS = ("t_min", "zero", "midpoint")
-DEFAULT_ENDINGS: dict[str, str] = {}  # sampler -> ending on processes that reach sigma = 0 (else "t_min")
+# sampler -> its ending on processes that reach sigma = 0 (else "t_min"); protocol 4 chose the default sampler's
+DEFAULT_ENDINGS: dict[str, str] = {"plms": "midpoint"}
 
 # keywords of the common signature, not sampler options
 _FRAMEWORK = {"denoiser", "process", "x", "ts", "generator", "callback", "hook"}
