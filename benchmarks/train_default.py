@@ -210,7 +210,7 @@ def main() -> None:
     metrics = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     standard = {k: v.clone() for k, v in run.denoiser.net.state_dict().items()}
     rows, first, sample_s = [], None, None
-    for ema_name, path in emas.items():
+    for which, path in emas.items():
         if path is None:
             run.denoiser.net.load_state_dict(standard)
         else:
@@ -230,7 +230,7 @@ def main() -> None:
                 confs.append(float(clf.predict_proba(gen).max(1).mean()))
                 if first is None:
                     first = (x, gen)
-            rows.append({"ema": ema_name, "sampler": sampler, "steps": steps, "options": options,
+            rows.append({"ema": which, "sampler": sampler, "steps": steps, "options": options,
                          "fid_by_seed": [round(f, 3) for f in fids], "fid_mean": round(float(np.mean(fids)), 3),
                          "confidence_mean": round(float(np.mean(confs)), 3)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
