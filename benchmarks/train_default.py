@@ -28,7 +28,7 @@ the training's wall and CPU seconds (user + system of the training process).
                                        [--skip-train] [--upsample 28] [--picture docs/img/x.png]
                                        [--seeds 0,1,2] [--eval SPEC ...] [--extra-ema 50,200,400]
 
-Prints a JSON summary; ``--picture`` writes a grid of 100 samples (first seed, config's sampler).
+Prints a JSON summary; ``--picture`` writes a grid of 100 samples (the first sampler and seed evaluated).
 """
 
 from __future__ import annotations
