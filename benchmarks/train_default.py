@@ -13,10 +13,22 @@ distance between the held-out digits and 597 training digits; pure noise gives t
 ``--config mnist-cpu``) where no MNIST is at hand; its samples are shrunk back to 8x8 (area average) for
 the same classifier.
 
+``--seeds 0,1,2`` re-samples the same model with several sampling seeds (the evaluation noise) and reports
+their mean. ``--eval SAMPLER:STEPS[:KEY=VALUE,...]`` (repeatable) evaluates other samplers than the
+config's ``sample`` section, e.g. ``--eval heun:18:schedule=karras`` or ``--eval heun:18:s_churn=5``.
+``--extra-ema 50,1e9@0.2,400@none`` keeps further EMAs of the weights during the run (half-life H in steps,
+``@R`` its warm-up ratio, default the config's, ``none`` for off; the standard EMA is untouched), saved as
+``ema_h{H}_r{R}.safetensors`` in the run, and evaluates each: the EMA length chosen after the run from one
+training. (With warm-up ratio r the half-life is min(H, r k) at step k, so at 1500 steps and r = 0.05 any
+H >= 75 gives the same average; a longer average needs a larger r.) Training then runs in this
+process instead of a ``scorediff train`` subprocess (same config, same code path). The summary reports
+the training's wall and CPU seconds (user + system of the training process).
+
     python benchmarks/train_default.py [--config digits] [--set KEY=VALUE ...] [--threads 1] [--out DIR]
                                        [--skip-train] [--upsample 28] [--picture docs/img/x.png]
+                                       [--seeds 0,1,2] [--eval SPEC ...] [--extra-ema 50,200,400]
 
-Prints a JSON summary; ``--picture`` writes a grid of 100 samples.
+Prints a JSON summary; ``--picture`` writes a grid of 100 samples (the first sampler and seed evaluated).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -69,6 +82,59 @@ def split_digits():
     return real[tr], d.target[tr], real[held], d.target[held]
 
 
+def parse_eval(spec: str) -> tuple[str, int, dict]:
+    """``"heun:18:schedule=karras,s_churn=5"`` -> ("heun", 18, {"schedule": "karras", "s_churn": 5})."""
+    parts = spec.split(":", 2)
+    if len(parts) < 2:
+        raise SystemExit(f"--eval {spec!r}: expected SAMPLER:STEPS[:KEY=VALUE,...]")
+    options = {}
+    for item in (parts[2].split(",") if len(parts) == 3 and parts[2] else []):
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return parts[0], int(parts[1]), options
+
+
+def parse_ema(spec: str) -> tuple[float, float | None | str]:
+    """``"400"`` -> (400, "config"); ``"400@0.2"`` -> (400, 0.2); ``"400@none"`` -> (400, None)."""
+    h, _, r = spec.partition("@")
+    return float(h), ("config" if not r else None if r == "none" else float(r))
+
+
+def ema_name(h: float, r) -> str:
+    return f"ema_h{h:g}" + ("" if r == "config" else f"_r{r:g}" if r is not None else "_rnone")
+
+
+def train_in_process(config: str, out: Path, sets: list[str], half_lives: list[tuple]) -> None:
+    """``scorediff train`` in this process, with further EMAs (same update rule and warm-up) kept alongside."""
+    from safetensors.torch import save_file
+
+    from scorediff.training import config as config_mod
+    from scorediff.training import train
+    from scorediff.training.ema import EMA, decay_from
+
+    cfg = config_mod.load(config, [v for k, v in zip(sets[::2], sets[1::2])])
+    extra: dict[str, EMA] = {}
+
+    def before(trainer) -> None:
+        for h, r in half_lives:
+            extra[ema_name(h, r)] = EMA(trainer.net, decay_from(None, h), trainer.ema.rampup_ratio if r == "config" else r)
+        update = trainer.ema.update
+
+        def update_all(model) -> None:
+            update(model)
+            for e in extra.values():
+                e.update(model)
+
+        trainer.ema.update = update_all
+
+    train(cfg, out, before=before)
+    for name, e in extra.items():
+        save_file({k: v.contiguous() for k, v in e.model.state_dict().items()}, str(out / f"{name}.safetensors"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="digits")
@@ -79,14 +145,20 @@ def main() -> None:
     ap.add_argument("--upsample", type=int, default=None, help="train on the digits enlarged to this side")
     ap.add_argument("--picture", default=None, help="write 100 samples here (.png)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluated samples")
+    ap.add_argument("--seeds", default=None, help="comma-separated sampling seeds (overrides --seed)")
+    ap.add_argument("--eval", dest="evals", action="append", default=[], metavar="SAMPLER:STEPS[:K=V,...]",
+                    help="evaluate this sampler instead of the config's (repeatable)")
+    ap.add_argument("--extra-ema", default="", help="comma-separated further EMA half-lives (steps) to keep")
     args = ap.parse_args()
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    half_lives = [parse_ema(v) for v in args.extra_ema.split(",") if v]
 
     import torch
     import torch.nn.functional as F
 
     x_tr, y_tr, x_held, y_held = split_digits()
     out = Path(args.out)
-    wall = None
+    wall = cpu = None
     if not args.skip_train:
         out.mkdir(parents=True, exist_ok=True)
         images = torch.as_tensor(x_tr, dtype=torch.float32).reshape(-1, 1, 8, 8) * 2 - 1
@@ -99,12 +171,23 @@ def main() -> None:
         for item in args.overrides:
             sets += ["--set", item]
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "scorediff", "train", args.config, "--out", str(out / "run"),
-                              *sets], env=env, cwd=ROOT, capture_output=True, text=True)
+        if half_lives:
+            import torch as _torch
+
+            _torch.set_num_threads(args.threads)
+            c0 = time.process_time()
+            train_in_process(args.config, out / "run", sets, half_lives)
+            cpu = time.process_time() - c0
+        else:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            res = subprocess.run([sys.executable, "-m", "scorediff", "train", args.config, "--out",
+                                  str(out / "run"), *sets], env=env, cwd=ROOT, capture_output=True, text=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            if res.returncode:
+                sys.exit(res.stderr)
+            print("grid:", res.stdout.strip(), file=sys.stderr)
         wall = time.perf_counter() - t0
-        if res.returncode:
-            sys.exit(res.stderr)
-        print("grid:", res.stdout.strip(), file=sys.stderr)
 
     from sklearn.neural_network import MLPClassifier
 
@@ -118,28 +201,55 @@ def main() -> None:
     n = len(x_held)
     run = load_run(out / "run")
     s = run.config["sample"]
-    t0 = time.perf_counter()
-    x = sample(run.denoiser, run.process, (n, *run.shape), sampler=s["sampler"], steps=s["steps"], seed=args.seed,
-               **s["options"])
-    sample_s = time.perf_counter() - t0
-    small = F.adaptive_avg_pool2d(x.clamp(-1, 1), 8) if x.shape[-1] != 8 else x
-    gen = from_unit(small).numpy().reshape(n, -1) / 255.0
+    specs = [parse_eval(e) for e in args.evals] or [(s["sampler"], s["steps"], dict(s["options"]))]
+    emas = {"ema": None, **{ema_name(*hr): out / "run" / f"{ema_name(*hr)}.safetensors" for hr in half_lives}}
+    if args.skip_train:  # evaluate every extra EMA the run kept
+        emas.update({p.stem: p for p in sorted((out / "run").glob("ema_h*.safetensors"))})
     noise = np.random.default_rng(1).uniform(0, 1, size=(n, 64))
     f_held = features(clf, x_held)
     metrics = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    standard = {k: v.clone() for k, v in run.denoiser.net.state_dict().items()}
+    rows, first, sample_s = [], None, None
+    for which, path in emas.items():
+        if path is None:
+            run.denoiser.net.load_state_dict(standard)
+        else:
+            from safetensors.torch import load_file
+
+            run.denoiser.net.load_state_dict(load_file(str(path)))
+        for sampler, steps, options in specs:
+            fids, confs = [], []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                x = sample(run.denoiser, run.process, (n, *run.shape), sampler=sampler, steps=steps, seed=seed,
+                           **options)
+                sample_s = time.perf_counter() - t0
+                small = F.adaptive_avg_pool2d(x.clamp(-1, 1), 8) if x.shape[-1] != 8 else x
+                gen = from_unit(small).numpy().reshape(n, -1) / 255.0
+                fids.append(frechet(features(clf, gen), f_held))
+                confs.append(float(clf.predict_proba(gen).max(1).mean()))
+                if first is None:
+                    first = (x, gen)
+            rows.append({"ema": which, "sampler": sampler, "steps": steps, "options": options,
+                         "fid_by_seed": [round(f, 3) for f in fids], "fid_mean": round(float(np.mean(fids)), 3),
+                         "confidence_mean": round(float(np.mean(confs)), 3)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    run.denoiser.net.load_state_dict(standard)
+    x, gen = first
     summary = {
         "config": args.config, "overrides": args.overrides, "upsample": args.upsample,
-        "train_wall_s": wall, "threads": args.threads, "steps": run.step,
+        "train_wall_s": wall, "train_cpu_s": cpu, "threads": args.threads, "steps": run.step,
         "steps_per_s_last": metrics.get("steps_per_s"),
-        "sampler": f"{s['sampler']} x {s['steps']} steps",
+        "sampler": f"{specs[0][0]} x {specs[0][1]} steps {specs[0][2] or ''}".strip(),
         f"sample_{n}_s": sample_s,
         "classifier_heldout_accuracy": clf.score(x_held, y_held),
-        "fid_generated_vs_heldout": frechet(features(clf, gen), f_held),
+        "fid_generated_vs_heldout": rows[0]["fid_by_seed"][0],
         "fid_floor_train_vs_heldout": frechet(features(clf, x_tr[:n]), f_held),
         "fid_uniform_noise_vs_heldout": frechet(features(clf, noise), f_held),
         "confidence_generated": float(clf.predict_proba(gen).max(1).mean()),
         "confidence_heldout_real": float(clf.predict_proba(x_held).max(1).mean()),
         "class_histogram_generated": np.bincount(clf.predict(gen), minlength=10).tolist(),
+        "rows": rows,
     }
     if args.picture:
         plotting.save_image_grid(from_unit(x[:100]).float() / 255.0, args.picture, nrow=10)
