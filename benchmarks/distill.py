@@ -101,10 +101,18 @@ def main() -> None:
     ap.add_argument("--teacher", default="/tmp/scorediff-digits-teacher")
     ap.add_argument("--work", default="/tmp/scorediff-distill-bench")
     ap.add_argument("--num", type=int, default=1000)
-    ap.add_argument("--steps-per-stage", type=int, default=200)
+    ap.add_argument("--steps-per-stage", default="200", help="progressive: per halving, one number or one per halving")
     ap.add_argument("--cd-steps", type=int, default=1000)
     ap.add_argument("--ict-steps", type=int, default=2000)
-    ap.add_argument("--pd-stages", type=int, default=6, help="progressive halvings from 64 steps (6: down to 1)")
+    ap.add_argument("--pd-stages", type=int, default=6, help="progressive halvings from --teacher-steps (6: 64 -> 1)")
+    ap.add_argument("--teacher-steps", type=int, default=64, help="progressive: the first stage's teacher steps")
+    ap.add_argument("--teacher-solver", default="ddim", help="progressive: the first stage's teacher step")
+    ap.add_argument("--lr-anneal", action="store_true", help="progressive: lr linearly to 0 within each stage")
+    ap.add_argument("--weighting", default="snr_trunc")
+    ap.add_argument("--schedule", default="karras")
+    ap.add_argument("--pd-lr", type=float, default=None, help="progressive: lr (default a quarter of the teacher's)")
+    ap.add_argument("--pd-set", action="append", default=[], metavar="KEY=VALUE", help="progressive: config override")
+    ap.add_argument("--pd-key", default="progressive", help="progressive: the summary key / work subfolder")
     ap.add_argument("--only", default="teacher,progressive,consistency,ict")
     ap.add_argument("--figure", action="store_true")
     args = ap.parse_args()
@@ -141,24 +149,31 @@ def main() -> None:
         print("teacher", summary["teacher_heun18"], summary["teacher"], file=sys.stderr)
 
     if "progressive" in only:
-        out, sps = work / "progressive", args.steps_per_stage
+        out = work / args.pd_key
         shutil.rmtree(out, ignore_errors=True)
-        rows, cpu, wall = {}, 0.0, 0.0
-        stages = args.pd_stages  # 6: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1
+        stages = args.pd_stages  # from 64: 6 is 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1
+        per_stage = [int(v) for v in str(args.steps_per_stage).split(",")]
+        per_stage = per_stage * stages if len(per_stage) == 1 else per_stage
+        options = dict(to_steps=args.teacher_steps // 2**stages, teacher_steps=args.teacher_steps,
+                       steps_per_stage=per_stage if len(set(per_stage)) > 1 else per_stage[0],
+                       teacher_solver=args.teacher_solver, lr_anneal=args.lr_anneal, weighting=args.weighting,
+                       schedule=args.schedule, lr=args.pd_lr,
+                       overrides=["log.progress=false", f"sample.every={min(per_stage)}", *args.pd_set])
+        rows, cpu, wall, done = {}, 0.0, 0.0, 0
         for k in range(1, stages + 1):
-            _, c, w = cpu_run(lambda k=k: distill(teacher, "progressive", out, resume=k > 1, stop_after=k * sps,
-                                                  to_steps=64 // 2**stages, teacher_steps=64,
-                                                  steps_per_stage=sps,
-                                                  overrides=["log.progress=false", f"sample.every={sps}"]))
+            done += per_stage[k - 1]
+            _, c, w = cpu_run(lambda k=k, done=done: distill(teacher, "progressive", out, resume=k > 1, stop_after=done,
+                                                             **options))
             cpu, wall = cpu + c, wall + w
-            n = 64 // 2**k
+            n = args.teacher_steps // 2**k
             if n in NFES:
                 r = load_run(out)
-                x, nfe = draw(r.denoiser, r.process, r.shape, args.num, sampler="ddim", steps=n, schedule="karras")
+                x, nfe = draw(r.denoiser, r.process, r.shape, args.num, sampler="ddim", steps=n, schedule=args.schedule)
                 rows[str(n)] = {"fid": judge.fid(x), "cpu_s": cpu, "wall_s": wall, "nfe": nfe}
                 samples[("progressive", n)] = x
-                print("progressive", n, rows[str(n)], file=sys.stderr)
-        summary["progressive"] = rows
+                print(args.pd_key, n, rows[str(n)], file=sys.stderr)
+        rows["options"] = {k: v for k, v in options.items() if k != "overrides"} | {"set": args.pd_set}
+        summary[args.pd_key] = rows
         save()
 
     for method, key in (("consistency", "consistency"), ("ict", "ict")):
