@@ -356,11 +356,11 @@ def test_cli_distill_progressive_and_consistency_make_sampleable_runs(toy_teache
 
     pd = tmp_path / "pd"
     assert main(["distill", "progressive", str(toy_teacher), "--out", str(pd), "--teacher-steps", "4", "--to-steps", "1",
-                 "--steps-per-stage", "1,3", "--teacher-solver", "heun", "--lr-anneal", *FAST]) == 0
+                 "--steps-per-stage", "1,3", *FAST]) == 0
     cfg = json.loads((pd / "config.json").read_text())
     assert (cfg["sample"]["sampler"], cfg["sample"]["steps"], cfg["optim"]["steps"]) == ("ddim", 1, 4)
     opts = cfg["loss"]["options"]
-    assert (opts["steps_per_stage"], opts["teacher_solver"], opts["lr_anneal"]) == ([1, 3], "heun", True)
+    assert (opts["steps_per_stage"], opts["teacher_solver"], opts["lr_anneal"]) == ([1, 3], "heun", True)  # defaults
     assert json.loads((pd / "state.json").read_text())["objective"]["student_steps"] == 1
     assert main(["sample", str(pd), "--num", "8"]) == 0
     assert (pd / "samples" / "sample_ddim_1.png").exists()
@@ -379,7 +379,7 @@ def test_cli_distill_progressive_and_consistency_make_sampleable_runs(toy_teache
     (["progressive", "TEACHER", "--schedule", "nope"], "schedule 'nope' unknown"),
     (["consistency", "TEACHER", "--solver", "rk4"], "teacher solver 'rk4' unknown"),
     (["progressive", "TEACHER", "--teacher-solver", "rk4"], "teacher solver 'rk4' unknown"),
-    (["progressive", "TEACHER", "--steps-per-stage", "1,2,3"], "4 positive numbers (one per halving 64 -> 4)"),
+    (["progressive", "TEACHER", "--steps-per-stage", "1,2,3"], "2 positive numbers (one per halving 16 -> 4)"),
 ])
 def test_cli_distill_bad_input_is_one_line(argv, message, toy_teacher, tmp_path, capsys):
     from scorediff.cli import main

@@ -25,17 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     g = parser.add_argument_group("progressive")
     g.add_argument("--to-steps", type=int, default=4, help="the student's final number of DDIM steps (default 4)")
-    g.add_argument("--teacher-steps", type=int, default=64,
-                   help="the teacher's DDIM steps in the first stage (to-steps times a power of two; default 64)")
-    g.add_argument("--steps-per-stage", type=_steps_list, default=500,
-                   help="optimizer steps per halving: one number, or one per halving, e.g. 100,200,500,1000 "
-                        "(default 500)")
+    g.add_argument("--teacher-steps", type=int, default=16,
+                   help="the teacher's steps in the first stage (to-steps times a power of two; default 16)")
+    g.add_argument("--steps-per-stage", type=_steps_list, default=1000,
+                   help="optimizer steps per halving: one number, or one per halving, e.g. 800,1200 "
+                        "(default 1000)")
     g.add_argument("--schedule", default="karras", help="the time grid of teacher and student (default karras)")
     g.add_argument("--weighting", default="snr_trunc", help="snr_trunc (max(SNR, 1)) or snr_plus_one")
-    g.add_argument("--teacher-solver", default="ddim",
-                   help="the trained teacher's two steps in the first halving: ddim (the paper's), heun or dpm_solver_pp")
-    g.add_argument("--lr-anneal", action="store_true",
-                   help="learning rate falls linearly to 0 within each halving (Salimans & Ho)")
+    g.add_argument("--teacher-solver", default="heun",
+                   help="the trained teacher's two steps in the first halving: heun (default), dpm_solver_pp or ddim "
+                        "(the paper's)")
+    g.add_argument("--lr-anneal", action=argparse.BooleanOptionalAction, default=True,
+                   help="learning rate falls linearly to 0 within each halving, as in Salimans & Ho (default on)")
     g = parser.add_argument_group("consistency")
     g.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
     g.add_argument("--solver", default="heun", help="the teacher's ODE step: heun, ddim or dpm_solver_pp")

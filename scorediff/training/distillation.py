@@ -24,13 +24,17 @@ from .run import load_run
 METHODS = ("progressive", "consistency")
 
 
-def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_steps: int = 4, teacher_steps: int = 64,
-                   steps_per_stage: int | list[int] = 500, schedule: str = "karras", weighting: str = "snr_trunc",
-                   teacher_solver: str = "ddim", lr_anneal: bool = False,
+def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_steps: int = 4, teacher_steps: int = 16,
+                   steps_per_stage: int | list[int] = 1000, schedule: str = "karras", weighting: str = "snr_trunc",
+                   teacher_solver: str = "heun", lr_anneal: bool = True,
                    steps: int = 2000, solver: str = "heun", mu: float = 0.95, s0: int = 18, s1: int = 18,
                    distance: str = "l2", sample_steps: int = 1, time_groups: int = 4, lr: float | None = None,
                    overrides: list[str] | None = None) -> dict:
-    """The student run's config: the teacher's, with the objective, its length and the few-step sampler."""
+    """The student run's config: the teacher's, with the objective, its length and the few-step sampler.
+
+    Progressive defaults (measured on the default digits run, README "Few-step generation"): the first
+    stage distils the teacher's Heun steps on a 16-step grid (its ODE, not its 16-step DDIM), 1000
+    optimizer steps per halving with the learning rate annealed to 0 within each (Salimans & Ho)."""
     cfg = copy.deepcopy(teacher_cfg)
     cfg["description"] = f"{method} distillation of {teacher_path}"
     if method == "progressive":
