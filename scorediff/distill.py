@@ -14,7 +14,10 @@ loss does not have, an objective adds through three optional methods the loop ca
       x~ = (z'' - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t)          # Alg. 2
   and the loss is w(t) ||x0_hat - x~||^2 with the paper's truncated-SNR weighting w = max(SNR, 1)
   ("snr_trunc", Sec. 4, for x0 / v students) or w = SNR + 1 ("snr_plus_one", the v loss). After each
-  stage the student becomes the teacher and N halves, down to ``to_steps``.
+  stage the student becomes the teacher and N halves, down to ``to_steps``. Two options beyond Algorithm 2:
+  the first stage's z'' may come from two *Heun* steps of the trained teacher (``teacher_solver``: any
+  z'' is reachable by one DDIM step, so the student then learns the teacher's ODE, not its 2N-step DDIM),
+  and the learning rate may fall linearly to 0 within each stage (``lr_anneal``, the paper's Sec. 4).
 * ``ConsistencyDistillation`` (Song, Dhariwal, Chen & Sutskever 2023, "Consistency Models", Algorithm 2).
   On the discretisation t_1 = t_min < ... < t_N = t_max (Karras rho = 7 in sigma~ = sigma/alpha), draw
   n ~ U{1..N-1}, x_{t_{n+1}} = alpha x0 + sigma z, take one teacher ODE step to x^_{t_n} (the sampler's
