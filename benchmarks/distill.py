@@ -2,13 +2,17 @@
 
 Rows: steps (model evaluations) 1, 2, 4, 8; columns: the teacher with its best sampler at that NFE (chosen by
 the same FID among ddim, euler, heun, dpm_solver_pp_2m, dpm_solver_pp_3m, unipc_bh2: a selection that favours
-the teacher), the progressive student (64 -> 32 -> ... -> 1 DDIM steps, each stage's EMA student evaluated at
-its own step count), consistency distillation (Heun teacher, fixed N = 18) and improved consistency
+the teacher), the progressive student (by default the teacher's Heun steps on a 16-step grid distilled to
+8 -> 4 -> 2 -> 1 DDIM steps, 1000 optimizer steps per halving, lr annealed within each; each stage's EMA
+student evaluated at its own step count; ``--teacher-steps 64 --teacher-solver ddim --no-lr-anneal`` is the
+paper's recipe), consistency distillation (Heun teacher, fixed N = 18) and improved consistency
 training (the packaged ``digits-ict`` config, no teacher). Quality is the classifier-feature FID of
 benchmarks/train_default.py (same judge, same reference, 1000 samples, seed 0). Cost is the CPU time of each
 method's training (process time, one thread; the teacher's own training is reported apart).
 
-    python benchmarks/distill.py --teacher /tmp/digits-teacher --work /tmp/distill-bench [--quick]
+    python benchmarks/distill.py --teacher /tmp/digits-teacher --work /tmp/distill-bench
+    python benchmarks/distill.py ... --only progressive --pd-key VARIANT --teacher-steps 32 --pd-stages 3 \
+        --steps-per-stage 300,500,1000          # one progressive variant, kept under its own key
 
 The teacher folder is trained with ``python -m scorediff train`` if it holds no run. Prints a Markdown table
 and a JSON summary; ``--figure`` writes docs/img/distill_digits.png (samples per method at 1 and 4 steps).
@@ -101,10 +105,19 @@ def main() -> None:
     ap.add_argument("--teacher", default="/tmp/scorediff-digits-teacher")
     ap.add_argument("--work", default="/tmp/scorediff-distill-bench")
     ap.add_argument("--num", type=int, default=1000)
-    ap.add_argument("--steps-per-stage", type=int, default=200)
+    ap.add_argument("--steps-per-stage", default="1000", help="progressive: per halving, one number or one per halving")
     ap.add_argument("--cd-steps", type=int, default=1000)
     ap.add_argument("--ict-steps", type=int, default=2000)
-    ap.add_argument("--pd-stages", type=int, default=6, help="progressive halvings from 64 steps (6: down to 1)")
+    ap.add_argument("--pd-stages", type=int, default=4, help="progressive halvings from --teacher-steps (4: 16 -> 1)")
+    ap.add_argument("--teacher-steps", type=int, default=16, help="progressive: the first stage's teacher steps")
+    ap.add_argument("--teacher-solver", default="heun", help="progressive: the first stage's teacher step")
+    ap.add_argument("--lr-anneal", action=argparse.BooleanOptionalAction, default=True,
+                    help="progressive: lr linearly to 0 within each stage")
+    ap.add_argument("--weighting", default="snr_trunc")
+    ap.add_argument("--schedule", default="karras")
+    ap.add_argument("--pd-lr", type=float, default=None, help="progressive: lr (default a quarter of the teacher's)")
+    ap.add_argument("--pd-set", action="append", default=[], metavar="KEY=VALUE", help="progressive: config override")
+    ap.add_argument("--pd-key", default="progressive", help="progressive: the summary key / work subfolder")
     ap.add_argument("--only", default="teacher,progressive,consistency,ict")
     ap.add_argument("--figure", action="store_true")
     args = ap.parse_args()
@@ -141,24 +154,31 @@ def main() -> None:
         print("teacher", summary["teacher_heun18"], summary["teacher"], file=sys.stderr)
 
     if "progressive" in only:
-        out, sps = work / "progressive", args.steps_per_stage
+        out = work / args.pd_key
         shutil.rmtree(out, ignore_errors=True)
-        rows, cpu, wall = {}, 0.0, 0.0
-        stages = args.pd_stages  # 6: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1
+        stages = args.pd_stages  # from 64: 6 is 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1
+        per_stage = [int(v) for v in str(args.steps_per_stage).split(",")]
+        per_stage = per_stage * stages if len(per_stage) == 1 else per_stage
+        options = dict(to_steps=args.teacher_steps // 2**stages, teacher_steps=args.teacher_steps,
+                       steps_per_stage=per_stage if len(set(per_stage)) > 1 else per_stage[0],
+                       teacher_solver=args.teacher_solver, lr_anneal=args.lr_anneal, weighting=args.weighting,
+                       schedule=args.schedule, lr=args.pd_lr,
+                       overrides=["log.progress=false", f"sample.every={min(per_stage)}", *args.pd_set])
+        rows, cpu, wall, done = {}, 0.0, 0.0, 0
         for k in range(1, stages + 1):
-            _, c, w = cpu_run(lambda k=k: distill(teacher, "progressive", out, resume=k > 1, stop_after=k * sps,
-                                                  to_steps=64 // 2**stages, teacher_steps=64,
-                                                  steps_per_stage=sps,
-                                                  overrides=["log.progress=false", f"sample.every={sps}"]))
+            done += per_stage[k - 1]
+            _, c, w = cpu_run(lambda k=k, done=done: distill(teacher, "progressive", out, resume=k > 1, stop_after=done,
+                                                             **options))
             cpu, wall = cpu + c, wall + w
-            n = 64 // 2**k
+            n = args.teacher_steps // 2**k
             if n in NFES:
                 r = load_run(out)
-                x, nfe = draw(r.denoiser, r.process, r.shape, args.num, sampler="ddim", steps=n, schedule="karras")
+                x, nfe = draw(r.denoiser, r.process, r.shape, args.num, sampler="ddim", steps=n, schedule=args.schedule)
                 rows[str(n)] = {"fid": judge.fid(x), "cpu_s": cpu, "wall_s": wall, "nfe": nfe}
                 samples[("progressive", n)] = x
-                print("progressive", n, rows[str(n)], file=sys.stderr)
-        summary["progressive"] = rows
+                print(args.pd_key, n, rows[str(n)], file=sys.stderr)
+        rows["options"] = {k: v for k, v in options.items() if k != "overrides"} | {"set": args.pd_set}
+        summary[args.pd_key] = rows
         save()
 
     for method, key in (("consistency", "consistency"), ("ict", "ict")):
@@ -188,15 +208,15 @@ def main() -> None:
     lines = [head, "|---|---|---|---|---|"]
     for n in NFES:
         cells = [f"{t[str(n)][0]:.2f} ({t[str(n)][1]})" if str(n) in t else "-"]
-        for key in ("progressive", "consistency", "ict"):
+        for key in (args.pd_key, "consistency", "ict"):
             v = summary.get(key, {}).get(str(n))
             cells.append(f"{v['fid']:.2f}" if v else "-")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     costs = [f"{k}: {summary[k][next(iter(summary[k]))]['cpu_s']:.0f} s CPU" for k in ("consistency", "ict")
              if k in summary]
-    if "progressive" in summary:
+    if args.pd_key in summary:
         costs.insert(0, "progressive: " + ", ".join(f"{n} steps after {v['cpu_s']:.0f} s CPU"
-                                                   for n, v in summary["progressive"].items()))
+                                                   for n, v in summary[args.pd_key].items() if n in map(str, NFES)))
     print("\n".join(lines))
     print("\ncost: " + "; ".join(costs))
     if "teacher_heun18" in summary:

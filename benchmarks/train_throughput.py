@@ -6,10 +6,11 @@ x_t = alpha x0 + sigma eps, AdamW, batch 64 of 1x8x8, fp32. diffusers is only us
 wall second and per CPU second of the process.
 
 ``--variants`` also times our network with AdamW's ``foreach`` and ``fused`` implementations and with
-``channels_last`` memory format (candidate cheap wins; each is deterministic, so resume stays exact).
+``channels_last`` memory format (candidate cheap wins; each is deterministic, so resume stays exact);
+``--compile`` times ``torch.compile`` of our network (its compilation is the ``warmup_s`` of that row).
 ``--preset unet-28 --size 28`` (with ``--overrides`` JSON) measures another network at 28x28.
 
-    python benchmarks/train_throughput.py [--threads N] [--steps 30] [--batch 64] [--variants]
+    python benchmarks/train_throughput.py [--threads N] [--steps 30] [--batch 64] [--variants] [--compile]
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def bench(net_call, params, batch: int, steps: int, warmup: int = 3, size: int =
     x0 = torch.rand(batch, 1, size, size, generator=g) * 2 - 1
     if channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
+    w0 = time.perf_counter()
     for i in range(warmup + steps):
         if i == warmup:
             t0, c0 = time.perf_counter(), time.process_time()
+            warmup_s = t0 - w0  # with torch.compile: the compilation
         t = torch.rand(batch, generator=g)
         eps = torch.randn(x0.shape, generator=g)
         a = torch.cos(t * torch.pi / 2)[:, None, None, None]
@@ -41,7 +44,7 @@ def bench(net_call, params, batch: int, steps: int, warmup: int = 3, size: int =
         opt.step()
         opt.zero_grad(set_to_none=True)
     # steps per wall second, and per CPU second of this process (fairer on a machine shared with other jobs)
-    return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
+    return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0), warmup_s
 
 
 def main() -> None:
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8)
     ap.add_argument("--overrides", default="{}", help="JSON constructor options over the preset")
     ap.add_argument("--variants", action="store_true", help="also foreach / fused AdamW and channels_last")
+    ap.add_argument("--compile", action="store_true", help="also torch.compile of our network (inductor, CPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,12 +87,15 @@ def main() -> None:
             cases.append((f"scorediff {args.preset}, {label}", net, net, kw, False))
         net = copy.deepcopy(ours).to(memory_format=torch.channels_last)
         cases.append((f"scorediff {args.preset}, channels_last", net, net, {}, True))
+    if args.compile:
+        net = copy.deepcopy(ours)
+        cases.append((f"scorediff {args.preset}, torch.compile", net, torch.compile(net), {}, False))
     for name, net, call, kw, cl in cases:
         n = sum(p.numel() for p in net.parameters())
-        rate, cpu_rate = bench(call, list(net.parameters()), args.batch, args.steps, size=args.size, opt_kwargs=kw,
-                     channels_last=cl)
+        rate, cpu_rate, warm_s = bench(call, list(net.parameters()), args.batch, args.steps, size=args.size,
+                                       opt_kwargs=kw, channels_last=cl)
         rows[name] = {"parameters": n, "steps_per_s": rate, "steps_per_cpu_s": cpu_rate, "examples_per_s": rate * args.batch,
-                      "steps_per_s_x_Mparams": rate * n / 1e6}
+                      "steps_per_s_x_Mparams": rate * n / 1e6, "warmup_s": warm_s}
     print(json.dumps({"threads": torch.get_num_threads(), "batch": args.batch, "results": rows}, indent=2))
 
 

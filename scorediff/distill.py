@@ -14,7 +14,10 @@ loss does not have, an objective adds through three optional methods the loop ca
       x~ = (z'' - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t)          # Alg. 2
   and the loss is w(t) ||x0_hat - x~||^2 with the paper's truncated-SNR weighting w = max(SNR, 1)
   ("snr_trunc", Sec. 4, for x0 / v students) or w = SNR + 1 ("snr_plus_one", the v loss). After each
-  stage the student becomes the teacher and N halves, down to ``to_steps``.
+  stage the student becomes the teacher and N halves, down to ``to_steps``. Two options beyond Algorithm 2:
+  the first stage's z'' may come from two *Heun* steps of the trained teacher (``teacher_solver``: any
+  z'' is reachable by one DDIM step, so the student then learns the teacher's ODE, not its 2N-step DDIM),
+  and the learning rate may fall linearly to 0 within each stage (``lr_anneal``, the paper's Sec. 4).
 * ``ConsistencyDistillation`` (Song, Dhariwal, Chen & Sutskever 2023, "Consistency Models", Algorithm 2).
   On the discretisation t_1 = t_min < ... < t_N = t_max (Karras rho = 7 in sigma~ = sigma/alpha), draw
   n ~ U{1..N-1}, x_{t_{n+1}} = alpha x0 + sigma z, take one teacher ODE step to x^_{t_n} (the sampler's
@@ -41,9 +44,11 @@ unbiased; the students' own evaluations are batched over all times).
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -162,18 +167,25 @@ class ProgressiveDistillation(Objective):
         teacher_steps: the teacher's number of DDIM steps in the first stage (2N); a power-of-two multiple
             of ``to_steps``.
         to_steps: the student's steps at the end.
-        steps_per_stage: optimizer steps per halving.
+        steps_per_stage: optimizer steps per halving: one number, or one per stage (e.g. fewer in the easy
+            first halvings, more in the last).
         schedule: the time grid (a ``scorediff.schedules`` name; grids of N and 2N steps must nest:
             "uniform", "karras", "logsnr" do).
         weighting: "snr_trunc" (max(SNR, 1)) or "snr_plus_one" on ||x0_hat - x~||^2.
         time_groups: groups of examples sharing one step index per batch.
+        teacher_solver: the first stage's teacher step, "ddim" (the paper's) or "heun" / "dpm_solver_pp": the
+            student then learns the teacher's ODE more accurately than its 2N-step DDIM (later stages' teachers
+            are DDIM students, whose two DDIM steps are what the next student reproduces).
+        lr_anneal: the learning rate falls linearly to 0 within each stage (Salimans & Ho, Sec. 4); the
+            training loop reads ``lr_factor``.
     """
 
     name = "progressive"
 
     def __init__(self, process: Process, param: Parameterization, teacher: Callable[..., Tensor],
-                 student_net: nn.Module, teacher_steps: int = 64, to_steps: int = 4, steps_per_stage: int = 500,
-                 schedule: str = "karras", weighting: str = "snr_trunc", time_groups: int = 4):
+                 student_net: nn.Module, teacher_steps: int = 64, to_steps: int = 4,
+                 steps_per_stage: int | Sequence[int] = 500, schedule: str = "karras", weighting: str = "snr_trunc",
+                 time_groups: int = 4, teacher_solver: str = "ddim", lr_anneal: bool = False):
         super().__init__(process, param)
         ratio = teacher_steps / to_steps
         if to_steps < 1 or ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
@@ -181,12 +193,18 @@ class ProgressiveDistillation(Objective):
                              "power of two >= 2")
         if weighting not in PD_WEIGHTINGS:
             raise unknown("progressive weighting", weighting, PD_WEIGHTINGS)
-        if steps_per_stage < 1:
-            raise ValueError(f"progressive: steps_per_stage must be >= 1, got {steps_per_stage}")
-        self.teacher_steps, self.to_steps = int(teacher_steps), int(to_steps)
-        self.steps_per_stage, self.schedule, self.weighting = int(steps_per_stage), schedule, weighting
-        self.time_groups = int(time_groups)
+        if teacher_solver not in TEACHER_SOLVERS:
+            raise unknown("teacher solver", teacher_solver, TEACHER_SOLVERS)
         self.stages = round(math.log2(ratio))
+        per_stage = [int(steps_per_stage)] * self.stages if isinstance(steps_per_stage, int) else list(steps_per_stage)
+        if len(per_stage) != self.stages or min(per_stage) < 1:
+            raise ValueError(f"progressive: steps_per_stage must be a positive number or {self.stages} positive numbers "
+                             f"(one per halving {teacher_steps} -> {to_steps}), got {steps_per_stage}")
+        self.teacher_steps, self.to_steps = int(teacher_steps), int(to_steps)
+        self.steps_per_stage = per_stage[0] if len(set(per_stage)) == 1 else per_stage
+        self.stage_ends = list(itertools.accumulate(per_stage))  # the optimizer step at which each stage ends
+        self.schedule, self.weighting, self.time_groups = schedule, weighting, int(time_groups)
+        self.teacher_solver, self.lr_anneal = teacher_solver, bool(lr_anneal)
         self.first_teacher = self.teacher = teacher
         # the later stages' teacher: a frozen copy of the student, refreshed at each stage's end
         self.teacher_net = copy.deepcopy(_unwrap(student_net)).eval().requires_grad_(False)
@@ -195,14 +213,25 @@ class ProgressiveDistillation(Objective):
 
     @property
     def total_steps(self) -> int:
-        return self.stages * self.steps_per_stage
+        return self.stage_ends[-1]
 
     def stage(self, step: int | None = None) -> int:
         """The stage (0 .. stages - 1) at a given optimizer step."""
-        return min((self.step if step is None else step) // self.steps_per_stage, self.stages - 1)
+        step = self.step if step is None else step
+        return min(bisect.bisect_right(self.stage_ends, step), self.stages - 1)
 
     def student_steps(self, stage: int | None = None) -> int:
         return self.teacher_steps // 2 ** ((self.stage() if stage is None else stage) + 1)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate's factor at optimizer step ``step`` (0, 1, ... counts the steps before it): with
+        ``lr_anneal`` it falls linearly to 0 within each stage, as in Salimans & Ho (2022, Sec. 4), i.e.
+        1 - j / L for the j-th step (from 0) of a stage of L steps; else 1."""
+        if not self.lr_anneal:
+            return 1.0
+        k = self.stage(step)
+        start = self.stage_ends[k - 1] if k > 0 else 0
+        return max(0.0, 1.0 - (step - start) / (self.stage_ends[k] - start))
 
     def grids(self, n: int) -> tuple[list[float], list[float]]:
         """The student's grid of n steps and the teacher's of 2n steps (nested: node i = teacher node 2i)."""
@@ -217,7 +246,9 @@ class ProgressiveDistillation(Objective):
     def target(self, x_t: Tensor, i: int, n: int, **cond) -> Tensor:
         """x~ for the student's step i of n from the state x_t at its node i: two teacher DDIM steps, inverted."""
         s_grid, t_grid = self.grids(n)
-        z2 = teacher_step(self.teacher, self.process, x_t, t_grid[2 * i: 2 * i + 3], "ddim", **cond)
+        # the trained teacher may take its two steps with a better solver; a student teacher is a DDIM model
+        solver = self.teacher_solver if self.teacher is self.first_teacher else "ddim"
+        z2 = teacher_step(self.teacher, self.process, x_t, t_grid[2 * i: 2 * i + 3], solver, **cond)
         g = Grid(self.process, [s_grid[i], s_grid[i + 1]], x_t)
         c = g.sigma[1] / g.sigma[0]
         return (z2 - c * x_t) / (g.alpha[1] - c * g.alpha[0])  # Algorithm 2, x~
@@ -240,7 +271,7 @@ class ProgressiveDistillation(Objective):
 
     def after_step(self, net: nn.Module, step: int) -> None:
         super().after_step(net, step)
-        if step % self.steps_per_stage == 0 and step < self.total_steps:
+        if step in self.stage_ends[:-1]:
             # end of a stage: the student becomes the teacher of the next (Algorithm 2's outer loop)
             self.teacher_net.load_state_dict(_unwrap(net).state_dict())
             self._student_teacher()
@@ -265,7 +296,8 @@ class ProgressiveDistillation(Objective):
 
     def options(self) -> dict:
         return {"teacher_steps": self.teacher_steps, "to_steps": self.to_steps, "steps_per_stage": self.steps_per_stage,
-                "schedule": self.schedule, "weighting": self.weighting, "time_groups": self.time_groups}
+                "schedule": self.schedule, "weighting": self.weighting, "time_groups": self.time_groups,
+                "teacher_solver": self.teacher_solver, "lr_anneal": self.lr_anneal}
 
 
 class _Consistency(Objective):

@@ -226,7 +226,8 @@ def test_consistency_distillation_beats_the_teachers_ddim_at_1_and_2_steps(tmp_p
 # -- exact resume in the middle of a stage ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["progressive", "consistency_distillation", "consistency_training"])
+@pytest.mark.parametrize("method", ["progressive", "progressive_annealed", "consistency_distillation",
+                                    "consistency_training"])
 def test_resume_mid_stage_is_bit_exact(method, tmp_path):
     mix = A.ring2d()
     if method == "progressive":
@@ -235,6 +236,12 @@ def test_resume_mid_stage_is_bit_exact(method, tmp_path):
         def objective(net):
             return distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
                                                    steps_per_stage=4)
+    elif method == "progressive_annealed":  # stages of 3 and 5 steps, lr annealed within each, Heun first teacher
+        param = PZ.make("x0")
+
+        def objective(net):
+            return distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
+                                                   steps_per_stage=[3, 5], teacher_solver="heun", lr_anneal=True)
     elif method == "consistency_distillation":
         param = PZ.make("consistency")
 
@@ -260,6 +267,39 @@ def test_resume_mid_stage_is_bit_exact(method, tmp_path):
 
 
 # -- the pieces ------------------------------------------------------------------------------------------
+
+
+def test_progressive_stage_lengths_and_lr_anneal(tmp_path):
+    """Per-stage lengths move the stage boundaries; with ``lr_anneal`` the loop's learning rate falls
+    linearly to 0 within each stage (lr (1 - j / L) at the j-th step of a stage of L steps); the first
+    stage's target uses the chosen teacher solver, later stages the student teacher's DDIM."""
+    mix, param = A.ring2d(), PZ.make("x0")
+    objs = []
+
+    def objective(net):
+        objs.append(distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
+                                                    steps_per_stage=[3, 5], teacher_solver="heun", lr_anneal=True))
+        return objs[-1]
+
+    tr = run(objective, param, 8, tmp_path, EDM)
+    obj = objs[0]
+    assert [obj.stage(k) for k in range(9)] == [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert [obj.student_steps(obj.stage(k)) for k in (0, 3)] == [4, 2] and obj.total_steps == 8
+    lrs = [tr.lr_at(k) for k in range(8)]
+    expect = [3e-3 * f for f in (1, 2 / 3, 1 / 3, 1, 4 / 5, 3 / 5, 2 / 5, 1 / 5)]
+    assert lrs == pytest.approx(expect, rel=1e-12)
+    assert obj.teacher is not obj.first_teacher  # the stage-0 student became the teacher at step 3
+    # the first stage's target is the teacher's two Heun steps, inverted through one DDIM step
+    fresh = objective(small_net())
+    x = EDM.prior_sample((64, 2), torch.Generator().manual_seed(3)).float() * 0.5
+    s_grid, t_grid = fresh.grids(4)
+    x_tilde = fresh.target(x, 1, 4)
+    one_ddim = SAMPLERS["ddim"](lambda *_: x_tilde, EDM, x, torch.tensor(s_grid[1:3], dtype=torch.float64))
+    two_heun = SAMPLERS["heun"](mix.denoiser(EDM), EDM, x, torch.tensor(t_grid[2:5], dtype=torch.float64))
+    torch.testing.assert_close(one_ddim, two_heun, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one per halving"):
+        distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), small_net(), teacher_steps=8, to_steps=2,
+                                        steps_per_stage=[3, 5, 7])
 
 
 def test_curricula():
@@ -316,9 +356,11 @@ def test_cli_distill_progressive_and_consistency_make_sampleable_runs(toy_teache
 
     pd = tmp_path / "pd"
     assert main(["distill", "progressive", str(toy_teacher), "--out", str(pd), "--teacher-steps", "4", "--to-steps", "1",
-                 "--steps-per-stage", "2", *FAST]) == 0
+                 "--steps-per-stage", "1,3", *FAST]) == 0
     cfg = json.loads((pd / "config.json").read_text())
     assert (cfg["sample"]["sampler"], cfg["sample"]["steps"], cfg["optim"]["steps"]) == ("ddim", 1, 4)
+    opts = cfg["loss"]["options"]
+    assert (opts["steps_per_stage"], opts["teacher_solver"], opts["lr_anneal"]) == ([1, 3], "heun", True)  # defaults
     assert json.loads((pd / "state.json").read_text())["objective"]["student_steps"] == 1
     assert main(["sample", str(pd), "--num", "8"]) == 0
     assert (pd / "samples" / "sample_ddim_1.png").exists()
@@ -336,6 +378,8 @@ def test_cli_distill_progressive_and_consistency_make_sampleable_runs(toy_teache
     (["progressive", "TEACHER", "--to-steps", "3"], "must be to_steps (3) times a power of two"),
     (["progressive", "TEACHER", "--schedule", "nope"], "schedule 'nope' unknown"),
     (["consistency", "TEACHER", "--solver", "rk4"], "teacher solver 'rk4' unknown"),
+    (["progressive", "TEACHER", "--teacher-solver", "rk4"], "teacher solver 'rk4' unknown"),
+    (["progressive", "TEACHER", "--steps-per-stage", "1,2,3"], "2 positive numbers (one per halving 16 -> 4)"),
 ])
 def test_cli_distill_bad_input_is_one_line(argv, message, toy_teacher, tmp_path, capsys):
     from scorediff.cli import main

@@ -8,6 +8,15 @@ from pathlib import Path
 HELP = "distil a trained run into a 1-4 step generator (progressive or consistency distillation)"
 
 
+def _steps_list(text: str) -> int | list[int]:
+    """``500`` -> 500; ``100,200,500`` -> [100, 200, 500] (one per halving)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("method", choices=["progressive", "consistency"],
                         help="progressive (Salimans & Ho 2022) or consistency (Song et al. 2023) distillation")
@@ -16,11 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     g = parser.add_argument_group("progressive")
     g.add_argument("--to-steps", type=int, default=4, help="the student's final number of DDIM steps (default 4)")
-    g.add_argument("--teacher-steps", type=int, default=64,
-                   help="the teacher's DDIM steps in the first stage (to-steps times a power of two; default 64)")
-    g.add_argument("--steps-per-stage", type=int, default=500, help="optimizer steps per halving (default 500)")
+    g.add_argument("--teacher-steps", type=int, default=16,
+                   help="the teacher's steps in the first stage (to-steps times a power of two; default 16)")
+    g.add_argument("--steps-per-stage", type=_steps_list, default=1000,
+                   help="optimizer steps per halving: one number, or one per halving, e.g. 800,1200 "
+                        "(default 1000)")
     g.add_argument("--schedule", default="karras", help="the time grid of teacher and student (default karras)")
     g.add_argument("--weighting", default="snr_trunc", help="snr_trunc (max(SNR, 1)) or snr_plus_one")
+    g.add_argument("--teacher-solver", default="heun",
+                   help="the trained teacher's two steps in the first halving: heun (default), dpm_solver_pp or ddim "
+                        "(the paper's)")
+    g.add_argument("--lr-anneal", action=argparse.BooleanOptionalAction, default=True,
+                   help="learning rate falls linearly to 0 within each halving, as in Salimans & Ho (default on)")
     g = parser.add_argument_group("consistency")
     g.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
     g.add_argument("--solver", default="heun", help="the teacher's ODE step: heun, ddim or dpm_solver_pp")
@@ -47,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     options = dict(lr=args.lr, overrides=args.overrides)
     if args.method == "progressive":
         options.update(to_steps=args.to_steps, teacher_steps=args.teacher_steps, steps_per_stage=args.steps_per_stage,
-                       schedule=args.schedule, weighting=args.weighting)
+                       schedule=args.schedule, weighting=args.weighting, teacher_solver=args.teacher_solver,
+                       lr_anneal=args.lr_anneal)
     else:
         options.update(steps=args.steps, solver=args.solver, mu=args.mu, s0=args.s0, s1=args.s1,
                        distance=args.distance, sample_steps=args.sample_steps)

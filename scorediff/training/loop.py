@@ -265,8 +265,10 @@ class Trainer:
         return torch.stack([torch.as_tensor(self.components.dataset[i][0]) for i in range(num)]).to(self.device)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of step ``step`` now: warm-up, then the configured decay (training/schedule.py)."""
-        return lr_schedule.lr_at(self.cfg, step, self.elapsed)
+        """The learning rate of step ``step`` now: warm-up, then the configured decay (training/schedule.py),
+        times a distillation objective's own factor (progressive distillation anneals within each stage)."""
+        lr = lr_schedule.lr_at(self.cfg, step, self.elapsed)
+        return lr * self.loss_fn.lr_factor(step) if hasattr(self.loss_fn, "lr_factor") else lr
 
     # -- one optimizer step --------------------------------------------------------------------------------
     def _augment(self, x: Tensor) -> Tensor:
