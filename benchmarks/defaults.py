@@ -21,7 +21,7 @@ import scorediff.processes as P
 from scorediff import schedules
 from scorediff.samplers import SAMPLERS
 
-CANDIDATES = ("uniform", "logsnr", "karras", "logsnr_cosine", "quadratic")
+CANDIDATES = ("uniform", "logsnr", "karras", "logsnr_cosine", "quadratic", "power")  # power: protocol 2b
 PROCESSES = (("vp-discrete", {}), ("vp", {"schedule": "cosine"}), ("ve", {}), ("edm", {}), ("flow", {}))
 # --per-process (protocol 2): every registered process configuration, each selected on its own
 ALL_PROCESSES = (("vp-discrete", {}), ("vp-discrete", {"schedule": "cosine"}), ("vp", {}), ("vp", {"schedule": "cosine"}),
@@ -66,8 +66,8 @@ def sw(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(A.sliced_wasserstein(x, y, projections=256, generator=torch.Generator().manual_seed(1)))
 
 
-def errors(mix: A.GaussianMixture, proc, n: int) -> dict[tuple[str, str, int], float]:
-    """error[(sampler, grid, nfe)] on one problem and process."""
+def errors(mix: A.GaussianMixture, proc, n: int, grids=CANDIDATES) -> dict[tuple[str, str, int], float]:
+    """error[(sampler, grid, nfe)] on one problem and process, for the candidate ``grids``."""
     d = mix.denoiser(proc)
     shape = (n, *mix.event_shape)
     out: dict[tuple[str, str, int], float] = {}
@@ -88,7 +88,7 @@ def errors(mix: A.GaussianMixture, proc, n: int) -> dict[tuple[str, str, int], f
         info = fn.info
         for nfe in BUDGETS:
             steps = max(2, round(nfe / info.nfe_per_step))
-            for grid in CANDIDATES:
+            for grid in grids:
                 try:
                     ts = schedules.make(grid, steps, proc)
                     if info.stochastic:
@@ -140,10 +140,12 @@ def main() -> None:
             proc = P.make(pname, **popts)
             for prob, mix in problems(held_out).items():
                 case = f"{prob} on {process_key(pname, popts)}"
-                if case not in cache:
+                missing = [g for g in CANDIDATES if not any(row[1] == g for row in cache.get(case, []))]
+                if missing:  # a cache of an earlier candidate list: compute only the new grids
                     # the held-out 64-D problem is the costly one: half the starts
                     m = n // 2 if mix.means.shape[1] >= 64 else n
-                    cache[case] = [[s, g, nfe, e] for (s, g, nfe), e in errors(mix, proc, m).items()]
+                    cache[case] = cache.get(case, []) + [[s, g, nfe, e] for (s, g, nfe), e
+                                                         in errors(mix, proc, m, missing).items()]
                     if cache_path:
                         cache_path.write_text(json.dumps(cache))
                 for s, g, nfe, e in cache[case]:

@@ -12,6 +12,8 @@ Schedules (sigma~ = sigma / alpha, lambda = log(alpha / sigma) = -log sigma~):
     karras     sigma~_i = (sigma~_max^(1/rho) + i/(N-1) (sigma~_min^(1/rho) - sigma~_max^(1/rho)))^rho, rho = 7
                (Karras et al. 2022, eq. 5), in sigma~ so it serves every process.
     quadratic  t_i = t_min + (t_max - t_min) (1 - i/(N-1))^2: dense near the data (DDIM's "quad").
+    power      t_i = t_min + (t_max - t_min) (1 - i/(N-1))^p, p = ``power`` (default 1.25): between uniform
+               (p = 1) and quadratic (p = 2); the default of the pairs in ``samplers/_defaults.py`` that chose it.
     logsnr_cosine
                uniform in lambda below the data scale (lambda >= c, sigma~ <= e^{-c}; default c = 0: sigma~ <= 1,
                for data of unit scale) and thinned above it like the cosine schedule (Nichol & Dhariwal 2021,
@@ -43,7 +45,7 @@ from .processes.base import Process
 from .utils import unknown
 
 DISCRETE = ("leading", "trailing", "linspace")
-SCHEDULES = ("uniform", "logsnr", "karras", "quadratic", "logsnr_cosine", *DISCRETE)
+SCHEDULES = ("uniform", "logsnr", "karras", "quadratic", "power", "logsnr_cosine", *DISCRETE)
 
 
 def _t_end(process: Process, denoise_to_zero: bool) -> None:
@@ -148,12 +150,13 @@ def make(
     rho: float = 7.0,
     lambda_min: float = -6.0,
     center: float = 0.0,
+    power: float = 1.25,
 ) -> Tensor:
     """A float64 grid of ``steps + 1`` times descending from t_max; see the module docstring.
 
     Options: ``denoise_to_zero`` (end at t = 0; default False, True for the discrete spacings),
     ``rho`` (karras), ``lambda_min`` (clip of lambda at t_max for logsnr, karras and logsnr_cosine),
-    ``center`` (logsnr_cosine: the lambda below which nodes thin out, default 0).
+    ``center`` (logsnr_cosine: the lambda below which nodes thin out, default 0), ``power`` (power: the exponent p).
     """
     if name not in SCHEDULES:
         raise unknown("schedule", name, SCHEDULES)
@@ -174,15 +177,17 @@ def make(
     _t_end(process, denoise_to_zero)
     if rho <= 0:
         raise ValueError(f"karras: rho must be > 0, got {rho}")
+    if not (math.isfinite(power) and power > 0):
+        raise ValueError(f"power: the exponent must be a finite number > 0, got {power}")
     if not math.isfinite(center):
         raise ValueError(f"logsnr_cosine: center must be a finite lambda, got {center}")
     n = steps if denoise_to_zero else steps + 1  # nodes from t_max to t_min
     t_max, t_min = process.t_max, process.t_min
     if name == "uniform":
         nodes = torch.linspace(t_max, t_min, n, dtype=torch.float64)
-    elif name == "quadratic":
+    elif name in ("quadratic", "power"):
         u = torch.linspace(1, 0, n, dtype=torch.float64)
-        nodes = t_min + (t_max - t_min) * u**2
+        nodes = t_min + (t_max - t_min) * u ** (2.0 if name == "quadratic" else power)
     elif name == "logsnr":
         nodes = _lambda_nodes(process, n, lambda_min, _uniform_lam)
     elif name == "logsnr_cosine":
