@@ -83,7 +83,7 @@ def errors(mix: A.GaussianMixture, proc, n: int, grids=CANDIDATES) -> dict[tuple
     truth = truth + float(proc.sigma(t)) * torch.randn(x_sto.shape, generator=torch.Generator().manual_seed(6),
                                                        dtype=torch.float64)
     for name, fn in SAMPLERS.items():
-        if name in EXCLUDED:
+        if name in EXCLUDED or fn.info.denoiser != "any":  # the consistency sampler needs a consistency model
             continue
         info = fn.info
         for nfe in BUDGETS:
@@ -161,7 +161,7 @@ def main() -> None:
           + " | selected | its held-out worst ratio |")
     print("|---|---|" + "---:|" * len(CANDIDATES) + "---|---:|")
     for name, fn in SAMPLERS.items():
-        if name in EXCLUDED:
+        if name in EXCLUDED or fn.info.denoiser != "any":
             continue
         tune = worst_ratios(tables[False], name)
         held = worst_ratios(tables[True], name) if True in tables else dict.fromkeys(CANDIDATES, math.nan)
@@ -185,7 +185,7 @@ def per_process_table(tables: dict, processes) -> None:
     print("|---|" + "---|" * len(keys))
     chosen: dict[str, dict[str, str]] = {}
     for name, fn in SAMPLERS.items():
-        if name in EXCLUDED:
+        if name in EXCLUDED or fn.info.denoiser != "any":
             continue
         cells = []
         for key in keys:

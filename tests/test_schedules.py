@@ -8,7 +8,7 @@ import torch
 import scorediff.processes as P
 from scorediff import schedules
 
-CONTINUOUS = ("uniform", "logsnr", "karras", "quadratic", "logsnr_cosine")
+CONTINUOUS = tuple(n for n in schedules.SCHEDULES if n not in schedules.DISCRETE)  # from the registry
 
 
 def sigma_tilde(process, ts):
@@ -44,6 +44,14 @@ def test_uniform_and_quadratic_spacing():
     q = schedules.make("quadratic", 8, p)
     u = torch.linspace(1, 0, 9, dtype=torch.float64)
     assert torch.allclose(q, p.t_min + (1 - p.t_min) * u**2)
+    for power, ref in ((1.25, None), (1.0, ts), (2.0, q)):  # power: between uniform (p = 1) and quadratic (p = 2)
+        w = schedules.make("power", 8, p, power=power)
+        assert torch.allclose(w, p.t_min + (1 - p.t_min) * u**power)
+        if ref is not None:
+            assert torch.allclose(w, ref)
+    assert torch.equal(schedules.make("power", 8, p), schedules.make("power", 8, p, power=1.25))
+    with pytest.raises(ValueError, match="power"):
+        schedules.make("power", 8, p, power=0.0)
 
 
 @pytest.mark.parametrize("name", ["vp", "sub-vp", "ve", "edm"])
