@@ -27,7 +27,7 @@ def _fmt_nfe(v: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..samplers import sampler_table
+    from ..samplers import DEFAULT_ENDINGS, DEFAULT_NFE, DEFAULT_SAMPLER, sampler_table
 
     rows = sampler_table()
     if args.json:
@@ -44,4 +44,7 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[c]) for row in table) for c in range(len(head) - 1)]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    ending = DEFAULT_ENDINGS.get(DEFAULT_SAMPLER, "t_min")
+    print(f"\ndefault sampler: {DEFAULT_SAMPLER}, {DEFAULT_NFE} model calls, ending '{ending}' where the process reaches "
+          "sigma = 0; the grid column is the fallback, per process see scorediff.samplers.default_schedule")
     return 0
