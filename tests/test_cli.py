@@ -112,3 +112,13 @@ def test_every_command_has_help(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: scorediff " + cmd in capsys.readouterr().out
+
+
+def test_samplers_lists_every_sampler_and_names_the_default(capsys):
+    from scorediff.samplers import DEFAULT_SAMPLER, SAMPLERS
+
+    assert main(["samplers"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()[1:] if line.strip() and not line.startswith("default")]
+    assert names == list(SAMPLERS)
+    assert f"default sampler: {DEFAULT_SAMPLER}," in out
