@@ -1,5 +1,7 @@
+import hashlib
 import importlib
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -51,3 +53,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# A finished 4-step toy2d run, made through the CLI once per module that asks for it (tests/test_faults.py,
+# tests/test_fitted_schedule.py); a test copies it (``run_copy``) before changing anything.
+TOY_FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "log.tensorboard=false",
+            "--set", "sample.num=16", "--set", "sample.steps=2", "--set", "data.options.n=300"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) -> sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    from scorediff.cli import main
+
+    out = tmp_path_factory.mktemp("toy") / "toy"
+    assert main(["train", "toy2d", "--out", str(out), *TOY_FAST]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(toy_run, tmp_path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(toy_run, dst)
+    return dst

@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +32,7 @@ import scorediff.training.checkpoint as ckpt
 from scorediff.cli import main
 from scorediff.training import NonFiniteLossError, Trainer, config, load_run, train
 from scorediff.training.lock import LOCK, RunLockedError, read_lock
+from tests.conftest import TOY_FAST, snapshot
 
 # A tiny 2-D run: every subprocess here spends its time starting Python, not training.
 TINY = {
@@ -46,14 +45,8 @@ TINY = {
     "log": {"every": 1, "progress": False, "tensorboard": False},
     "ckpt": {"every": 3},
 }
-FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "log.tensorboard=false",
-        "--set", "sample.num=16", "--set", "sample.steps=2", "--set", "data.options.n=300"]
+FAST = TOY_FAST  # shared with the toy run of tests/conftest.py
 
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` (hidden ones too) -> sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -75,19 +68,6 @@ def no_plots(monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: None)
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    """A finished 4-step toy2d run made through the CLI; tests copy it before changing anything."""
-    out = tmp_path_factory.mktemp("faults") / "toy"
-    assert main(["train", "toy2d", "--out", str(out), *FAST]) == 0
-    return out
-
-
-@pytest.fixture
-def run_copy(toy_run, tmp_path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(toy_run, dst)
-    return dst
 
 
 # -- kill -9 at injected points -------------------------------------------------------------------------------

@@ -9,10 +9,8 @@ trainer runs, and a reader leaves the run folder byte for byte as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 
@@ -24,30 +22,13 @@ import scorediff.samplers as samplers_mod
 from scorediff.cli import main
 from scorediff.training import load_run
 from scorediff.training.lock import LOCK, RunLock, RunLockedError
+from tests.conftest import TOY_FAST, snapshot
 
-FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "log.tensorboard=false",
-        "--set", "sample.num=16", "--set", "sample.steps=2", "--set", "data.options.n=300"]
+FAST = TOY_FAST  # shared with the toy run of tests/conftest.py
 FIT = ["--pilot", "16", "--seed", "3", "--fine-steps", "32"]
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` (hidden ones too) -> sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fit") / "toy"
-    assert main(["train", "toy2d", "--out", str(out), *FAST]) == 0
-    return out
-
-
-@pytest.fixture
-def run_copy(toy_run, tmp_path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(toy_run, dst)
-    return dst
 
 
 @pytest.fixture
