@@ -49,7 +49,8 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 # The sampler (and its budget in model calls) used wherever the library picks one for the user: chosen by
-# protocol 3 of benchmarks/README.md ("Protocol 3: the default sampler"; benchmarks/default_sampler.py).
+# protocols 3 and 4 of benchmarks/README.md ("the default sampler"; benchmarks/default_sampler.py): the one
+# (sampler, ending) pair within 0.1 nats of log-density gap at 50 calls on every process that reaches sigma = 0.
 DEFAULT_SAMPLER = "plms"
 DEFAULT_NFE = 50
 
@@ -192,7 +193,7 @@ def sample(
         denoiser: ``D(x, t, **cond) -> x0_hat`` (a trained ``NetDenoiser``, a guided one, or the exact oracle).
         process: the forward process the denoiser belongs to.
         shape: the batch shape (start from ``process.prior_sample`` at ts[0]) or a tensor, the start state.
-        sampler: a name in ``SAMPLERS`` (default ``DEFAULT_SAMPLER``, chosen by protocol 3 of benchmarks/README.md).
+        sampler: a name in ``SAMPLERS`` (default ``DEFAULT_SAMPLER``, chosen by protocol 4 of benchmarks/README.md).
         steps: number of steps (grid intervals; default ``default_steps(sampler)``: ``DEFAULT_NFE`` model calls).
         seed: seeds a fresh generator for the prior and the sampler's noise (ignored if ``generator`` is given).
         schedule: a ``scorediff.schedules`` name (default: ``default_schedule(sampler, process)``), or an explicit grid.
