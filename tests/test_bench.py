@@ -46,6 +46,25 @@ def test_pf_ode_reference_matches_the_gaussian_closed_form():
     torch.testing.assert_close(x0, expected, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["ve", "vp-discrete"])
+def test_pf_ode_reference_stops_at_the_noise_level_of_t_end(name):
+    # to an explicit t_end the map is x~(t_end) = mu + sqrt((v + s_end^2) / (v + s_T^2)) (x~_T - mu); VE's t = 0 is
+    # sigma_min, not the data (the default, t_end=None, goes to sigma~ = 0 on every process)
+    mu = torch.tensor([[0.3, -1.0]], dtype=torch.float64)
+    v = torch.tensor([[0.04, 0.5]], dtype=torch.float64)
+    mix = GaussianMixture(torch.ones(1), mu, v)
+    proc = processes.make(name)
+    x_T = proc.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    t_T, t_end = (torch.tensor(t, dtype=torch.float64) for t in (proc.t_max, proc.t_min))
+    s_T, s_end = (proc.sigma(t) / proc.alpha(t) for t in (t_T, t_end))
+    assert s_end > 1e-3  # a noise level the data-end answer would miss
+    x, _ = bench.pf_ode_reference(mix, proc, x_T, proc.t_max, rtol=1e-9, t_end=proc.t_min)
+    expected = proc.alpha(t_end) * (mu + torch.sqrt((v + s_end**2) / (v + s_T**2)) * (x_T / proc.alpha(t_T) - mu))
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-7)
+    x0, _ = bench.pf_ode_reference(mix, proc, x_T, proc.t_max, rtol=1e-9)
+    torch.testing.assert_close(x0, mu + torch.sqrt(v / (v + s_T**2)) * (x_T / proc.alpha(t_T) - mu), rtol=0, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def ring():
     return bench.make_problem("ring2d", processes.make("vp-discrete"), 512, ref_points=16, rtol=1e-7, mc=20_000)

@@ -101,17 +101,17 @@ def make_mixture(name: str):
 
 
 def pf_ode_reference(mixture, process, x_start: Tensor, t_start: float, rtol: float = 1e-10,
-                     t_end: float = 0.0) -> tuple[Tensor, int]:
-    """The exact probability-flow ODE solution at ``t_end`` (default t = 0) from x_start at t_start; returns
-    (x, model calls).
+                     t_end: float | None = None) -> tuple[Tensor, int]:
+    """The exact probability-flow ODE solution at ``t_end`` from x_start at t_start; returns (x, model calls).
+    Default: the noise-free end, sigma~ = 0 (the data), also for a process whose own times never reach it (VE).
 
     Solved in EDM coordinates: y = x / alpha, u = log sigma~, dy/du = y - D(y, sigma~) (Karras et al. 2022,
     eq. 4 with dt = sigma~ du), where D is the mixture's exact denoiser of y = x0 + sigma~ eps. This is
     independent of the process's own time variable (smooth where the process's is not: ``vp-discrete``
     interpolates its alphas piecewise) and of every sampler in the package. To t = 0 it stops at
-    sigma~ = 1e-7 and returns D there (which differs from the t = 0 limit by O(1e-14)); to t_end > 0 it
-    returns alpha(t_end) y at sigma~(t_end). Needs alpha(t_start) > 0 (not the pure-noise end of flow or
-    cosine VP).
+    sigma~ = 1e-7 and returns D there (which differs from the sigma~ = 0 limit by O(1e-14)); to a t_end with
+    sigma(t_end) > 0 (any t_end of VE: sigma(0) = sigma_min) it returns alpha(t_end) y at sigma~(t_end).
+    Needs alpha(t_start) > 0 (not the pure-noise end of flow or cosine VP).
     """
     from torchdiffeq import odeint
 
@@ -122,8 +122,10 @@ def pf_ode_reference(mixture, process, x_start: Tensor, t_start: float, rtol: fl
         raise ValueError(f"pf_ode_reference: alpha(t_start) = 0 for process '{process.name}' at t = {t_start:g}; "
                          "start below the pure-noise end")
     s_start = float(process.sigma(t0) / process.alpha(t0))
-    t1 = torch.tensor(float(t_end), dtype=torch.float64)
-    s_end = float(process.sigma(t1) / process.alpha(t1)) if t_end > 0 else 1e-7
+    t1 = torch.tensor(0.0 if t_end is None else float(t_end), dtype=torch.float64)
+    s_end = 0.0 if t_end is None else float(process.sigma(t1) / process.alpha(t1))
+    to_data = not s_end > 0
+    s_end = 1e-7 if to_data else s_end
     ve = processes.make("edm", sigma_min=s_end / 10, sigma_max=max(s_start * 10, 100.0))
     calls = [0]
 
@@ -134,7 +136,7 @@ def pf_ode_reference(mixture, process, x_start: Tensor, t_start: float, rtol: fl
     y0 = x_start.to(torch.float64) / process.alpha(t0)
     u = torch.tensor([math.log(s_start), math.log(s_end)], dtype=torch.float64)
     y = odeint(f, y0, u, rtol=rtol, atol=rtol, method="dopri5")[-1]
-    if t_end > 0:
+    if not to_data:
         return y * process.alpha(t1), calls[0]
     return mixture.x0_mean(y, torch.tensor(s_end, dtype=torch.float64), ve), calls[0] + 1
 
