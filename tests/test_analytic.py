@@ -126,3 +126,50 @@ def test_bad_mixtures():
         GaussianMixture([1.0, 1.0], [[0.0, 0.0]], [[1.0, 1.0]])
     with pytest.raises(ValueError, match="expected x of shape"):
         ring2d().log_prob(torch.zeros(3, 3))
+
+
+# -- Gaussian processes on a grid ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern12", "matern32", "matern52", "periodic"])
+def test_gp_kernel_is_a_valid_stationary_covariance(kernel):
+    from scorediff.analytic import kernel_matrix
+
+    k = kernel_matrix(12, kernel, lengthscale=0.3, variance=2.0)
+    assert torch.allclose(k, k.T)
+    assert torch.allclose(torch.diagonal(k), torch.full((12,), 2.0, dtype=torch.float64))
+    assert torch.allclose(k[0, 3], k[5, 8])  # stationary: depends on |i - j| only
+    assert torch.linalg.eigvalsh(k).min() > -1e-8
+
+
+def test_gp_forecast_equals_textbook_gp_regression():
+    """The oracle's conditional (through GaussianMixture.condition) equals GP regression written out
+    (Rasmussen & Williams eq. 2.19, noise-free): mean K_*o K_oo^-1 y, cov K_** - K_*o K_oo^-1 K_o*."""
+    from scorediff.analytic import gaussian_process, kernel_matrix
+
+    L, k_obs = 20, 12
+    gp = gaussian_process(L, kernel="matern52", lengthscale=0.25, jitter=1e-8)
+    x = gp.sample(1, torch.Generator().manual_seed(3))[0]
+    mask = torch.zeros(1, L, dtype=torch.bool)
+    mask[0, :k_obs] = True
+    post = gp.condition(x, mask)
+    K = kernel_matrix(L, "matern52", lengthscale=0.25) + 1e-8 * torch.eye(L, dtype=torch.float64)
+    o, u = slice(0, k_obs), slice(k_obs, L)
+    sol = torch.linalg.solve(K[o, o], K[o, u])
+    mean = sol.T @ x[0, :k_obs]
+    cov = K[u, u] - K[u, o] @ sol
+    assert torch.allclose(post.means[0], mean, atol=1e-8)
+    assert torch.allclose(post.covs[0], cov, atol=1e-8)
+
+
+def test_gp_channels_are_independent_and_bad_input_is_one_line():
+    from scorediff.analytic import gaussian_process
+
+    gp = gaussian_process(6, channels=3, kernel="rbf")
+    assert gp.event_shape == (3, 6)
+    cov = gp.covs[0]
+    assert torch.count_nonzero(cov[:6, 6:]) == 0 and torch.count_nonzero(cov[6:12, 12:]) == 0
+    with pytest.raises(ValueError, match="kernel 'gauss' unknown"):
+        gaussian_process(6, kernel="gauss")
+    with pytest.raises(ValueError, match="lengthscale"):
+        gaussian_process(6, lengthscale=0.0)

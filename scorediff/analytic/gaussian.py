@@ -16,8 +16,8 @@ import math
 import torch
 from torch import Tensor
 
-from .processes.base import Process
-from .utils import batch_time
+from ..processes.base import Process
+from ..utils import batch_time
 
 _LOG_2PI = math.log(2 * math.pi)
 

@@ -1,0 +1,24 @@
+"""Closed-form truth, the backbone of the tests and a product feature (benchmark any method against truth).
+
+* ``gaussian``: Gaussian mixtures, whose every diffused marginal is again a Gaussian mixture (exact score,
+  denoiser, log p_t, class posteriors, conditionals and linear-Gaussian posteriors); ``ring2d``,
+  ``mixture64``, ``sliced_wasserstein``.
+* ``gp``: Gaussian processes on a grid (one-component mixtures) for forecasting and imputation.
+"""
+
+from __future__ import annotations
+
+from .gaussian import (
+    ConditionalDenoiser,
+    ExactDenoiser,
+    GaussianMixture,
+    mixture64,
+    ring2d,
+    sliced_wasserstein,
+)
+from .gp import KERNELS, gaussian_process, kernel_matrix
+
+__all__ = [
+    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "gaussian_process", "kernel_matrix",
+    "mixture64", "ring2d", "sliced_wasserstein",
+]
