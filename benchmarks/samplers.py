@@ -3,7 +3,7 @@
     python benchmarks/samplers.py            # full run (several minutes on 2 CPU cores)
     python benchmarks/samplers.py --quick    # a smaller run (about a minute)
     python benchmarks/samplers.py --overhead-only   # only the per-step overhead table (part 3; about 15 s)
-    python benchmarks/samplers.py --write-readme   # also record the results in benchmarks/README.md
+    python benchmarks/samplers.py --write-readme   # also record the results in docs/results/samplers.md
 
 1. Accuracy vs NFE (5, 10, 20, 50) on ``ring2d()`` and ``mixture64()`` with the exact denoiser (float64), on
    the DDPM linear schedule ("vp-discrete", the model every peer can run), for every registered sampler on
@@ -39,7 +39,7 @@ from scorediff import processes  # noqa: E402
 from scorediff.eval import bench  # noqa: E402
 from scorediff.samplers import SAMPLERS, sample  # noqa: E402
 
-README = HERE / "README.md"
+README = HERE.parent / "docs" / "results" / "samplers.md"
 INTRO = """## Samplers: accuracy vs NFE against truth and against diffusers / k-diffusion
 
 `python benchmarks/samplers.py` (add `--quick` for a smaller run, `--write-readme` to refresh this section;
@@ -432,7 +432,7 @@ def plot(rows: list[bench.Row], problems: list[bench.Problem], path: Path) -> No
 
 
 def write_readme(text: str) -> None:
-    """Replace the samplers section (between its markers) of benchmarks/README.md, keeping the rest."""
+    """Replace the samplers section (between its markers) of docs/results/samplers.md, keeping the rest."""
     block = f"{BEGIN}\n{text.rstrip()}\n{END}"
     old = README.read_text() if README.exists() else "# Benchmarks\n"
     if BEGIN in old and END in old:
@@ -457,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true", help="skip diffusers / k-diffusion")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-step overhead timing")
     ap.add_argument("--overhead-only", action="store_true", help="run only the per-step overhead table")
-    ap.add_argument("--write-readme", action="store_true", help="record the results in benchmarks/README.md")
-    ap.add_argument("--plot", default=str(HERE / "img" / "samplers_nfe.png"), help="plot path ('' for none)")
+    ap.add_argument("--write-readme", action="store_true", help="record the results in docs/results/samplers.md")
+    ap.add_argument("--plot", default=str(HERE.parent / "docs" / "img" / "samplers_nfe.png"), help="plot path ('' for none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from importlib import resources
 from pathlib import Path
 
 HELP = "train a diffusion model from a config (default: 8x8 digits in a few minutes on a CPU)"
@@ -10,11 +11,17 @@ HELP = "train a diffusion model from a config (default: 8x8 digits in a few minu
 DEFAULT_CONFIG = "digits"
 
 
+def packaged_configs() -> list[str]:
+    """The ready configs' names (scorediff/configs/*.json), without importing torch for a --help."""
+    return sorted(p.name[:-5] for p in resources.files("scorediff").joinpath("configs").iterdir()
+                  if p.name.endswith(".json"))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config", nargs="?", default=None,
-        help="a config file (.json, .toml, .yaml), a packaged config name (toy2d, digits, mnist28, mnist-cpu, cifar10-ddpm), "
-        "or a run folder; default: digits",
+        help="a config file (.json, .toml, .yaml), a packaged config name ("
+        + ", ".join(packaged_configs()) + "), or a run folder; default: digits",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-3 (the value is parsed as JSON)")
