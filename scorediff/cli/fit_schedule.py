@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.fitted import write
+    from ..runs.fitted import write
 
     paths = write(args.run, args.sampler, args.steps, pilot=args.pilot, seed=args.seed, fine_steps=args.fine_steps,
                   device=args.device, log=lambda line: print(line, file=sys.stderr))

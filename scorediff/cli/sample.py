@@ -109,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import plotting
+    from ..runs import load_run
+    from ..runs.build import check_sampler_options
     from ..samplers import parallel, sample
-    from ..training import load_run
-    from ..training.components import check_sampler_options
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     named = args.schedule is not None or any(item.partition("=")[0] == "schedule" for item in args.options)
     if not named:  # a grid fitted by `scorediff fit-schedule` for this sampler, step count and checkpoint
         # replaces the default grid (and one in the run's config): fitting it was an explicit act for this run
-        from ..training.fitted import lookup
+        from ..runs.fitted import lookup
 
         fitted = lookup(r, sampler, steps)
         if fitted.times is not None:

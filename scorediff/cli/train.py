@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from ..training import config as config_mod
+    from ..runs import config as config_mod
     from ..training import schedule
     from ..training.loop import NonFiniteLossError, train
 

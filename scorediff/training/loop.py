@@ -26,16 +26,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import distributed as ddp
 from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
-from . import checkpoint as ckpt
-from . import config as config_mod
-from . import ddp
+from ..runs import checkpoint as ckpt
+from ..runs import config as config_mod
+from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
+from ..runs.lock import RunLock
 from . import schedule as lr_schedule
 from .batches import Batches, derive_seed
-from .components import Components, Settings, build, build_net, build_process_param, info_dict
 from .ema import EMA, decay_from
-from .lock import RunLock
 from .state import TrainingState
 
 __all__ = ["Components", "NonFiniteLossError", "Trainer", "build", "build_net", "build_process_param",

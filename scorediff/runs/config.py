@@ -139,7 +139,7 @@ def _validate_values(cfg: dict) -> None:
         wf = o["warmup_fraction"]
         if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
             raise ValueError(f"config optim.warmup_fraction must be a number in [0, 1) or null, got {wf!r}")
-    from .schedule import SCHEDULES
+    from ..training.schedule import SCHEDULES
 
     if o["schedule"] not in SCHEDULES:
         raise ValueError(f"config optim.schedule {o['schedule']!r} unknown; one of: {', '.join(SCHEDULES)}")

@@ -99,8 +99,8 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
     and takes the step from the weights file itself, so weights and step always belong together. Only JSON
     and safetensors are read; nothing is unpickled. The data set is not needed.
     """
-    from .components import build_net, build_process_param
-    from .ddp import pick_device
+    from .build import build_net, build_process_param
+    from ..distributed import pick_device
 
     path = Path(path)
     if not path.is_dir():
