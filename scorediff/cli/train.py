@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..runs import config as config_mod
-    from ..training import schedule
+    from ..training import lr_schedule as schedule
     from ..training.loop import NonFiniteLossError, train
 
     source = args.config

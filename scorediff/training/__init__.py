@@ -12,10 +12,11 @@ import sys
 from .. import distributed as ddp
 from ..runs import build as components
 from ..runs import checkpoint, config, fitted, lock, run
+from . import lr_schedule
 
 # Deprecated module paths (before scorediff.runs existed): scorediff.training.{config, checkpoint, ...} still import.
 for _name, _module in {"checkpoint": checkpoint, "components": components, "config": config, "ddp": ddp,
-                       "fitted": fitted, "lock": lock, "run": run}.items():
+                       "fitted": fitted, "lock": lock, "run": run, "schedule": lr_schedule}.items():
     sys.modules.setdefault(f"{__name__}.{_name}", _module)
 
 from ..runs.config import DEFAULTS, packaged_configs  # noqa: E402
