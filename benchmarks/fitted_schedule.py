@@ -3,7 +3,7 @@ trained digits run, scored on digits the model never saw.
 
 The run must be trained on the 1200-digit training split (``python benchmarks/train_default.py --out DIR`` makes
 one as DIR/run; ``--set optim.steps=300`` a short one). It is copied to a temporary folder (the given folder is
-never written), the GITS grid is fitted there through ``scorediff.training.fitted.write`` (the code of
+never written), the GITS grid is fitted there through ``scorediff.runs.fitting.fit_run`` (the code of
 ``scorediff fit-schedule``; pilot of ``--pilot`` prior draws) and read back through ``Run.fitted_schedule`` (the
 path ``scorediff sample`` takes). For each sampler and step count, 597 samples from the same seeds on the default
 grid and on the fitted grid are scored against the 597 held-out digits: the classifier-feature FID of
@@ -51,8 +51,8 @@ def main() -> None:
     from scorediff import sample
     from scorediff.data import from_unit
     from scorediff.eval import frechet_distance
+    from scorediff.runs import fitted, fitting, load_run
     from scorediff.samplers import SAMPLERS, default_schedule
-    from scorediff.training import fitted, load_run
 
     torch.set_num_threads(args.threads)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases]
@@ -64,7 +64,7 @@ def main() -> None:
         run_dir = Path(tmp) / "run"
         shutil.copytree(args.run, run_dir, ignore=shutil.ignore_patterns(".lock", fitted.SCHEDULES))
         samplers = sorted({s for s, _ in cases})
-        fitted.write(run_dir, samplers, sorted({k for _, k in cases}), pilot=args.pilot, seed=args.pilot_seed)
+        fitting.fit_run(run_dir, samplers, sorted({k for _, k in cases}), pilot=args.pilot, seed=args.pilot_seed)
         run = load_run(run_dir)
         found = fitted.lookup(run, *cases[0])
         assert found.times is not None, found.note

@@ -41,7 +41,7 @@ from torch import Tensor
 from .processes import Process
 
 if TYPE_CHECKING:
-    from .training.run import Run
+    from .runs import Run
 
 # metrics.jsonl keys the training loop itself writes; any other numeric key is an evaluation metric
 TRAINING_KEYS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "examples_per_s")
@@ -376,7 +376,7 @@ def build_report(
     ema: bool = True,
 ) -> str:
     """The HTML page of the run folder ``run_dir`` (see the module docstring); reads only."""
-    from .training import load_run
+    from .runs import load_run
 
     run_dir = Path(run_dir)
     run = load_run(run_dir, ema=ema, device=device)

@@ -28,10 +28,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import scorediff.training.checkpoint as ckpt
+import scorediff.runs.checkpoint as ckpt
 from scorediff.cli import main
+from scorediff.runs.lock import LOCK, RunLockedError, read_lock
 from scorediff.training import NonFiniteLossError, Trainer, config, load_run, train
-from scorediff.training.lock import LOCK, RunLockedError, read_lock
 from tests.conftest import TOY_FAST, snapshot
 
 # A tiny 2-D run: every subprocess here spends its time starting Python, not training.

@@ -20,8 +20,8 @@ import torch
 
 import scorediff.samplers as samplers_mod
 from scorediff.cli import main
+from scorediff.runs.lock import LOCK, RunLock, RunLockedError
 from scorediff.training import load_run
-from scorediff.training.lock import LOCK, RunLock, RunLockedError
 from tests.conftest import TOY_FAST, snapshot
 
 FAST = TOY_FAST  # shared with the toy run of tests/conftest.py

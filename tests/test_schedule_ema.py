@@ -1,4 +1,4 @@
-"""EMA warm-up, learning-rate schedules and the time budget (training/ema.py, training/schedule.py).
+"""EMA warm-up, learning-rate schedules and the time budget (training/ema.py, training/lr_schedule.py).
 
 The EMA is checked against the explicit weighted sum of the iterates it averages; schedules against
 their closed forms at chosen points; the budget with an injected clock (one second per reading), so the
@@ -17,7 +17,7 @@ from torch import nn
 from scorediff.cli import main
 from scorediff.training import Trainer, config
 from scorediff.training.ema import EMA, decay_from, ema_decay_at
-from scorediff.training.schedule import lr_at, lr_factor, progress, short_run_warning
+from scorediff.training.lr_schedule import lr_at, lr_factor, progress, short_run_warning
 from tests.test_training import assert_same_files, tiny_images, tiny_points
 
 # -- EMA warm-up ----------------------------------------------------------------------------------------------

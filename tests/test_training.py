@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import scorediff.training.checkpoint as ckpt
+import scorediff.runs.checkpoint as ckpt
 from scorediff import analytic
 from scorediff.training import NonFiniteLossError, Trainer, config, load_run, train
 from scorediff.training.loop import build

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--metrics: {m!r} unknown; one of: sw, gap, rms")
     log = lambda line: print(line, flush=True)  # noqa: E731
     if args.run_dir:
-        from ..training import load_run
+        from ..runs import load_run
 
         r = load_run(args.run_dir)
         r.require_task("diffusion", "scorediff bench")

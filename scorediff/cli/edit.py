@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import inverse, plotting
-    from ..training import load_run
+    from ..runs import load_run
     from .inpaint import output_path, read_image
 
     if not 0.0 <= args.strength <= 1.0:

@@ -69,7 +69,7 @@ def _reference(args, run):
 
 def run(args: argparse.Namespace) -> int:
     from ..eval import evaluate, make_features
-    from ..training import load_run
+    from ..runs import load_run
 
     run_dir = Path(args.run)
     out = Path(args.out) if args.out else Path(f"eval_{run_dir.resolve().name}.json")

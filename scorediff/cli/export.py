@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..interop import save_diffusers
-    from ..training import load_run
+    from ..runs import load_run
 
     run = load_run(args.run, ema=not args.raw)
     print(save_diffusers(run.denoiser, run.shape, args.diffusers))

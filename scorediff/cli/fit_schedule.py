@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.fitted import write
+    from ..runs.fitting import fit_run
 
-    paths = write(args.run, args.sampler, args.steps, pilot=args.pilot, seed=args.seed, fine_steps=args.fine_steps,
+    paths = fit_run(args.run, args.sampler, args.steps, pilot=args.pilot, seed=args.seed, fine_steps=args.fine_steps,
                   device=args.device, log=lambda line: print(line, file=sys.stderr))
     pilot = json.loads(paths[0].read_text())["pilot"]
     print(f"pilot: {pilot['model_calls']} batched model calls, {pilot['cpu_s']:.1f} CPU s, {pilot['wall_s']:.1f} s",

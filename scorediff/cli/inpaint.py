@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import inverse, plotting
-    from ..training import load_run
+    from ..runs import load_run
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")

@@ -75,7 +75,7 @@ def _load(args):
     if args.run is None:
         raise ValueError("give a RUN folder (written by `scorediff train`) or --oracle ring2d|mixture64")
     from .. import data
-    from ..training import load_run
+    from ..runs import load_run
 
     r = load_run(args.run, ema=not args.raw, device=args.device)
     r.require_task("diffusion", "scorediff likelihood")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from ..training import ddp
+    from .. import distributed as ddp
 
     world, _ = ddp.setup(args.device)
     is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

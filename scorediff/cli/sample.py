@@ -75,43 +75,14 @@ def auto_batch(shape: tuple[int, ...]) -> int:
     return max(1, min(MAX_AUTO_BATCH, AUTO_BATCH_ELEMENTS // numel))
 
 
-EMA_DOMINATED = 0.5  # warn when the EMA still puts more than this weight on the initial weights
-
-
-def weights_note(run_path: Path, raw: bool, step: int) -> tuple[str, str | None]:
-    """Which weights sampling uses, and a warning when the EMA average is still mostly the initial weights.
-
-    Reads the averaging state the trainer saves in state.json (``ema``: steps, init_weight, age); a run
-    saved before it existed averaged with a fixed decay, so its initial weight is decay ** step.
-    """
-    if raw:
-        return f"sampled with the raw weights of step {step}", None
-    state_path = run_path / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    ema = state.get("ema")
-    if ema is None:
-        decay = float(state.get("ema_decay", 0.0))
-        init_weight, age = decay ** step, None
-    else:
-        init_weight, age = float(ema["init_weight"]), float(ema["age"])
-    age_text = f", average age {age:.0f} steps" if age is not None else ""
-    note = f"sampled with the EMA weights of step {step}{age_text}, {100 * init_weight:.3g}% initial weights"
-    warning = None
-    if init_weight > EMA_DOMINATED:
-        warning = (f"the EMA average of step {step} is still {100 * init_weight:.0f}% the network's initial random "
-                   "weights (a run much shorter than its EMA half-life, without EMA warm-up): its samples will be "
-                   "noise-like. Use --raw for the raw weights, or train longer")
-    return note, warning
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from .. import plotting
+    from ..runs import load_run
+    from ..runs.build import check_sampler_options
     from ..samplers import parallel, sample
-    from ..training import load_run
-    from ..training.components import check_sampler_options
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
@@ -144,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     named = args.schedule is not None or any(item.partition("=")[0] == "schedule" for item in args.options)
     if not named:  # a grid fitted by `scorediff fit-schedule` for this sampler, step count and checkpoint
         # replaces the default grid (and one in the run's config): fitting it was an explicit act for this run
-        from ..training.fitted import lookup
+        from ..runs.fitted import lookup
 
         fitted = lookup(r, sampler, steps)
         if fitted.times is not None:
@@ -234,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"scorediff sample: error: {bad} of {len(x)} samples are not finite (NaN or inf), nothing written; "
               f"the weights of run {args.run!r} (step {r.step}) may have diverged", file=sys.stderr)
         return 1
-    note, warning = weights_note(r.path, args.raw, r.step)  # after sampling: a bad option is one line alone
+    note, warning = r.weights_note()  # after sampling: a bad option is one line alone
     print(note, file=sys.stderr)
     if fitted is not None and fitted.note:
         print(fitted.note, file=sys.stderr)

@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from ..training import config as config_mod
-    from ..training import schedule
+    from ..runs import config as config_mod
+    from ..training import lr_schedule as schedule
     from ..training.loop import NonFiniteLossError, train
 
     source = args.config

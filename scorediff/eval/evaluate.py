@@ -1,8 +1,8 @@
 """Scoring a model on held-out data: draw samples, embed them and the reference, report FID / KID / P&R / SW.
 
 ``score(samples, reference, features)`` takes two sets of data; ``evaluate(denoiser, process, shape, reference,
-...)`` draws the samples first with a registered sampler (``scorediff.sample``). ``at_checkpoint`` is what
-``scorediff train`` calls when its config has an ``eval`` section.
+...)`` draws the samples first with a registered sampler (``scorediff.sample``). ``scorediff train``
+runs ``evaluate`` at its checkpoints when its config has an ``eval`` section (``scorediff.training.evaluation``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 from .features import Features, raw_features, reference_features
 from .metrics import frechet_distance, kid, precision_recall, sliced_w2
 
-__all__ = ["at_checkpoint", "evaluate", "generate", "score"]
+__all__ = ["evaluate", "generate", "score"]
 
 
 def score(samples: Tensor, reference: Tensor, features: Features | None = None, *,
@@ -75,36 +75,3 @@ def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, featu
     out = score(x, reference, features, cache_dir=cache_dir, use_cache=use_cache, seed=seed)
     out.update(sampler=sampler, steps=steps, seed=seed)
     return out
-
-
-def at_checkpoint(trainer) -> dict[str, float]:
-    """The ``eval`` section of a training config, run at a checkpoint of ``trainer`` (``scorediff.training``'s
-    Trainer): the EMA model's metrics as ``{"eval/fid": ..., ...}`` for the metrics log.
-
-    ``eval`` keys: ``every`` (steps; 0 = never), ``num`` samples, ``features`` (``raw`` | ``inception:PATH`` |
-    ``classifier:PATH``), ``sampler`` / ``steps`` (null: the config's ``sample`` settings), ``split`` of the
-    training data set to score against (``test``; train on ``data.options.split=train`` so that it is held out),
-    ``cache`` (folder of the reference features; null: the user cache).
-    """
-    from .. import data
-    from ..parameterizations import NetDenoiser
-    from .features import make_features
-
-    cfg, opts = trainer.cfg, trainer.cfg["eval"]
-    if getattr(trainer, "_eval_reference", None) is None:  # built once per run: the data set and its features
-        options = {**cfg["data"]["options"], "split": opts["split"]}
-        ds = data.make(cfg["data"]["name"], **options)
-        x = ds.x if hasattr(ds, "x") else torch.stack([ds[i][0] for i in range(len(ds))])
-        trainer._eval_reference = (x, make_features(opts["features"], trainer.device))
-    reference, features = trainer._eval_reference
-    den = NetDenoiser(trainer.ema.model, trainer.process, trainer.param).eval()
-    num_classes = int(trainer.info["num_classes"]) if cfg["net"]["class_conditional"] else 0
-    if trainer.components.task != "diffusion" or trainer.components.cascade_factor:
-        raise ValueError("eval.every: training-time evaluation samples the model unconditionally; it is not "
-                         "available for an autoencoder or a super-resolution stage (set eval.every = 0)")
-    decode = getattr(trainer.components.dataset, "decode", None) if trainer.kind == "latents" else None
-    res = evaluate(den, trainer.process, tuple(trainer.shape), reference, features, num=int(opts["num"]),
-                   sampler=opts["sampler"] or cfg["sample"]["sampler"], steps=int(opts["steps"] or cfg["sample"]["steps"]),
-                   num_classes=num_classes, device=trainer.device, cache_dir=opts["cache"], decode=decode,
-                   **(cfg["sample"]["options"] if not opts["sampler"] else {}))
-    return {f"eval/{k}": res[k] for k in ("fid", "kid", "kid_std", "precision", "recall", "sliced_w2")}

@@ -11,7 +11,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-from . import ddp
+from .. import distributed as ddp
 
 
 def derive_seed(seed: int, *names: object) -> int:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..guidance import TimeClassifier
-from . import checkpoint as ckpt
+from ..runs import checkpoint as ckpt
 
 # keys of the run's denoiser network config that the classifier trunk shares
 _UNET_KEYS = ("channels", "channel_mult", "num_res_blocks", "attention_levels", "mid_attention", "num_heads",
@@ -145,13 +145,13 @@ def train_classifier(
     Returns (folder, info) where info holds the accuracies on the training data at t_lo, the median training
     time and t_hi."""
     from .. import data, losses, nets
-    from .components import build_process_param, info_dict
-    from .config import resolve
+    from ..runs.build import build_process_param, info_dict
+    from ..runs.config import resolve
 
     run = Path(run)
     if not (run / "config.json").exists():
         raise FileNotFoundError(f"{str(run)!r} is not a run folder (no config.json)")
-    from .checkpoint import read_json
+    from ..runs.checkpoint import read_json
 
     cfg = resolve(read_json(run / "config.json"))
     if cfg["autoencoder"]["path"] is not None or cfg["cascade"]["factor"] or cfg["loss"]["name"] == "autoencoder":

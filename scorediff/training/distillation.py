@@ -15,11 +15,11 @@ from typing import Any
 
 from .. import data
 from .. import distill as distill_mod
-from . import checkpoint as ckpt
-from . import config as config_mod
-from .components import Components, build_net, build_process_param, check_sampler, info_dict
+from ..runs import checkpoint as ckpt
+from ..runs import config as config_mod
+from ..runs.build import Components, build_net, build_process_param, check_sampler, info_dict
+from ..runs.run import load_run
 from .loop import Trainer
-from .run import load_run
 
 METHODS = ("progressive", "consistency")
 

@@ -26,16 +26,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import distributed as ddp
 from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
-from . import checkpoint as ckpt
-from . import config as config_mod
-from . import ddp
-from . import schedule as lr_schedule
+from ..runs import checkpoint as ckpt
+from ..runs import config as config_mod
+from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
+from ..runs.lock import RunLock
+from . import lr_schedule
 from .batches import Batches, derive_seed
-from .components import Components, Settings, build, build_net, build_process_param, info_dict
 from .ema import EMA, decay_from
-from .lock import RunLock
+from .evaluation import CheckpointEvaluation
 from .state import TrainingState
 
 __all__ = ["Components", "NonFiniteLossError", "Trainer", "build", "build_net", "build_process_param",
@@ -98,6 +99,7 @@ class Trainer:
         torch.manual_seed(st.seed)
         c = components or build(cfg)
         self.components = c
+        self.evaluation: CheckpointEvaluation | None = None  # the config's eval section, built at its first use
         self.info, self.process, self.param = c.info, c.process, c.param
         self.loss_fn = c.loss
         self.net = c.net.to(self.device)
@@ -265,7 +267,7 @@ class Trainer:
         return torch.stack([torch.as_tensor(self.components.dataset[i][0]) for i in range(num)]).to(self.device)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of step ``step`` now: warm-up, then the configured decay (training/schedule.py),
+        """The learning rate of step ``step`` now: warm-up, then the configured decay (training/lr_schedule.py),
         times a distillation objective's own factor (progressive distillation anneals within each stage)."""
         lr = lr_schedule.lr_at(self.cfg, step, self.elapsed)
         return lr * self.loss_fn.lr_factor(step) if hasattr(self.loss_fn, "lr_factor") else lr
@@ -493,9 +495,9 @@ class Trainer:
                                          or self.stopped_by == "budget"):
                         self.save_samples()
                     if self.is_main and st.eval_every and (self.step % st.eval_every == 0 or last):
-                        from ..eval import at_checkpoint  # training sits above eval in the layers
-
-                        self._log({"step": self.step, **at_checkpoint(self)})
+                        if self.evaluation is None:
+                            self.evaluation = CheckpointEvaluation(self.cfg, self.components, self.device)
+                        self._log({"step": self.step, **self.evaluation(self.ema.model)})
                     if self.stopped_by is not None:
                         break
         finally:

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint as ckpt
-from . import ddp
+from .. import distributed as ddp
+from ..runs import checkpoint as ckpt
 from .batches import Batches, derive_seed
 from .ema import EMA
 

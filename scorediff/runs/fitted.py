@@ -14,7 +14,7 @@ of that run with that sampler and step count. It is kept as ``RUN/schedules/<sam
 ``pilot.model_calls`` counts batched calls of the network (each on ``size`` examples). The fit does not depend on
 the sampler (its costs model a first-order step); the sampler in the name says which sampling the grid is for.
 
-A run folder is sacred to its readers. Only ``write`` adds to it: it takes the run's writer lock as a trainer
+A run folder is sacred to its readers. Only ``scorediff.runs.fitting.fit_run`` adds to it: it takes the run's writer lock as a trainer
 does (and is refused while one trains), and writes each file whole (temp file, then ``os.replace``). ``lookup``
 (used by ``scorediff sample`` and ``Run.fitted_schedule``) only reads. A grid is used only for exactly its sampler
 and step count, and only on the checkpoint it was fitted on (same step, EMA weights); a stale or corrupt file is
@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from . import checkpoint as ckpt
-from .lock import RunLock
-from .run import Run, load_run
+if TYPE_CHECKING:  # a Run holds its fitted grids (Run.fitted_schedule); this module only reads its attributes
+    from .run import Run
 
 SCHEDULES = "schedules"  # the folder of fitted grids inside a run folder
 FORMAT = 1
@@ -55,7 +53,7 @@ class Lookup:
     note: str | None  # used / stale / corrupt, one line; None when there is no fitted grid for this pair
 
 
-def _plain(obj: dict) -> dict:
+def plain(obj: dict) -> dict:
     """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing with a stored record."""
     return json.loads(json.dumps(obj))
 
@@ -106,7 +104,7 @@ def lookup(run: Run, sampler: str, steps: int) -> Lookup:
     if fitted_on != run.step:
         return Lookup(None, f"fitted schedule {name!r} is stale: fitted on step {fitted_on}, the run is at step "
                             f"{run.step}; not used (refit with scorediff fit-schedule)")
-    if record.get("process") != _plain(run.process.config()):
+    if record.get("process") != plain(run.process.config()):
         return Lookup(None, f"fitted schedule {name!r} was fitted for process {record.get('process')}, the run "
                             f"uses {run.process.config()}: not used")
     pilot = record.get("pilot") if isinstance(record.get("pilot"), dict) else {}
@@ -114,78 +112,4 @@ def lookup(run: Run, sampler: str, steps: int) -> Lookup:
                       f"{pilot.get('size', '?')} pilot draws; --schedule NAME overrides it)")
 
 
-def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *, pilot: int = 64, seed: int = 0,
-          fine_steps: int = 128, reference: str = "dpm_solver_pp_3m", device: str = "cpu",
-          log: Callable[[str], None] | None = None) -> list[Path]:
-    """Fit the GITS grid on the EMA denoiser of run ``run_dir`` and write one file per (sampler, steps) pair.
-
-    One pilot serves every pair: ``pilot`` prior draws (seeded by ``seed``; for a class-conditional run with labels
-    cycling through the classes) are integrated by ``reference`` over ``fine_steps`` candidate intervals uniform in
-    log-SNR (``scorediff.samplers.fit_schedule``), and ``.grid(n)`` is taken for every n in ``steps``. Holds the
-    run's writer lock throughout (a ``RunLockedError`` while a trainer holds it). ``log`` gets one line once every
-    check has passed and the pilot starts. Returns the files written.
-    """
-    from .. import distill
-    from ..samplers import SAMPLERS, fit_schedule
-    from ..samplers._common import bind_cond
-    from ..utils import unknown
-
-    for name in samplers:
-        if name not in SAMPLERS:
-            raise unknown("sampler", name, SAMPLERS)
-    for name, value, low in (("--pilot", pilot, 1), ("--fine-steps", fine_steps, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    for n in steps:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= fine_steps:
-            raise ValueError(f"--steps must be integers from 1 to --fine-steps = {fine_steps} (the candidate grid's "
-                             f"intervals), got {n!r}")
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():  # before the lock, which would create the folder
-        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder (no config.json)")
-    lock = RunLock(run_dir, purpose=PURPOSE).acquire()
-    try:
-        run = load_run(run_dir, ema=True, device=device)
-        run.require_task("diffusion", "scorediff fit-schedule")
-        if run.config["loss"]["name"] in distill.OBJECTIVES:
-            raise ValueError(f"run {str(run_dir)!r} is a few-step model (loss "
-                             f"{run.config['loss']['name']!r}), sampled on its own grid; a fitted grid needs a "
-                             "diffusion model's denoiser")
-        generator = torch.Generator(device).manual_seed(seed)
-        x = run.process.prior_sample((pilot, *run.shape), generator, device=device)
-        cond = {}
-        if run.class_conditional:
-            cond = {"y": (torch.arange(pilot) % int(run.info["num_classes"])).to(device)}
-        sigma_data = float(getattr(run.param, "sigma_data", 1.0))
-        if log is not None:
-            log(f"fitting a grid on step {run.step} of {str(run_dir)!r}: {pilot} pilot draws, about {fine_steps} "
-                "batched model calls")
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        fit = fit_schedule(bind_cond(run.denoiser, cond), run.process, x, reference=reference,
-                           fine_steps=fine_steps, sigma_data=sigma_data)
-        grids = {n: fit.grid(n) for n in steps}
-        cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
-        (run_dir / SCHEDULES).mkdir(exist_ok=True)
-        written = []
-        for name in samplers:
-            for n in steps:
-                record = {
-                    "format": FORMAT, "sampler": name, "steps": n, "times": grids[n].tolist(),
-                    "checkpoint_step": run.step, "weights": "ema",
-                    "pilot": {"size": pilot, "seed": seed, "model_calls": fit.pilot_nfe,
-                              "cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3)},
-                    "fit": {"method": "gits", "reference": reference, "fine_steps": fine_steps,
-                            "candidates": "logsnr", "sigma_data": sigma_data},
-                    "process": _plain(run.process.config()),
-                }
-                path = schedule_path(run_dir, name, n)
-                ckpt.write_json_atomic(path, record)
-                written.append(path)
-        return written
-    finally:
-        lock.release()
-
-
-__all__ = ["FORMAT", "Lookup", "SCHEDULES", "lookup", "schedule_path", "write"]
+__all__ = ["FORMAT", "Lookup", "PURPOSE", "SCHEDULES", "lookup", "schedule_path"]

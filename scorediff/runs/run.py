@@ -8,10 +8,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import parameterizations, processes
+from .. import latent, parameterizations, processes
+from ..distributed import pick_device
+from ..nets import Autoencoder
 from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
-from . import config as config_mod
+from . import fitted
+from .build import build_process_param, load_codec, read_net
+
+EMA_DOMINATED = 0.5  # Run.weights_note warns when the EMA still puts more than this weight on the initial weights
 
 
 @dataclass
@@ -49,8 +54,6 @@ class Run:
     @property
     def task(self) -> str:
         """"diffusion", "autoencoder" (a latent diffusion run's autoencoder) or "super_resolution" (a cascade stage)."""
-        from ..nets import Autoencoder
-
         if isinstance(self.net, Autoencoder):
             return "autoencoder"
         return "super_resolution" if self.config["cascade"]["factor"] else "diffusion"
@@ -64,22 +67,48 @@ class Run:
         """A latent run's samples as data: the autoencoder's decoder at z / scale (identity for other runs)."""
         if not self.latent:
             return z
-        from ..latent import decode
-
         lat = self.info["latent"]
         if getattr(self, "_codec", None) is None:
             self._codec = load_codec(lat["source"], device=z.device)
-        return decode(self._codec, z, float(lat["scale"]))
+        return latent.decode(self._codec, z, float(lat["scale"]))
 
     def fitted_schedule(self, sampler: str, steps: int) -> torch.Tensor | None:
         """The time grid ``scorediff fit-schedule`` fitted for this run, ``sampler`` and ``steps``, or None.
 
         None unless a valid one exists for exactly this sampler and step count, fitted on this checkpoint (step,
-        EMA weights); ``scorediff.training.fitted.lookup`` also gives the one-line reason. Reads only.
+        EMA weights); ``scorediff.runs.fitted.lookup`` also gives the one-line reason. Reads only.
         """
-        from .fitted import lookup
+        return fitted.lookup(self, sampler, steps).times
 
-        return lookup(self, sampler, steps).times
+    def ema_average(self) -> tuple[float, float | None]:
+        """The EMA average of this checkpoint: (weight of the network's initial weights in it, average age in steps
+        or None when unknown).
+
+        Reads the averaging state the trainer saves in state.json (``ema``: steps, init_weight, age); a run saved
+        before it existed averaged with a fixed decay, so its initial weight is decay ** step.
+        """
+        state_path = self.path / "state.json"
+        state = ckpt.read_json(state_path) if state_path.exists() else {}
+        ema = state.get("ema")
+        if ema is None:
+            return float(state.get("ema_decay", 0.0)) ** self.step, None
+        return float(ema["init_weight"]), float(ema["age"])
+
+    def weights_note(self) -> tuple[str, str | None]:
+        """Which weights sampling uses (one line), and a warning when the EMA average is still mostly the initial
+        weights (a run much shorter than its EMA half-life), else None."""
+        step = self.step
+        if not self.ema:
+            return f"sampled with the raw weights of step {step}", None
+        init_weight, age = self.ema_average()
+        age_text = f", average age {age:.0f} steps" if age is not None else ""
+        note = f"sampled with the EMA weights of step {step}{age_text}, {100 * init_weight:.3g}% initial weights"
+        warning = None
+        if init_weight > EMA_DOMINATED:
+            warning = (f"the EMA average of step {step} is still {100 * init_weight:.0f}% the network's initial "
+                       "random weights (a run much shorter than its EMA half-life, without EMA warm-up): its samples "
+                       "will be noise-like. Use --raw for the raw weights, or train longer")
+        return note, warning
 
     def require_task(self, task: str, command: str) -> None:
         """One clear line when a command meets a run of another kind (e.g. sampling an autoencoder)."""
@@ -99,48 +128,12 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
     and takes the step from the weights file itself, so weights and step always belong together. Only JSON
     and safetensors are read; nothing is unpickled. The data set is not needed.
     """
-    from .components import build_net, build_process_param
-    from .ddp import pick_device
-
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{str(path)!r} is not a run folder (no config.json)")
     device = pick_device(device)
-    name = "ema.safetensors" if ema else "model.safetensors"
-    try:
-        data = ckpt.read_committed(path, name)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"run {str(path)!r} has no checkpoint yet ({name} missing)") from None
-    state, meta = ckpt.parse_tensors(data, path / name)
-    cfg = config_mod.resolve(ckpt.read_json(path / "config.json"))
-    try:
-        info = ckpt.read_json(path / "info.json")["data"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{str(path / 'info.json')!r} has no 'data' entry") from None
-    net = build_net(cfg, info)
-    ckpt.load_state(net, state, path / name)
+    net, cfg, info, step = read_net(path, ema)
     process, param = build_process_param(cfg)
-    try:
-        step = int(meta.get("step", 0))
-    except ValueError:
-        raise ValueError(f"{str(path / name)!r}: metadata step {meta.get('step')!r} is not an integer") from None
     denoiser = NetDenoiser(net.to(device), process, param).eval().requires_grad_(False)
     return Run(denoiser, process, cfg, info, path, step, ema)
 
 
-def load_codec(path: str | Path, device: str | torch.device = "cpu"):
-    """The autoencoder of a latent diffusion run: a scorediff autoencoder run folder (read like every run: the
-    last committed checkpoint, EMA weights, nothing modified) or a diffusers ``AutoencoderKL`` folder
-    (``scorediff.latent.load_codec``)."""
-    from ..latent import AutoencoderCodec
-    from ..latent import load_codec as load_external
-
-    path = Path(path)
-    if (path / "info.json").is_file():
-        r = load_run(path, device=device)
-        if r.task != "autoencoder":
-            raise ValueError(f"autoencoder {str(path)!r} is a run of a {type(r.net).__name__}, not an autoencoder")
-        return AutoencoderCodec(r.net)
-    return load_external(path, device)
+__all__ = ["Run", "load_codec", "load_run"]

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("constant", "cosine", "inv_sqrt")
+from ..runs.config import LR_SCHEDULES as SCHEDULES
+from .ema import decay_from
+
 EMA_HALF_LIVES = 3  # a run shorter than warm-up + this many EMA half-lives is warned about
 
 
@@ -91,8 +93,6 @@ def short_run_warning(cfg: dict, planned_steps: int) -> str | None:
 
     The EMA's half-life counts as it will be at the end of the run (capped by its warm-up ratio).
     """
-    from .ema import decay_from
-
     o, e = cfg["optim"], cfg["ema"]
     warm = (float(o["warmup_fraction"]) * planned_steps if o["warmup_fraction"] is not None
             else int(o["warmup_steps"]))

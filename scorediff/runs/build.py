@@ -11,9 +11,15 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .. import parameterizations, processes
+from .. import cascade, data, distill, latent, losses, nets, parameterizations, processes
+from ..distributed import pick_device
+from ..samplers import options_of
+from ..utils import check_options
+from . import checkpoint as ckpt
+from . import config as config_mod
 
 
 def info_dict(info: Any) -> dict:
@@ -81,7 +87,7 @@ class Settings:
     progress: bool
     tensorboard: bool
     ckpt_every: int
-    eval_every: int  # optimizer steps between evaluations (scorediff.eval.at_checkpoint); 0: none
+    eval_every: int  # optimizer steps between evaluations (scorediff.training.evaluation); 0: none
 
     @classmethod
     def from_config(cls, cfg: dict) -> Settings:
@@ -122,8 +128,6 @@ class Components:
 
 def build_net(cfg: dict, info: dict) -> nn.Module:
     """The network of a config (``net.preset`` or ``net.config`` with ``net.overrides``)."""
-    from .. import nets
-
     ncfg = cfg["net"]
     spec = ncfg["config"] if ncfg["config"] is not None else ncfg["preset"]
     overrides = dict(ncfg["overrides"])
@@ -150,12 +154,55 @@ def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations
     return process, param
 
 
+def read_net(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict, dict, int]:
+    """The network of run folder ``path`` with its EMA (default) or raw weights: (net, config, data info, step).
+
+    A reader: it never modifies the folder (no recovery of an interrupted save, no lock), so it may run while a
+    trainer writes the folder; it reads the last committed checkpoint (``checkpoint.read_committed``) and takes
+    the step from the weights file itself, so weights and step always belong together. Only JSON and safetensors
+    are read; nothing is unpickled. The data set is not needed.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{str(path)!r} is not a run folder (no config.json)")
+    name = "ema.safetensors" if ema else "model.safetensors"
+    try:
+        data_ = ckpt.read_committed(path, name)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"run {str(path)!r} has no checkpoint yet ({name} missing)") from None
+    state, meta = ckpt.parse_tensors(data_, path / name)
+    cfg = config_mod.resolve(ckpt.read_json(path / "config.json"))
+    try:
+        info = ckpt.read_json(path / "info.json")["data"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{str(path / 'info.json')!r} has no 'data' entry") from None
+    net = build_net(cfg, info)
+    ckpt.load_state(net, state, path / name)
+    try:
+        step = int(meta.get("step", 0))
+    except ValueError:
+        raise ValueError(f"{str(path / name)!r}: metadata step {meta.get('step')!r} is not an integer") from None
+    return net, cfg, info, step
+
+
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> latent.Codec:
+    """The autoencoder of a latent diffusion run (``autoencoder.path``): a scorediff autoencoder run folder (read
+    like every run: the last committed checkpoint, EMA weights, nothing modified) or a diffusers ``AutoencoderKL``
+    folder (``scorediff.latent.load_diffusers_vae``)."""
+    path = Path(path)
+    if (path / "info.json").is_file():
+        net, _, _, _ = read_net(path)
+        if not isinstance(net, nets.Autoencoder):
+            raise ValueError(f"autoencoder {str(path)!r} is a run of a {type(net).__name__}, not an autoencoder")
+        return latent.AutoencoderCodec(net.to(pick_device(device)).eval().requires_grad_(False))
+    return latent.load_codec(path, device)
+
+
 def check_sampler_options(name: str, options: dict) -> None:
     """Fail now, with the option named, on an unknown sampler, an unknown option, or a value whose type does
     not match the option's default (a string where a number belongs would otherwise fail deep in a step)."""
-    from ..samplers import options_of
-    from ..utils import check_options
-
     allowed = options_of(name)  # raises for an unknown sampler
     check_options(f"sampler '{name}'", options, {*allowed, "schedule", "schedule_options", "ending"})
     for key, value in options.items():
@@ -194,8 +241,6 @@ def build(cfg: dict) -> Components:
     ``cascade.factor`` (a super-resolution stage: the loss adds the augmented low-resolution conditioning,
     ``scorediff.cascade.SuperResolutionLoss``). An autoencoder network trains with ``loss.name = "autoencoder"``.
     """
-    from .. import data, distill, losses, nets
-
     process, param = build_process_param(cfg)
     check_sampler(cfg)
     try:
@@ -204,11 +249,8 @@ def build(cfg: dict) -> Components:
         raise ValueError(f"data {cfg['data']['name']!r}: {e}; set it with --set data.options.KEY=VALUE") from None
     ae = cfg["autoencoder"]
     if ae["path"] is not None:
-        from ..latent import LatentDataset
-        from .run import load_codec
-
         source = str(Path(ae["path"]).resolve())
-        dataset = LatentDataset(dataset, load_codec(source), source=source, scale=ae["scale"])
+        dataset = latent.LatentDataset(dataset, load_codec(source), source=source, scale=ae["scale"])
     info = info_dict(dataset.info)
     net = build_net(cfg, info)
     task = "autoencoder" if isinstance(net, nets.Autoencoder) else "diffusion"
@@ -216,9 +258,7 @@ def build(cfg: dict) -> Components:
         if task != "autoencoder":
             raise ValueError("loss 'autoencoder' trains an autoencoder network (net.preset autoencoder-f2, "
                              f"autoencoder-f4 or a config of type 'autoencoder'), not a {type(net).__name__}")
-        from ..latent import AutoencoderObjective
-
-        loss = AutoencoderObjective(**cfg["loss"]["options"])
+        loss = latent.AutoencoderObjective(**cfg["loss"]["options"])
     elif task == "autoencoder":
         raise ValueError("an autoencoder network trains with loss.name = 'autoencoder' "
                          f"(got {cfg['loss']['name']!r})")
@@ -231,9 +271,7 @@ def build(cfg: dict) -> Components:
         if not isinstance(net, nets.SuperResolution) or net.factor != factor:
             raise ValueError(f"cascade.factor = {factor} needs a super_resolution network of that factor (e.g. "
                              f"net.preset sr-x2), got {type(net).__name__} {getattr(net, 'factor', '')}".rstrip())
-        from ..cascade import SuperResolutionLoss
-
-        loss = SuperResolutionLoss(loss, factor, cfg["cascade"]["aug_max"])
+        loss = cascade.SuperResolutionLoss(loss, factor, cfg["cascade"]["aug_max"])
     elif isinstance(net, nets.SuperResolution):
         raise ValueError("a super_resolution network is a cascade stage: set cascade.factor (e.g. 2)")
     return Components(dataset, info, net, process, param, loss, task, factor)

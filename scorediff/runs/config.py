@@ -24,6 +24,9 @@ class _Free(dict):
 
 FREE = _Free
 
+# The learning-rate decays ``optim.schedule`` may name (their formulas: scorediff.training.lr_schedule).
+LR_SCHEDULES = ("constant", "cosine", "inv_sqrt")
+
 # The schema *is* the default config: every allowed key appears here with its default value.
 DEFAULTS: dict[str, Any] = {
     "description": "",  # free text, for people
@@ -46,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "class_conditional": False,  # feed the data's labels y to the network
         "label_dropout": 0.0,  # probability of training on the null label instead (classifier-free guidance)
     },
-    "optim": {  # AdamW with linear warm-up, then a decay over the planned run (training/schedule.py)
+    "optim": {  # AdamW with linear warm-up, then a decay over the planned run (training/lr_schedule.py)
         "lr": 2e-4,
         "weight_decay": 0.0,
         "betas": [0.9, 0.999],
@@ -72,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     # a super-resolution stage of a cascade: trained on (x, augmented downsample(x, factor)); 0: not a stage.
     # aug_max: the largest noise-conditioning augmentation std in training; aug_level: the one used to sample
     "cascade": {"factor": 0, "aug_max": 0.2, "aug_level": 0.0},
-    # scorediff.eval.at_checkpoint: FID / KID / precision-recall of the EMA model every `every` steps (0: never)
+    # scorediff.training.evaluation: FID / KID / precision-recall of the EMA model every `every` steps (0: never)
     "eval": {"every": 0, "num": 500, "features": "raw", "sampler": None, "steps": None, "split": "test",
              "cache": None},
 }
@@ -139,10 +142,8 @@ def _validate_values(cfg: dict) -> None:
         wf = o["warmup_fraction"]
         if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
             raise ValueError(f"config optim.warmup_fraction must be a number in [0, 1) or null, got {wf!r}")
-    from .schedule import SCHEDULES
-
-    if o["schedule"] not in SCHEDULES:
-        raise ValueError(f"config optim.schedule {o['schedule']!r} unknown; one of: {', '.join(SCHEDULES)}")
+    if o["schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"config optim.schedule {o['schedule']!r} unknown; one of: {', '.join(LR_SCHEDULES)}")
     if o["max_minutes"] is not None:
         positive("optim.max_minutes", o["max_minutes"])
     if not (isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"])):
