@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .nets.text import ByteTextTransformer, TextConditioned
 
 __all__ = ["ENCODERS", "JointEncoder", "PretrainedEncoder", "TextEncoder", "context_dim", "from_config",
-           "pretrained_dim"]
+           "prompt_cond", "prompt_guidance", "pretrained_dim"]
 
 ENCODERS = ("bytes", "pretrained")
 
@@ -142,3 +142,20 @@ def from_config(text_cfg: dict[str, Any], net: nn.Module, device: str | torch.de
             raise ValueError("text.encoder 'bytes' needs a network built with its encoder (nets.text.TextConditioned)")
         return JointEncoder(net.text)
     return pretrained or PretrainedEncoder(text_cfg["path"], device)
+
+
+def prompt_cond(encoder: TextEncoder, prompts: list[str]) -> dict[str, Tensor]:
+    """``cond`` for a batch of prompts: ``{"context": (B, L, D), "context_mask": (B, L)}``, without gradients."""
+    with torch.no_grad():
+        context, mask = encoder.encode(list(prompts))
+    return {"context": context, "context_mask": mask}
+
+
+def prompt_guidance(denoiser, encoder: TextEncoder, scale: float, negative_prompt: str | None = None, **options):
+    """Classifier-free guidance on prompts (``scorediff.guidance.classifier_free``): the unconditional branch sees
+    the null prompt, or ``negative_prompt``'s encoding; options (interval, rescale, threshold) pass through."""
+    from .guidance import classifier_free
+
+    with torch.no_grad():
+        negative = encoder.null() if negative_prompt is None else encoder.encode([negative_prompt])
+    return classifier_free(denoiser, scale, negative=negative, **options)

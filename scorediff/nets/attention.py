@@ -97,14 +97,12 @@ class MultiHeadAttention(nn.Module):
         q = self.q(h).view(B, N, self.heads, -1).transpose(1, 2)  # (B, heads, N, d)
         k, v = self.kv(src).view(B, src.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, heads, L, d)
         if mask is None:
-            a = F.scaled_dot_product_attention(q, k, v)
-        else:
-            # a row without any real key would softmax over nothing (NaN): give it one key, then zero its output
-            any_key = mask.any(dim=1)
-            keys = mask | ~any_key[:, None]
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])
-            a = a * any_key[:, None, None, None].to(a.dtype)
-        return self.proj(a.transpose(1, 2).reshape(B, N, C))
+            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
+        # a row without any real key would softmax over nothing (NaN): give it one key, then zero its output
+        any_key = mask.any(dim=1)
+        keys = mask | ~any_key[:, None]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])
+        return self.proj(a.transpose(1, 2).reshape(B, N, C)) * any_key[:, None, None].to(a.dtype)
 
 
 class SpatialCrossAttention(nn.Module):
