@@ -39,7 +39,7 @@ from torch import Tensor
 from .base import ArrayDataset, DataInfo
 from .images import FolderDataset, digits
 
-__all__ = ["ATTRIBUTES", "CaptionedDataset", "CaptionedFolder", "NUMBER_WORDS", "digits_text",
+__all__ = ["ATTRIBUTES", "CaptionedDataset", "CaptionedFolder", "NUMBER_WORDS", "article", "digits_text",
            "measure_attributes", "read_captions"]
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -117,7 +117,7 @@ def attribute_levels(values: dict[str, Tensor], y: Tensor, thresholds: dict[str,
     return out
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word == "eight" else "a"  # the only vowel sound among the words used here
 
 
@@ -127,11 +127,11 @@ def digit_captions(label: int, levels: dict[str, int]) -> list[str]:
     words = {k: ATTRIBUTES[k][0] if lv < 0 else ATTRIBUTES[k][1] for k, lv in levels.items() if lv != 0}
     adjectives = [words[k] for k in ("thickness", "width") if k in words]
     tail = [words["slant"]] if "slant" in words else []
-    caps = [" ".join([_article(adjectives[0] if adjectives else name), *adjectives, name, *tail]),
+    caps = [" ".join([article(adjectives[0] if adjectives else name), *adjectives, name, *tail]),
             ", ".join([f"the digit {label}", *adjectives, *tail]),
-            f"{_article(name)} {name}", str(label)]
+            f"{article(name)} {name}", str(label)]
     for k, w in words.items():
-        caps.append(f"{_article(name)} {name} {w}" if k == "slant" else f"{_article(w)} {w} {name}")
+        caps.append(f"{article(name)} {name} {w}" if k == "slant" else f"{article(w)} {w} {name}")
     return list(dict.fromkeys(caps))  # without repeats, first phrasing first
 
 
@@ -144,7 +144,7 @@ def digits_text() -> CaptionedDataset:
     captions = [digit_captions(int(base.y[i]), {k: int(v[i]) for k, v in levels.items()}) for i in range(len(base))]
     attributes = {**values, **{f"{k}_level": v for k, v in levels.items()}}
     return CaptionedDataset(base.x, base.y, base.info, captions, attributes,
-                            grid=[f"{_article(w)} {w}" for w in NUMBER_WORDS])
+                            grid=[f"{article(w)} {w}" for w in NUMBER_WORDS])
 
 
 # -- captions beside images -----------------------------------------------------------------------------------
