@@ -94,7 +94,9 @@ class PretrainedEncoder:
         self.model: nn.Module = cls.from_pretrained(str(model_dir), local_files_only=True).to(device)
         self.model.eval().requires_grad_(False)
         self.dim = pretrained_dim(path)
-        self.max_length = max_length or getattr(self.tokenizer, "model_max_length", 77)
+        # the tokenizer's own limit may be "unlimited" (a huge int): cap it by the model's positions (T5: 512)
+        limit = int(getattr(self.model.config, "max_position_embeddings", None) or 512)
+        self.max_length = max_length or min(int(getattr(self.tokenizer, "model_max_length", limit)), limit)
         self.device = torch.device(device)
 
     @torch.no_grad()

@@ -379,3 +379,47 @@ def test_text_config_errors(tmp_path, capsys):
     assert "has no captions" in capsys.readouterr().err
     assert main(["train", "digits-text", "--out", str(tmp_path / "r"), "--set", "text.encoder=clip"]) == 2
     assert "text.encoder 'clip' unknown" in capsys.readouterr().err
+
+
+# -- a frozen pretrained encoder from a local folder (only where transformers is installed) ---------------------
+
+
+@pytest.fixture
+def clip_folder(tmp_path):
+    """A tiny random CLIP text encoder with a small word-piece tokenizer, saved as a pipeline's folders."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, pad_token_id=0, bos_token_id=2, eos_token_id=3))
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "thick", "seven", "one"]))
+    tok = transformers.BertTokenizer(str(tmp_path / "vocab.txt"))
+    model.save_pretrained(tmp_path / "pipe" / "text_encoder")
+    tok.save_pretrained(tmp_path / "pipe" / "tokenizer")
+    return tmp_path / "pipe", model
+
+
+def test_pretrained_encoder_from_a_local_folder(clip_folder):
+    from scorediff.text_encoders import PretrainedEncoder, context_dim
+
+    path, model = clip_folder
+    enc = PretrainedEncoder(path)
+    assert enc.dim == 8 == context_dim({"encoder": "pretrained", "path": str(path)})
+    c, m = enc.encode(["a thick seven", "one"])
+    assert c.shape[0] == 2 and c.shape[2] == 8 and m.sum(1).tolist() == [5, 3]  # [CLS] ... [SEP]
+    with torch.no_grad():
+        ids = torch.tensor([[2, 4, 5, 6, 3]])
+        assert torch.allclose(c[:1], model(input_ids=ids).last_hidden_state, atol=1e-6)
+    assert enc.null()[1].tolist() == [[True, True]]
+    assert not any(p.requires_grad for p in enc.model.parameters())
+
+
+def test_training_with_a_frozen_pretrained_encoder(clip_folder, tmp_path):
+    path, model = clip_folder
+    out = tmp_path / "run"
+    assert main(["train", "digits-text", "--out", str(out), "--set", "optim.steps=2", *_TINY,
+                 "--set", "text.encoder=pretrained", "--set", f"text.path={json.dumps(str(path))}"]) == 0
+    r = scorediff.training.load_run(out)
+    assert r.net.context_dim == 8 and not any(k.startswith("text.") for k in r.net.state_dict())
+    assert main(["sample", str(out), "--steps", "2", "--num", "2", "--prompt", "a thick seven", "--guidance", "2",
+                 "--out", str(tmp_path / "s.png")]) == 0
