@@ -16,6 +16,11 @@ Both keep the wrapped denoiser's ``nfe`` counter visible.
   distribution quality"); ``rescale`` = phi of Lin et al. 2024 ("Common diffusion noise schedules and
   sample steps are flawed", sec. 3.4, Algorithm 2); ``threshold`` = the percentile p of dynamic
   thresholding (Saharia et al. 2022, "Imagen", sec. 2.3), for pixel data in [-1, 1].
+  Prompts: with ``cond`` holding ``context`` / ``context_mask`` (a text encoder's output), D_c sees the
+  prompt and D_u the unconditional prompt, the encoder's ``null()`` given as ``negative=``, or per example a
+  negative prompt's encoding as ``negative_context`` / ``negative_context_mask`` in ``cond`` (the
+  "negative prompt" of Stable Diffusion: D_g = D_neg + s (D_c - D_neg) moves away from it). Labels and
+  prompts may be given together: then D_u has the null label and the negative prompt.
 * :func:`classifier` (Dhariwal & Nichol 2021, sec. 4; Song et al. 2021, "Score-based generative modeling
   through SDEs", sec. 5 / eq. 48): the guided score grad log p_t(x) + s grad log p(y | x_t), i.e. by
   Tweedie (x0_hat = (x + sigma^2 score) / alpha)
@@ -37,6 +42,7 @@ from torch import Tensor, nn
 
 from . import parameterizations, processes
 from .nets import NULL_LABEL
+from .nets.attention import cat_contexts
 from .parameterizations import coefficients
 from .processes.base import Process
 from .utils import append_dims, batch_time
@@ -91,25 +97,56 @@ class ClassifierFree(_Wrapper):
     """The Denoiser returned by :func:`classifier_free`; see the module docstring for the maths."""
 
     def __init__(self, denoiser: Denoiser, scale: float, interval: tuple[float, float] | None, rescale: float,
-                 threshold: float | None):
+                 threshold: float | None, negative: tuple[Tensor, Tensor | None] | None = None):
         self.denoiser, self.scale, self.rescale, self.threshold = denoiser, float(scale), float(rescale), threshold
         self.interval = None if interval is None else (float(interval[0]), float(interval[1]))
+        self.negative = negative
+
+    def _branches(self, x: Tensor, y: Tensor | None, cond: dict) -> tuple[dict, dict, dict]:
+        """(conditional, unconditional, shared) keywords: labels and/or prompts, and what both branches see."""
+        context, mask = cond.pop("context", None), cond.pop("context_mask", None)
+        neg, neg_mask = cond.pop("negative_context", None), cond.pop("negative_context_mask", None)
+        if y is None and context is None:
+            raise ValueError("guidance needs class labels or a prompt: pass y or context (e.g. scorediff.sample(..., "
+                             "cond={'y': labels}) or cond={'context': c, 'context_mask': m})")
+        c_kw: dict[str, Any] = {}
+        u_kw: dict[str, Any] = {}
+        if y is not None:
+            y = _labels(y, x)
+            c_kw["y"], u_kw["y"] = y, torch.full_like(y, NULL_LABEL)
+        if context is not None:
+            if neg is None:
+                if self.negative is None:
+                    raise ValueError("classifier-free guidance on a prompt needs the unconditional prompt: "
+                                     "classifier_free(D, scale, negative=encoder.null()), or negative_context in cond")
+                neg, neg_mask = self.negative
+            B = x.shape[0]
+            c_kw["context"], c_kw["context_mask"] = context.expand(B, -1, -1), _mask(context, mask).expand(B, -1)
+            u_kw["context"], u_kw["context_mask"] = neg.expand(B, -1, -1), _mask(neg, neg_mask).expand(B, -1)
+        elif neg is not None:
+            raise ValueError("negative_context given without a prompt (context)")
+        return c_kw, u_kw, cond
 
     def __call__(self, x: Tensor, t: Tensor | float, y: Tensor | None = None, **cond) -> Tensor:
-        y = _labels(y, x)
+        c_kw, u_kw, cond = self._branches(x, y, dict(cond))
         t = batch_time(t, x)
         s = torch.full_like(t, self.scale)
         if self.interval is not None:
             lo, hi = self.interval
             s = torch.where((t >= lo) & (t <= hi), s, torch.ones_like(s))  # s = 1 (no guidance) outside
         if bool((s == 1).all()):  # the conditional model alone: one call on B examples
-            x0 = self.denoiser(x, t, y=y, **cond)
+            x0 = self.denoiser(x, t, **c_kw, **cond)
         elif bool((s == 0).all()) and self.rescale == 0:  # the unconditional model alone
-            x0 = self.denoiser(x, t, y=torch.full_like(y, NULL_LABEL), **cond)
+            x0 = self.denoiser(x, t, **u_kw, **cond)
         else:
             # both branches in one call on 2B examples: [conditional; unconditional]
-            out = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([y, torch.full_like(y, NULL_LABEL)]),
-                                **cond)
+            both = {}
+            if "y" in c_kw:
+                both["y"] = torch.cat([c_kw["y"], u_kw["y"]])
+            if "context" in c_kw:  # prompts of different lengths: padded with masked zeros
+                both["context"], both["context_mask"] = cat_contexts((c_kw["context"], c_kw["context_mask"]),
+                                                                     (u_kw["context"], u_kw["context_mask"]))
+            out = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), **both, **cond)
             x0_c, x0_u = out.chunk(2)
             x0 = x0_u + append_dims(s, x.ndim) * (x0_c - x0_u)  # eq. 6 of Ho & Salimans in x0
             if self.rescale > 0:
@@ -123,6 +160,12 @@ class ClassifierFree(_Wrapper):
         return x0
 
 
+def _mask(context: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+    return mask
+
+
 def classifier_free(
     denoiser: Denoiser,
     scale: float,
@@ -130,6 +173,7 @@ def classifier_free(
     interval: Sequence[float] | None = None,
     rescale: float = 0.0,
     threshold: float | None = None,
+    negative: tuple[Tensor, Tensor | None] | None = None,
 ) -> ClassifierFree:
     """Classifier-free guidance (Ho & Salimans 2022): ``D_g(x, t, y) = D_u + scale (D_c - D_u)``, one batched call.
 
@@ -152,7 +196,7 @@ def classifier_free(
         raise ValueError(f"guidance rescale must lie in [0, 1], got {rescale}")
     if threshold is not None and not 0 < threshold <= 1:
         raise ValueError(f"dynamic threshold percentile must lie in (0, 1], got {threshold}")
-    return ClassifierFree(denoiser, scale, interval, float(rescale), threshold)
+    return ClassifierFree(denoiser, scale, interval, float(rescale), threshold, negative)
 
 
 class ClassifierGuided(_Wrapper):

@@ -21,7 +21,13 @@ and ``clip_sample`` are not carried over (they change the sampler, not the model
 
 The denoiser is a ``parameterizations.NetDenoiser`` around a small adapter (``DiffusersNet``) that calls
 the diffusers model and returns ``.sample``; conditioning keywords (``encoder_hidden_states`` for
-``UNet2DConditionModel``, ``class_labels``) pass through ``cond`` unchanged. diffusers is imported
+``UNet2DConditionModel``, ``class_labels``) pass through ``cond`` unchanged, and scorediff's prompt
+``context`` / ``context_mask`` becomes ``encoder_hidden_states`` / ``encoder_attention_mask``, so
+``scorediff.guidance.classifier_free`` with ``negative=`` (the null or a negative prompt's embeddings) is
+Stable Diffusion's classifier-free guidance. ``text_to_image(folder)`` loads a whole Stable-Diffusion-style
+pipeline folder (``unet/``, ``scheduler/``, optional ``vae/`` and ``text_encoder/`` + ``tokenizer/``, the
+latter through the optional transformers package) as a ``TextToImage``: prompts in, images out, with any
+scorediff sampler and guidance. diffusers is imported
 only when this module needs it: install it with ``pip install scorediff[diffusers]``.
 
 The other direction, ``to_diffusers(denoiser, shape)`` / ``save_diffusers(denoiser, shape, folder)``:
@@ -33,6 +39,7 @@ exactly is refused with one line naming every mismatch (``_export_problems``).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +89,11 @@ class DiffusersNet(nn.Module):
         return torch.where((k - near).abs() < _SNAP, near, k)
 
     def forward(self, x: Tensor, noise_input: Tensor, **cond) -> Tensor:
+        # scorediff's prompt (DESIGN.md: context, context_mask) is diffusers' encoder_hidden_states / attention mask
+        if "context" in cond:
+            cond["encoder_hidden_states"] = cond.pop("context")
+        if "context_mask" in cond:
+            cond["encoder_attention_mask"] = cond.pop("context_mask")
         p = next(self.model.parameters())
         k = self.timestep(noise_input).to(device=p.device, dtype=p.dtype)
         out = self.model(x.to(p.dtype), k, **cond, return_dict=False)[0]
@@ -237,6 +249,77 @@ def from_diffusers(
     return denoiser.eval(), process
 
 
+
+@dataclass
+class TextToImage:
+    """A latent text-to-image model (Stable Diffusion's layout, Rombach et al. 2022) driven by scorediff.
+
+    ``denoiser`` / ``process``: the U-Net as a scorediff Denoiser (``from_diffusers``); ``text_encoder``: a
+    ``scorediff.text_encoders`` encoder (or None: pass embeddings yourself); ``vae``: the latent codec (or None:
+    samples stay latents); ``scale``: the VAE's scaling factor (latents z = scale E(x)); ``latent_shape`` (C, h, w).
+    """
+
+    denoiser: NetDenoiser
+    process: Process
+    latent_shape: tuple[int, int, int]
+    text_encoder: Any = None
+    vae: Any = None
+    scale: float = 1.0
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str] | tuple[Tensor, Tensor | None], *, guidance: float | None = None,
+               negative: str | tuple[Tensor, Tensor | None] | None = None, sampler: str = "ddim", steps: int = 50,
+               seed: int = 0, start: Tensor | None = None, decode: bool = True, **options: Any) -> Tensor:
+        """Images (or latents, ``decode=False`` or no VAE) for ``prompts``: strings (encoded by ``text_encoder``)
+        or embeddings (context, mask). ``guidance``: classifier-free scale s (None: the conditional model alone);
+        ``negative``: the unconditional branch's prompt or embeddings (default: the empty prompt).
+        ``start``: the state at the first time (default: prior noise from ``seed``). Options go to
+        ``scorediff.sample`` (schedule, ...)."""
+        from .guidance import classifier_free
+        from .samplers import sample
+
+        def embed(p):
+            if isinstance(p, tuple):
+                return p
+            if self.text_encoder is None:
+                raise ValueError("this model has no text encoder: pass prompt embeddings (context, mask)")
+            return self.text_encoder.encode([p] if isinstance(p, str) else list(p))
+
+        context, mask = embed(prompts)
+        denoiser = self.denoiser
+        if guidance is not None:
+            denoiser = classifier_free(self.denoiser, guidance, negative=embed("" if negative is None else negative))
+        cond = {"context": context} if mask is None else {"context": context, "context_mask": mask}
+        shape = start if start is not None else (context.shape[0], *self.latent_shape)
+        z = sample(denoiser, self.process, shape, sampler=sampler, steps=steps, seed=seed, cond=cond, **options)
+        if not decode or self.vae is None:
+            return z
+        from .latent import decode as vae_decode
+
+        return vae_decode(self.vae, z, self.scale)
+
+
+def text_to_image(folder: str | Path, scheduler_or_config: Any = None, *, text_encoder: str | Path | None = None,
+                  vae: str | Path | None = None, device: str | torch.device = "cpu") -> TextToImage:
+    """A Stable-Diffusion-style pipeline folder as a ``TextToImage``: ``unet/`` (a ``UNet2DConditionModel``),
+    ``scheduler/``, and when present (or named) ``vae/`` (``AutoencoderKL``) and ``text_encoder/`` with
+    ``tokenizer/`` (a frozen CLIP / T5 encoder: needs the transformers package). Only local files are read."""
+    from .latent import load_codec
+    from .text_encoders import PretrainedEncoder
+
+    root = Path(folder)
+    denoiser, process = from_diffusers(root, scheduler_or_config)
+    model = denoiser.net.model
+    cfg = model.config
+    vae_dir = Path(vae) if vae is not None else (root / "vae" if (root / "vae" / "config.json").is_file() else None)
+    codec, scale = None, 1.0
+    if vae_dir is not None:
+        codec = load_codec(vae_dir, device)
+        scale = codec.scaling_factor
+    text_dir = text_encoder if text_encoder is not None else (root if (root / "text_encoder").is_dir() else None)
+    encoder = PretrainedEncoder(text_dir, device) if text_dir is not None else None
+    size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
+    return TextToImage(denoiser.to(device), process, (int(cfg.in_channels), *map(int, size)), encoder, codec, scale)
 
 
 # -- the other direction: a scorediff run as a diffusers UNet2DModel + scheduler ------------------------------

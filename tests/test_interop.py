@@ -344,3 +344,68 @@ def test_export_refuses_a_network_without_a_diffusers_class():
     d = parameterizations.NetDenoiser(nets.make("mlp-2d"), processes.make("vp-discrete"), parameterizations.make("eps"))
     with pytest.raises(ValueError, match="cannot export to diffusers: network type 'mlp' has no diffusers counterpart"):
         interop.to_diffusers(d, (2,))
+
+
+# -- prompts: Stable-Diffusion-style classifier-free guidance and the latent text-to-image pipeline ------------
+
+
+@torch.no_grad()
+def diffusers_cfg_loop(unet, scheduler, x, steps, scale, cond_emb, uncond_emb, mask=None):
+    """The Stable Diffusion pipeline's denoising loop: [uncond; cond] in one batch, eps_u + s (eps_c - eps_u)."""
+    scheduler.set_timesteps(steps)
+    sample = x * scheduler.init_noise_sigma
+    x_start = scheduler.scale_model_input(sample, scheduler.timesteps[0]).clone()
+    ehs = torch.cat([uncond_emb.expand_as(cond_emb), cond_emb])
+    kw = {} if mask is None else {"encoder_attention_mask": torch.cat([torch.ones_like(mask), mask])}
+    for k in scheduler.timesteps:
+        inp = scheduler.scale_model_input(torch.cat([sample, sample]), k)
+        eps_u, eps_c = unet(inp, k, encoder_hidden_states=ehs, **kw).sample.chunk(2)
+        sample = scheduler.step(eps_u + scale * (eps_c - eps_u), k, sample).prev_sample
+    return sample, x_start
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_prompt_guidance_matches_the_stable_diffusion_loop(masked):
+    # scorediff's classifier_free on context / negative = the pipeline's CFG on encoder_hidden_states (eps is
+    # affine in x0_hat at fixed (x, t), so guiding x0_hat is guiding eps); with a padding mask as well
+    unet, s = tiny_cond_unet(), diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=True,
+                                                        beta_schedule="scaled_linear")
+    g = torch.Generator().manual_seed(3)
+    cond_emb, uncond_emb = torch.randn(3, 4, 6, generator=g), torch.randn(1, 4, 6, generator=g)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool) if masked else None
+    theirs, x_start = diffusers_cfg_loop(unet, s, noise(), 6, 4.0, cond_emb, uncond_emb, mask)
+    denoiser, process = interop.from_diffusers(unet, s)
+    ts = timesteps_to_ts(s.timesteps, process)
+    guided = scorediff.guidance.classifier_free(denoiser, 4.0, negative=(uncond_emb, None))
+    cond = {"context": cond_emb} if mask is None else {"context": cond_emb, "context_mask": mask}
+    with torch.no_grad():
+        ours = scorediff.sample(guided, process, x_start, sampler="ddim", schedule=ts, cond=cond)
+    assert (ours - theirs).abs().max() <= TOL * theirs.abs().max()
+
+
+def test_text_to_image_folder_matches_diffusers(tmp_path):
+    # a pipeline folder (unet/, scheduler/, vae/) with fixed prompt embeddings: scorediff's sampler and guidance,
+    # then the VAE's decoder at z / scaling_factor, against diffusers' loop and decoder
+    torch.manual_seed(0)
+    unet = tiny_cond_unet()
+    vae = diffusers.AutoencoderKL(in_channels=1, out_channels=1, latent_channels=2, block_out_channels=(8, 8),
+                                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                  norm_num_groups=4, layers_per_block=1, scaling_factor=0.5).eval()
+    s = diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    unet.save_pretrained(tmp_path / "unet")
+    s.save_pretrained(tmp_path / "scheduler")
+    vae.save_pretrained(tmp_path / "vae")
+    model = interop.text_to_image(tmp_path)
+    assert model.latent_shape == (2, 8, 8) and model.scale == 0.5 and model.text_encoder is None
+    g = torch.Generator().manual_seed(4)
+    cond_emb, uncond_emb = torch.randn(2, 4, 6, generator=g), torch.randn(1, 4, 6, generator=g)
+    x = noise(2)
+    z, x_start = diffusers_cfg_loop(unet, s, x, 5, 3.0, cond_emb, uncond_emb)
+    with torch.no_grad():
+        theirs = vae.decode(z / 0.5).sample
+    ts = timesteps_to_ts(s.timesteps, model.process)
+    ours = model.sample((cond_emb, None), guidance=3.0, negative=(uncond_emb, None), start=x_start, schedule=ts)
+    assert ours.shape == (2, 1, 16, 16)
+    assert (ours - theirs).abs().max() <= 10 * TOL * theirs.abs().max()
+    with pytest.raises(ValueError, match="no text encoder"):
+        model.sample(["a prompt"])

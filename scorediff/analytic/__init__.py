@@ -3,6 +3,7 @@
 * ``gaussian``: Gaussian mixtures, whose every diffused marginal is again a Gaussian mixture (exact score,
   denoiser, log p_t, class posteriors, conditionals and linear-Gaussian posteriors); ``ring2d``,
   ``mixture64``, ``sliced_wasserstein``.
+* ``prompts``: a mixture whose "prompt" selects components: the exact denoiser taking ``context``.
 * ``gp``: Gaussian processes on a grid (one-component mixtures) for forecasting and imputation.
 """
 
@@ -17,8 +18,9 @@ from .gaussian import (
     sliced_wasserstein,
 )
 from .gp import KERNELS, gaussian_process, kernel_matrix
+from .prompts import PromptDenoiser, prompt_tokens
 
 __all__ = [
     "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "gaussian_process", "kernel_matrix",
-    "mixture64", "ring2d", "sliced_wasserstein",
+    "mixture64", "ring2d", "sliced_wasserstein", "PromptDenoiser", "prompt_tokens",
 ]

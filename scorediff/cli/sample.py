@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: RUN/samples/sample_<sampler>_<steps>.png)")
     parser.add_argument("--class", dest="label", type=int, default=None,
                         help="class label for a class-conditional run (default: cycle through the classes)")
+    parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                        help="a prompt for a text-conditioned run, repeatable (cycled over the samples); default: the "
+                             "null prompt (unconditional)")
+    parser.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                        help="with --guidance on a text-conditioned run: guide away from this prompt instead of the "
+                             "null prompt")
     parser.add_argument("--guidance", type=float, default=None, metavar="SCALE",
                         help="classifier-free guidance scale for a run trained with label dropout: 1 = the "
                              "conditional model, 0 = unconditional, > 1 guided (default: none, i.e. 1)")
@@ -150,13 +156,26 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
     if args.parallel is not None and args.parallel < 1:
         raise ValueError(f"--parallel WINDOW must be >= 1, got {args.parallel}")
-    denoiser = r.denoiser
+    denoiser, text = r.denoiser, r.text_encoder
+    if (args.prompt or args.negative_prompt is not None) and text is None:
+        raise ValueError(f"--prompt given but run {args.run!r} has no text encoder (text.encoder)")
+    if args.negative_prompt is not None and args.guidance is None:
+        raise ValueError("--negative-prompt needs --guidance SCALE")
     extras = [name for name, given in (("--guidance-interval", args.guidance_interval is not None),
                                        ("--guidance-threshold", args.guidance_threshold is not None),
                                        ("--guidance-rescale", args.guidance_rescale != 0.0)) if given]
     if extras and args.guidance is None:
         raise ValueError(f"{', '.join(extras)} need(s) --guidance SCALE")
-    if args.guidance is not None:
+    if args.guidance is not None and text is not None:  # guidance on prompts (and labels, when both)
+        from ..text_encoders import prompt_guidance
+
+        if not r.config["text"]["dropout"] > 0:
+            raise ValueError(f"--guidance needs a run trained with prompt dropout (text.dropout > 0); {args.run!r} "
+                             "has text.dropout = 0")
+        denoiser = prompt_guidance(r.denoiser, text, args.guidance, args.negative_prompt,
+                                   interval=args.guidance_interval, rescale=args.guidance_rescale,
+                                   threshold=args.guidance_threshold)
+    elif args.guidance is not None:
         from ..guidance import classifier_free
 
         if not r.class_conditional:
@@ -180,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
             y = (torch.full((n,), args.label) if args.label is not None
                  else torch.arange(start, start + n) % num_classes).to(args.device)
             cond, labels = {"y": y}, labels + [y.cpu()]
+        if text is not None:
+            from ..text_encoders import prompt_cond
+
+            cond.update(prompt_cond(text, [(args.prompt or [""])[i % len(args.prompt or [""])]
+                                           for i in range(start, start + n)]))
         if args.parallel is not None:  # each batch from its own seed (seed + index of its first sample)
             xb, pinfo = parallel(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, device=args.device,
                                  seed=args.seed + start, window=args.parallel, tol=args.parallel_tol, cond=cond,

@@ -15,6 +15,8 @@ checkerboard    uniform on the dark squares of a 4x4 board over [-2, 2]^2 (no la
 rings           four concentric circles (labels: ring); n, seed, noise
 digits          scikit-learn's 8x8 digits (1797 images, shipped with scikit-learn), (1, 8, 8), labels 0..9
 folder          PNG/JPEG/BMP/WebP files under ``path``, recursively; labels from first-level sub-folders
+digits-text     digits with generated captions (label, thickness, slant, width; ``data.captions``)
+folder-captions an image folder with captions: ``name.txt`` beside ``name.png`` or captions.jsonl / metadata.jsonl
 npy             a ``.npy`` / ``.npz`` array of points (N, D) or images (N, H, W), (N, C, H, W), (N, H, W, C)
 mnist           MNIST IDX files the user has (``images``, ``labels``; optionally .gz), or ``path`` + ``split``
 ==============  ==============================================================================
@@ -39,12 +41,13 @@ from torch.utils.data import Dataset
 from ..utils import check_options, unknown
 from .arrays import LAYOUTS, npy
 from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
+from .captions import CaptionedDataset, CaptionedFolder, digits_text
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
 
 __all__ = [
-    "DATASETS", "IMAGE_EXTENSIONS", "LAYOUTS", "SPLITS", "TOY_OPTIONS", "ArrayDataset", "DataInfo", "FolderDataset",
-    "checkerboard", "digits", "eight_gaussians", "from_unit", "make", "mnist", "moons", "npy", "read_idx", "rings",
+    "DATASETS", "IMAGE_EXTENSIONS", "LAYOUTS", "SPLITS", "TOY_OPTIONS", "ArrayDataset", "CaptionedDataset", "CaptionedFolder", "DataInfo", "FolderDataset",
+    "checkerboard", "digits", "digits_text", "eight_gaussians", "from_unit", "make", "mnist", "moons", "npy", "read_idx", "rings",
     "split_indices", "swissroll", "to_unit",
 ]
 
@@ -62,6 +65,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "folder": FolderDataset,
     "npy": npy,
     "mnist": mnist,
+    "digits-text": digits_text,  # captioned (data/captions.py): ds.prompts(indices, generator)
+    "folder-captions": CaptionedFolder,
 }
 
 
@@ -83,6 +88,8 @@ def split_indices(n: int, split: str, test_fraction: float = 0.2, split_seed: in
 
 
 def _select(ds: Dataset, idx: Tensor) -> Dataset:
+    if hasattr(ds, "select"):  # a dataset that carries more than (x, y), e.g. captions
+        return ds.select(idx)
     if isinstance(ds, ArrayDataset):
         return ArrayDataset(ds.x[idx], ds.y[idx], ds.info)
     if isinstance(ds, FolderDataset):

@@ -12,6 +12,15 @@ net(x, noise_input, y=None) for x of shape (B, C, H, W):
    so every block starts as the identity;
 4. the final layer: adaLN (shift, scale) + a zero-initialised linear map to p * p * C_out per token, then
    unpatchify. At construction the network's output is exactly zero (as the paper's initialisation).
+
+A prompt (``context`` (B, L, D), ``context_mask`` (B, L); ``context_dim`` = D > 0) enters either
+- ``context_mode="cross"``: a cross-attention sub-layer in every block between self-attention and MLP,
+  h <- h + CrossAttn(LN(h), context), its output projection zero-initialised (PixArt-alpha, Chen et al. 2023,
+  sec. 2.3), or
+- ``context_mode="concat"``: the prompt's tokens, projected to the token width, join the image tokens in
+  every self-attention (padding masked out of the keys) and are dropped before the final layer (in-context
+  conditioning, Peebles & Xie 2023, sec. 3.2);
+and with ``pooled_context`` also as its masked mean added to c. ``context=None`` is "no prompt".
 """
 
 from __future__ import annotations
@@ -20,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import MultiHeadAttention, PooledContext, check_context
 from .embeddings import LabelEmbedding, NoiseEmbedding, check_unconditional, noise_batch
 
 POS_EMBEDDINGS = ("sincos", "learned")
+CONTEXT_MODES = ("cross", "concat")
 
 
 def sincos_2d(hidden: int, grid_h: int, grid_w: int) -> Tensor:
@@ -51,9 +62,12 @@ def _modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 class DiTBlock(nn.Module):
     """One transformer block with adaLN-Zero conditioning (Peebles & Xie 2023, Fig. 3)."""
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float, dropout: float):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, dropout: float, context_dim: int = 0):
         super().__init__()
         self.heads = heads
+        # cross-attention to a prompt (context_mode "cross"), starting at exactly 0
+        self.cross = MultiHeadAttention(hidden, heads, context_dim, out_init_scale=0.0) if context_dim else None
+        self.norm_x = nn.LayerNorm(hidden, eps=1e-6) if context_dim else None
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
@@ -65,12 +79,17 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-Zero: every gate starts at 0, the block at the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+    def forward(self, h: Tensor, c: Tensor, ctx: tuple[Tensor, Tensor] | None = None,
+                key_mask: Tensor | None = None) -> Tensor:
+        """``ctx`` (context, mask): cross-attention to a prompt; ``key_mask`` (B, N): the self-attention's keys."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c).chunk(6, dim=1)
         B, N, W = h.shape
         q, k, v = self.qkv(_modulate(self.norm1(h), shift_a, scale_a)).view(B, N, 3, self.heads, -1).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        am = None if key_mask is None else key_mask[:, None, None, :]
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=am)
         h = h + gate_a[:, None, :] * self.proj(a.transpose(1, 2).reshape(B, N, W))
+        if self.cross is not None and ctx is not None:
+            h = h + self.cross(self.norm_x(h), ctx[0].to(h.dtype), ctx[1])
         return h + gate_m[:, None, :] * self.mlp(_modulate(self.norm2(h), shift_m, scale_m))
 
 
@@ -95,8 +114,13 @@ class DiT(nn.Module):
         input_scale: float = 1.0,  # multiplies the noise input before the fixed features
         num_classes: int = 0,  # 0: unconditional; else labels 0..num_classes-1 and -1 (null)
         seed: int = 0,  # seeds the Fourier frequencies
+        context_dim: int = 0,  # width D of a prompt's token embeddings; 0: no prompt
+        context_mode: str = "cross",  # "cross" (cross-attention per block) or "concat" (tokens join self-attention)
+        pooled_context: bool = False,  # also add Linear(masked mean of the context) to c
     ):
         super().__init__()
+        if context_mode not in CONTEXT_MODES:
+            raise ValueError(f"context_mode {context_mode!r} unknown; one of: {', '.join(CONTEXT_MODES)}")
         H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
         if pos_embedding not in POS_EMBEDDINGS:
             raise ValueError(f"pos_embedding {pos_embedding!r} unknown; one of: {', '.join(POS_EMBEDDINGS)}")
@@ -117,7 +141,11 @@ class DiT(nn.Module):
             self.pos = nn.Parameter(torch.randn(1, N, hidden) * 0.02)
         self.emb = NoiseEmbedding(emb_features, hidden, embedding, fourier_scale, input_scale, seed=seed)
         self.label = LabelEmbedding(num_classes, hidden) if num_classes > 0 else None
-        self.blocks = nn.ModuleList([DiTBlock(hidden, heads, mlp_ratio, dropout) for _ in range(depth)])
+        self.context_dim, self.context_mode = int(context_dim), context_mode
+        cross_dim = context_dim if context_mode == "cross" else 0
+        self.context_in = nn.Linear(context_dim, hidden) if (context_dim and context_mode == "concat") else None
+        self.pool = PooledContext(context_dim, hidden) if (context_dim and pooled_context) else None
+        self.blocks = nn.ModuleList([DiTBlock(hidden, heads, mlp_ratio, dropout, cross_dim) for _ in range(depth)])
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(hidden, 2 * hidden)
         self.out = nn.Linear(hidden, patch_size * patch_size * self.out_channels)
@@ -128,7 +156,8 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(self.patch.weight.view(hidden, -1))
         nn.init.zeros_(self.patch.bias)
 
-    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.size:
             raise ValueError(f"DiT expects (B, {self.in_channels}, {self.size[0]}, {self.size[1]}), got {tuple(x.shape)}")
         B = x.shape[0]
@@ -137,10 +166,19 @@ class DiT(nn.Module):
             c = c + self.label(y, B, x.device)
         else:
             check_unconditional(y)
+        ctx = check_context(context, context_mask, B, self.context_dim)
+        if ctx is not None and self.pool is not None:
+            c = c + self.pool(*ctx)
         c = F.silu(c).to(x.dtype)
         h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        N, key_mask = h.shape[1], None
+        if ctx is not None and self.context_in is not None:  # in-context: prompt tokens join the image tokens
+            h = torch.cat([h, self.context_in(ctx[0].to(h.dtype))], dim=1)
+            key_mask = torch.cat([torch.ones(B, N, dtype=torch.bool, device=x.device), ctx[1]], dim=1)
+            ctx = None
         for block in self.blocks:
-            h = block(h, c)
+            h = block(h, c, ctx, key_mask)
+        h = h[:, :N]
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         h = self.out(_modulate(self.norm_out(h), shift, scale))  # (B, N, p * p * C_out)
         gh, gw = self.grid

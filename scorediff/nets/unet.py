@@ -14,6 +14,10 @@ random Fourier features then an MLP, ``embeddings.NoiseEmbedding``) enters every
 - ``time_injection="scale_shift"``: GroupNorm(h) * (1 + scale) + shift before the second conv
   (adaptive group norm, Dhariwal & Nichol 2021 / DDPM++).
 Class labels add a learned embedding (null row for classifier-free guidance) to the noise embedding.
+A prompt (``context`` (B, L, D), ``context_mask`` (B, L)) enters by cross-attention after the self-attention
+of the levels in ``cross_attention_levels`` and in the middle (latent diffusion, Rombach et al. 2022, sec. 3.3;
+``attention.SpatialCrossAttention``), and with ``pooled_context`` also as its masked mean added to the noise
+embedding; labels and prompts combine. ``context=None`` is "no prompt": cross-attention then adds 0.
 
 Levels are counted from 0 (full resolution); ``attention_levels=(1,)`` on 32x32 input is DDPM's
 "attention at 16x16". Any H, W divisible by 2^(len(channel_mult) - 1) and any channel count work.
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import PooledContext, SpatialCrossAttention, check_context
 from .embeddings import LabelEmbedding, NoiseEmbedding, check_unconditional, noise_batch
 
 TIME_INJECTIONS = ("add", "scale_shift")
@@ -140,6 +145,9 @@ class UNet(nn.Module):
         skip_rescale: bool = False,  # divide residual sums by sqrt(2) (NCSN++)
         out_init_scale: float = 1e-5,  # init scale of each residual branch's last layer and the output conv
         seed: int = 0,  # seeds the Fourier frequencies
+        context_dim: int = 0,  # width D of a prompt's token embeddings; 0: no cross-attention
+        cross_attention_levels: tuple[int, ...] | None = None,  # levels with cross-attention; None: attention_levels
+        pooled_context: bool = False,  # also add Linear(masked mean of the context) to the noise embedding
     ):
         super().__init__()
         if time_injection not in TIME_INJECTIONS:
@@ -163,6 +171,14 @@ class UNet(nn.Module):
             emb_features or channels, emb_dim, embedding, fourier_scale, input_scale, seed=seed
         )
         self.label = LabelEmbedding(num_classes, emb_dim) if num_classes > 0 else None
+        # prompt conditioning (nets/attention.py); context_dim = 0 builds none of it
+        self.context_dim = int(context_dim)
+        xlevels = tuple(attention_levels if cross_attention_levels is None else cross_attention_levels)
+        if any(not 0 <= int(lv) < levels for lv in xlevels):
+            raise ValueError(f"cross_attention_levels {list(xlevels)} out of range; levels are 0..{levels - 1}")
+        xlevels = xlevels if context_dim else ()
+        cross = lambda c: SpatialCrossAttention(c, context_dim, num_heads, norm_groups, out_init_scale)  # noqa: E731
+        self.pool = PooledContext(context_dim, emb_dim) if (context_dim and pooled_context) else None
 
         block = lambda ci, co: ResBlock(  # noqa: E731
             ci, co, emb_dim, dropout, norm_groups, time_injection, skip_rescale, out_init_scale
@@ -179,12 +195,15 @@ class UNet(nn.Module):
                 c = channels * mult
                 if level in attention_levels:
                     layer.append(attn(c))
+                if level in xlevels:
+                    layer.append(cross(c))
                 self.down.append(layer)
                 skips.append(c)
             if level != levels - 1:
                 self.down.append(nn.ModuleList([Downsample(c)]))
                 skips.append(c)
         self.mid = nn.ModuleList([block(c, c), attn(c) if mid_attention else nn.Identity(), block(c, c)])
+        self.mid_cross = cross(c) if context_dim else None
         self.up = nn.ModuleList()
         for level in reversed(range(levels)):
             for _ in range(num_res_blocks + 1):
@@ -192,13 +211,16 @@ class UNet(nn.Module):
                 c = channels * channel_mult[level]
                 if level in attention_levels:
                     layer.append(attn(c))
+                if level in xlevels:
+                    layer.append(cross(c))
                 self.up.append(layer)
             if level != 0:
                 self.up.append(nn.ModuleList([Upsample(c)]))
         self.norm_out = group_norm(c, norm_groups)
         self.conv_out = _scale_init(nn.Conv2d(c, self.out_channels, 3, padding=1), out_init_scale)
 
-    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"U-Net expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
@@ -214,18 +236,30 @@ class UNet(nn.Module):
             e = e + self.label(y, B, x.device)
         else:
             check_unconditional(y)
+        ctx = check_context(context, context_mask, B, self.context_dim)
+        if ctx is not None and self.pool is not None:
+            e = e + self.pool(*ctx)
         e = F.silu(e).to(x.dtype)
+
+        def apply(m: nn.Module, h: Tensor) -> Tensor:
+            if isinstance(m, ResBlock):
+                return m(h, e)
+            if isinstance(m, SpatialCrossAttention):  # no prompt: cross-attention would add exactly 0
+                return h if ctx is None else m(h, *ctx)
+            return m(h)
 
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:
             for m in layer:
-                h = m(h, e) if isinstance(m, ResBlock) else m(h)
+                h = apply(m, h)
             hs.append(h)
         h = self.mid[0](h, e)
         h = self.mid[1](h)
+        if self.mid_cross is not None:
+            h = apply(self.mid_cross, h)
         h = self.mid[2](h, e)
         for layer in self.up:
             for m in layer:
-                h = m(torch.cat([h, hs.pop()], dim=1), e) if isinstance(m, ResBlock) else m(h)
+                h = apply(m, torch.cat([h, hs.pop()], dim=1) if isinstance(m, ResBlock) else h)
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -145,7 +145,14 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         if num_classes < 1:
             raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
         overrides.setdefault("num_classes", num_classes)
-    return nets.make(spec, shape=info["shape"], **overrides)
+    from .. import (
+        text_encoders,  # prompts: cross-attention of the encoder's width, the built-in encoder inside
+    )
+
+    dim = text_encoders.context_dim(cfg["text"])
+    if dim:
+        overrides.setdefault("context_dim", dim)
+    return text_encoders.wrap_net(nets.make(spec, shape=info["shape"], **overrides), cfg["text"])
 
 
 def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations.Parameterization]:
@@ -252,6 +259,9 @@ def build(cfg: dict) -> Components:
         source = str(Path(ae["path"]).resolve())
         dataset = latent.LatentDataset(dataset, load_codec(source), source=source, scale=ae["scale"])
     info = info_dict(dataset.info)
+    if cfg["text"]["encoder"] is not None and not hasattr(dataset, "prompts"):
+        raise ValueError(f"text.encoder is set but data {cfg['data']['name']!r} has no captions (use digits-text or "
+                         "folder-captions)")
     net = build_net(cfg, info)
     task = "autoencoder" if isinstance(net, nets.Autoencoder) else "diffusion"
     if cfg["loss"]["name"] == "autoencoder":

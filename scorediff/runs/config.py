@@ -49,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
         "class_conditional": False,  # feed the data's labels y to the network
         "label_dropout": 0.0,  # probability of training on the null label instead (classifier-free guidance)
     },
+    # prompts (text-conditioned generation, scorediff.text_encoders): encoder null = none; "bytes": the built-in
+    # byte-level Transformer trained jointly (options: width, depth, heads, max_length, mlp_ratio);
+    # "pretrained": a frozen CLIP / T5 text encoder from the local folder `path` (the optional transformers
+    # package). dropout: probability of training on the null prompt "" instead (classifier-free guidance).
+    "text": {"encoder": None, "path": None, "options": FREE(), "dropout": 0.1},
     "optim": {  # AdamW with linear warm-up, then a decay over the planned run (training/lr_schedule.py)
         "lr": 2e-4,
         "weight_decay": 0.0,
@@ -153,6 +158,13 @@ def _validate_values(cfg: dict) -> None:
         raise ValueError(f"config net.label_dropout must be a probability in [0, 1), got {p_drop!r}")
     if p_drop > 0 and not cfg["net"]["class_conditional"]:
         raise ValueError("config net.label_dropout > 0 needs net.class_conditional = true (there are no labels to drop)")
+    t = cfg["text"]
+    if t["encoder"] not in (None, "bytes", "pretrained"):
+        raise ValueError(f"config text.encoder {t['encoder']!r} unknown; one of: bytes, pretrained (or null)")
+    if t["encoder"] == "pretrained" and not isinstance(t["path"], str):
+        raise ValueError("config text.encoder 'pretrained' needs text.path, a local folder with the text encoder")
+    if not (isinstance(t["dropout"], (int, float)) and 0 <= t["dropout"] < 1):
+        raise ValueError(f"config text.dropout must be a probability in [0, 1), got {t['dropout']!r}")
     if cfg["threads"] is not None and (not isinstance(cfg["threads"], int) or cfg["threads"] < 1):
         raise ValueError(f"threads must be a positive integer or null, got {cfg['threads']!r}")
     if cfg["precision"] not in PRECISIONS:
@@ -203,7 +215,7 @@ def resolve(config: dict | None = None, overrides: list[str] | dict | None = Non
 
 # Fixed for the life of a run: a checkpoint's weights, data order and noise streams only mean something with
 # these. Everything else (optimizer, EMA, sampling, logging, checkpoints, device, precision) may change on resume.
-FIXED_ON_RESUME = ("seed", "data", "process", "parameterization", "loss", "net", "autoencoder", "cascade")
+FIXED_ON_RESUME = ("seed", "data", "process", "parameterization", "loss", "net", "autoencoder", "cascade", "text")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

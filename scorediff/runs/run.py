@@ -52,6 +52,15 @@ class Run:
         return bool(self.config["net"]["class_conditional"])
 
     @property
+    def text_encoder(self):
+        """The encoder of a run's prompts (``scorediff.text_encoders``), None for a run without prompts."""
+        if getattr(self, "_text", None) is None:
+            from ..text_encoders import from_config
+
+            self._text = from_config(self.config["text"], self.net, next(self.net.parameters()).device)
+        return self._text
+
+    @property
     def task(self) -> str:
         """"diffusion", "autoencoder" (a latent diffusion run's autoencoder) or "super_resolution" (a cascade stage)."""
         if isinstance(self.net, Autoencoder):

@@ -71,6 +71,7 @@ class Batches:
         idx = self._indices(self.position, self.global_batch)
         idx = idx[self.rank * self.local_batch: (self.rank + 1) * self.local_batch]
         self.position += self.global_batch
+        self.last_indices = idx  # the examples of this batch (their captions, for text-conditioned runs)
         if self.preloaded:
             dev_idx = idx.to(self.x.device)
             return self.x[dev_idx], self.y[dev_idx]

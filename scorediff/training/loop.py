@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as ddp
+from .. import text_encoders
 from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
 from ..runs import checkpoint as ckpt
@@ -103,6 +104,7 @@ class Trainer:
         self.info, self.process, self.param = c.info, c.process, c.param
         self.loss_fn = c.loss
         self.net = c.net.to(self.device)
+        self.text = text_encoders.from_config(cfg["text"], self.net, self.device)  # None: no prompts
         self.kind = self.info.get("kind", "images" if len(self.info.get("shape", ())) == 3 else "points")
         self.shape = tuple(self.info["shape"])
         self._check_forward()
@@ -224,7 +226,8 @@ class Trainer:
     def _check_forward(self) -> None:
         """One tiny forward pass so that a net that does not fit the data fails now, with a clear message."""
         x = torch.zeros((2, *self.shape), device=self.device)
-        cond = {**self._cond(torch.zeros(2, dtype=torch.long, device=self.device)), **self._stage_cond(x)}
+        cond = {**self._cond(torch.zeros(2, dtype=torch.long, device=self.device)), **self._stage_cond(x),
+                **self._prompt_cond(["", "a"], self.text)}
         try:
             with torch.no_grad():
                 if self.components.task == "autoencoder":
@@ -248,6 +251,23 @@ class Trainer:
 
     def _cond(self, y: Tensor | None) -> dict:
         return {"y": y} if (self.settings.class_conditional and y is not None) else {}
+
+    @staticmethod
+    def _prompt_cond(prompts: list[str], encoder: text_encoders.TextEncoder | None) -> dict:
+        if encoder is None:
+            return {}
+        context, mask = encoder.encode(prompts)
+        return {"context": context, "context_mask": mask}
+
+    def _prompts(self) -> list[str]:
+        """The captions of the batch just drawn, each replaced by the null prompt "" with probability
+        ``text.dropout`` (classifier-free guidance on prompts); phrasings and dropout from the loss generator."""
+        prompts = self.components.dataset.prompts(self.batches.last_indices.tolist(), self.gen_loss)
+        p = float(self.cfg["text"]["dropout"])
+        if p > 0:
+            drop = (torch.rand(len(prompts), generator=self.gen_loss, device=self.gen_loss.device) < p).tolist()
+            prompts = ["" if d else q for q, d in zip(prompts, drop)]
+        return prompts
 
     def _stage_cond(self, x: Tensor) -> dict:
         """A cascade stage's conditioning for data x (the sample grid, the check): downsample(x) at the
@@ -291,12 +311,14 @@ class Trainer:
         for k in range(accum):
             x, y = self.batches.next()
             x = self._augment(x)
+            prompts = self._prompts() if self.text is not None else []
             sync = contextlib.nullcontext()
             if self.world.distributed and k < accum - 1:
                 sync = self.train_net.no_sync()  # all-reduce gradients once, on the last micro-batch
             with sync:
                 with _autocast(self.device, self.precision):
-                    loss = self.loss_fn(self.denoiser, x, generator=self.gen_loss, **self._cond(self._drop(y))).float().mean()
+                    cond = {**self._cond(self._drop(y)), **self._prompt_cond(prompts, self.text)}
+                    loss = self.loss_fn(self.denoiser, x, generator=self.gen_loss, **cond).float().mean()
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.detach() / accum
@@ -384,6 +406,9 @@ class Trainer:
         cond = {}
         if self.settings.class_conditional:
             cond = {"y": torch.arange(num, device=self.device) % int(self.info["num_classes"])}
+        if self.text is not None:  # prompts through the EMA model's own encoder
+            ema_text = text_encoders.from_config(self.cfg["text"], self.ema.model, self.device, pretrained=self.text)
+            cond.update(self._prompt_cond(self.components.dataset.grid_prompts(num), ema_text))
         if self.components.cascade_factor:  # a super-resolution stage: conditioned on downsampled training data
             num = min(num, len(self.components.dataset))
             cond = {k: v[:num] for k, v in cond.items()}
