@@ -17,6 +17,8 @@ digits          scikit-learn's 8x8 digits (1797 images, shipped with scikit-lear
 folder          PNG/JPEG/BMP/WebP files under ``path``, recursively; labels from first-level sub-folders
 npy             a ``.npy`` / ``.npz`` array of points (N, D) or images (N, H, W), (N, C, H, W), (N, H, W, C)
 mnist           MNIST IDX files the user has (``images``, ``labels``; optionally .gz), or ``path`` + ``split``
+shards          streamed WebDataset tar shards in folder ``path`` (``scorediff data pack``; data/shards.py)
+hf              streamed local Hugging Face parquet / arrow files in ``path``; image_column, label_column
 ==============  ==============================================================================
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
@@ -39,7 +41,9 @@ from torch.utils.data import Dataset
 from ..utils import check_options, unknown
 from .arrays import LAYOUTS, npy
 from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
+from .hf import HFShards
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
+from .shards import TarShards
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
 
 __all__ = [
@@ -62,6 +66,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "folder": FolderDataset,
     "npy": npy,
     "mnist": mnist,
+    "shards": TarShards,  # streamed: WebDataset tar shards (data/shards.py)
+    "hf": HFShards,  # streamed: a local Hugging Face parquet / arrow folder (optional ``datasets``)
 }
 
 

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "name": "digits",  # scorediff.data.make(name, **options)
         "options": FREE(),
         "hflip": False,  # random horizontal flip of image batches (DDPM's CIFAR-10 augmentation)
+        "workers": 0,  # streamed data (shards, hf): loader processes per rank, each reading its own shards
     },
     "process": {"name": "vp", "options": FREE()},  # scorediff.processes.make
     "parameterization": {"name": "eps", "options": FREE()},  # scorediff.parameterizations.make
@@ -171,6 +172,7 @@ def _validate_values(cfg: dict) -> None:
                         ("ckpt.every", cfg["ckpt"]["every"]), ("eval.every", cfg["eval"]["every"])):
         positive(path, value, integer=True, allow_zero=True)
     positive("sample.num", cfg["sample"]["num"], integer=True)
+    positive("data.workers", cfg["data"]["workers"], integer=True, allow_zero=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)
     c = cfg["cascade"]
     positive("cascade.factor", c["factor"], integer=True, allow_zero=True)

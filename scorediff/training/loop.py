@@ -32,7 +32,7 @@ from . import checkpoint as ckpt
 from . import config as config_mod
 from . import ddp, parallel
 from . import schedule as lr_schedule
-from .batches import Batches, derive_seed
+from .batches import derive_seed, make_batches
 from .components import Components, Settings, build, build_net, build_process_param, info_dict
 from .ema import EMA, decay_from
 from .lock import RunLock
@@ -121,7 +121,7 @@ class Trainer:
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
         self.denoiser = NetDenoiser(self.train_net, self.process, self.param)
-        self.batches = Batches(c.dataset, o.batch_size, st.seed, self.world, self.device)
+        self.batches = make_batches(c.dataset, o.batch_size, st.seed, self.world, self.device, cfg["data"]["workers"])
         r = self.world.rank
         self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "loss", r))
         self.gen_aug = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "augment", r))
