@@ -432,3 +432,25 @@ def test_sample_and_eval_under_torchrun_equal_one_process(toy_run, tmp_path):
     for key in ("fid", "kid", "precision", "recall", "sliced_w2"):
         assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
     assert b["num"] == 40
+
+
+# -- efficiency options -----------------------------------------------------------------------------------------
+
+
+def test_channels_last_and_fused_adamw_train_the_same_model(tmp_path):
+    """perf.channels_last (NHWC weights) and perf.fused_adamw change kernels, not maths: after 3 steps of the
+    tiny U-Net the weights equal the default run's up to fp32 rounding."""
+    train(digits(**{"optim.steps": 3}), tmp_path / "base")
+    for key in ("perf.channels_last", "perf.fused_adamw"):
+        out = tmp_path / key
+        tr = train(digits(**{"optim.steps": 3, key: True}), out)
+        if key == "perf.channels_last":
+            conv = next(p for p in tr.net.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+            assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        else:
+            assert tr.optimizer.defaults["fused"] is True
+        assert_close_weights(tmp_path / "base", out)
+    with pytest.raises(ValueError, match="perf.compile 'fast' unknown; null \\(off\\) or one of: default"):
+        config.resolve({"perf": {"compile": "fast"}})
+    with pytest.raises(ValueError, match="perf.tf32 must be true or false"):
+        config.resolve({"perf": {"tf32": 1}})

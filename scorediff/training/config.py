@@ -70,6 +70,9 @@ DEFAULTS: dict[str, Any] = {
     # scale-out under torchrun (training/parallel.py): "ddp" | "fsdp" (FSDP2, sharded checkpoints), and
     # recomputing each block's activations in backward
     "dist": {"strategy": "ddp", "activation_checkpointing": False},
+    # accelerator efficiency options (training/performance.py), off until benchmarks/gpu.py shows a win;
+    # compile: null (off) or a torch.compile mode
+    "perf": {"channels_last": False, "compile": None, "fused_adamw": False, "tf32": False},
     # latent diffusion: the data are s * E(x) of this frozen autoencoder (a scorediff autoencoder run or a
     # diffusers AutoencoderKL folder); scale: a number, "measure" (1 / std of the latents) or "config" (diffusers')
     "autoencoder": {"path": None, "scale": "measure"},
@@ -185,9 +188,10 @@ def _validate_values(cfg: dict) -> None:
         raise ValueError(f"config autoencoder.path must be a folder (string) or null, got {a['path']!r}")
     if not (a["scale"] in ("measure", "config") or (isinstance(a["scale"], (int, float)) and a["scale"] > 0)):
         raise ValueError(f"config autoencoder.scale must be a positive number, 'measure' or 'config', got {a['scale']!r}")
-    from .parallel import validate_config
+    from . import parallel, performance
 
-    validate_config(cfg)
+    parallel.validate_config(cfg)
+    performance.validate_config(cfg)
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):

@@ -30,7 +30,7 @@ from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
 from . import config as config_mod
-from . import ddp, parallel
+from . import ddp, parallel, performance
 from . import schedule as lr_schedule
 from .batches import derive_seed, make_batches
 from .components import Components, Settings, build, build_net, build_process_param, info_dict
@@ -101,7 +101,7 @@ class Trainer:
         self.components = c
         self.info, self.process, self.param = c.info, c.process, c.param
         self.loss_fn = c.loss
-        self.net = c.net.to(self.device)
+        self.net = performance.prepare(c.net.to(self.device), cfg["perf"], self.device)
         self.kind = self.info.get("kind", "images" if len(self.info.get("shape", ())) == 3 else "points")
         self.shape = tuple(self.info["shape"])
         self._check_forward()
@@ -112,8 +112,9 @@ class Trainer:
         self.train_net: nn.Module = parallel.wrap(self.net, self.ema.model, self.world, self.device, d["strategy"],
                                                   d["activation_checkpointing"])
         self.sharded = parallel.is_sharded(self.train_net)
+        self.train_net = performance.compiled(self.train_net, cfg["perf"])
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
-                                           weight_decay=o.weight_decay)
+                                           weight_decay=o.weight_decay, **performance.optimizer_options(cfg["perf"]))
         # Training time so far (saved with the checkpoint): the budget and a budget-relative schedule read it.
         # ``clock`` is injectable so tests can drive the budget without waiting.
         self.elapsed, self.clock, self.lr = 0.0, time.monotonic, 0.0

@@ -111,6 +111,7 @@ def _fsdp_no_sync(module) -> Iterator[None]:
 def no_sync(train_net: nn.Module):
     """A context in which backward accumulates gradients locally, without the cross-rank reduction
     (gradient accumulation: reduce once, on the last micro-batch)."""
+    train_net = getattr(train_net, "_orig_mod", train_net)  # under torch.compile: the compiled module
     if hasattr(train_net, "no_sync"):  # DDP
         return train_net.no_sync()
     if is_sharded(train_net):
