@@ -454,3 +454,20 @@ def test_channels_last_and_fused_adamw_train_the_same_model(tmp_path):
         config.resolve({"perf": {"compile": "fast"}})
     with pytest.raises(ValueError, match="perf.tf32 must be true or false"):
         config.resolve({"perf": {"tf32": 1}})
+
+
+def test_gpu_benchmark_runs_in_its_cpu_smoke_mode():
+    """benchmarks/gpu.py --smoke: the tiny U-Net and its diffusers twin of equal size, both precisions, with and
+    without channels_last, the sampler-overhead table; the full run needs CUDA (docs/results/scaling.md)."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    res = subprocess.run([sys.executable, str(script), "--smoke", "--threads", "1"], env=env_one_thread(),
+                         capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    out = res.stdout.decode()
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| scorediff unet-tiny")]
+    theirs = [line.split("|") for line in out.splitlines() if line.startswith("| diffusers UNet2DModel")]
+    assert len(rows) == 8 and len(theirs) == 4  # fp32 / bf16 x channels_last x (fused AdamW for ours)
+    assert {r[2] for r in rows} == {t[2] for t in theirs}  # equal parameter counts
+    assert out.count("| ratio ours / diffusers |") == 4 and "| dpm_solver_pp_2m | DPMSolverMultistepScheduler | 4 |" in out
