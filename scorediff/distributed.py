@@ -1,13 +1,21 @@
-"""Scale-out with PyTorch DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on GPU).
+"""Work spread over the processes ``torchrun`` starts (one or many nodes; gloo on CPU, NCCL on GPU):
+joining the process group, the few collectives the library uses, and splitting a job of numbered blocks
+over the ranks so that the result does not depend on how many there are.
 
 One code path: ``setup()`` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); without
 it the run is a world of one and nothing here does anything. Only rank 0 writes files, logs and bars.
+
+Block splitting (sampling, evaluation): a job of n blocks, block i seeded from (seed, i) alone, is computed
+by rank i mod W and gathered to rank 0 in block order; so W ranks give exactly the set one process gives,
+with no block drawn twice.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -102,3 +110,36 @@ def all_gather_bytes(data: torch.Tensor, world: World) -> list[torch.Tensor]:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def my_blocks(n_blocks: int, world: World) -> range:
+    """The blocks this rank computes: i = rank, rank + W, ..."""
+    return range(world.rank, n_blocks, world.world_size)
+
+
+def gather_blocks(results: dict[int, Any], n_blocks: int, world: World) -> list[Any] | None:
+    """Every rank's ``{block: result}`` gathered to rank 0 as a list in block order (None on other ranks).
+    Tensors travel on the CPU (``gather_object``: any picklable result, gloo and NCCL alike)."""
+    if not world.distributed:
+        return [results[i] for i in range(n_blocks)]
+    parts: list[dict[int, Any]] | None = [{} for _ in range(world.world_size)] if world.is_main else None
+    dist.gather_object(results, parts, dst=0)
+    if not world.is_main:
+        return None
+    merged = {k: v for part in parts for k, v in part.items()}
+    missing = [i for i in range(n_blocks) if i not in merged]
+    if missing:  # a programming error, never user input: every block must have been computed once
+        raise RuntimeError(f"blocks {missing[:5]} were computed by no rank")
+    return [merged[i] for i in range(n_blocks)]
+
+
+def map_blocks(fn: Callable[[int], Any], n_blocks: int, world: World) -> list[Any] | None:
+    """``[fn(0), ..., fn(n_blocks - 1)]`` on rank 0 (None elsewhere), each block computed by one rank."""
+    return gather_blocks({i: fn(i) for i in my_blocks(n_blocks, world)}, n_blocks, world)
+
+
+def world() -> World:
+    """This process's place (rank, size) in the process group, if one was joined; else a world of one."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return World()

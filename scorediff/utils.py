@@ -60,3 +60,11 @@ def check_options(kind: str, options: dict, allowed: Iterable[str]) -> None:
     bad = sorted(set(options) - allowed)
     if bad:
         raise ValueError(f"{kind}: unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+
+
+def derive_seed(seed: int, *names: object) -> int:
+    """A 63-bit seed for one named random stream, e.g. derive_seed(0, "loss", rank)."""
+    import hashlib
+
+    digest = hashlib.sha256("/".join(str(v) for v in (seed, *names)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

@@ -68,6 +68,18 @@ def _reference(args, run):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under torchrun the ranks share drawing and embedding the samples; rank 0 scores and writes."""
+    from ..distributed import setup, teardown
+
+    world, device = setup(args.device)
+    args.device = str(device)  # under torchrun on GPUs: this rank's own device
+    try:
+        return _run(args)
+    finally:
+        teardown(world)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..eval import evaluate, make_features
     from ..runs import load_run
 
@@ -95,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(r.denoiser, r.process, r.shape, reference, features, num=args.num, sampler=sampler, steps=steps,
                    seed=args.seed, batch_size=args.batch, num_classes=num_classes, device=args.device,
                    cache_dir=args.cache, use_cache=not args.no_cache, decode=r.decode if r.latent else None)
+    if res is None:  # not rank 0: its samples and features are with rank 0
+        return 0
     res.update(run=str(run_dir), step=r.step, ema=r.ema, reference=ref_desc)
     print(f"run {run_dir} (step {r.step}): {res['num']} samples ({sampler}, {steps} steps) vs {res['num_ref']} "
           f"reference examples of {ref_desc['name']!r}, {res['features']} features")

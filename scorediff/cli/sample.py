@@ -82,10 +82,23 @@ def auto_batch(shape: tuple[int, ...]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under torchrun each rank draws its share of the batches (``scorediff.distributed``); rank 0 writes."""
+    from ..distributed import setup, teardown
+
+    world, device = setup(args.device)
+    args.device = str(device)  # under torchrun on GPUs: this rank's own device
+    try:
+        return _run(args, world)
+    finally:
+        teardown(world)
+
+
+def _run(args: argparse.Namespace, world) -> int:
     import numpy as np
     import torch
 
     from .. import plotting
+    from ..distributed import gather_blocks, my_blocks
     from ..runs import load_run
     from ..runs.build import check_sampler_options
     from ..samplers import parallel, sample
@@ -190,10 +203,14 @@ def run(args: argparse.Namespace) -> int:
 
         denoiser = classifier(r.denoiser, r.process, clf.log_prob, args.classifier_guidance)
     batch = args.batch or auto_batch(r.shape)
-    generator = torch.Generator(args.device).manual_seed(args.seed)
-    chunks, labels, rounds = [], [], 0
-    for start in range(0, args.num, batch):
+    n_blocks = -(-args.num // batch)
+    blocks = {}
+    for i in my_blocks(n_blocks, world):  # batch i of every rank's share: the same set on any number of ranks
+        start = i * batch
         n = min(batch, args.num - start)
+        chunks, labels, rounds = [], [], 0
+        # batch i draws from its own seed (seed + i), so no split over ranks changes or repeats a sample
+        generator = torch.Generator(args.device).manual_seed(args.seed + i)
         cond = {}
         if r.class_conditional or clf is not None:
             y = (torch.full((n,), args.label) if args.label is not None
@@ -210,10 +227,17 @@ def run(args: argparse.Namespace) -> int:
                                  progress=args.progress, **options)
             chunks.append(xb.cpu())
             rounds += pinfo["rounds"]
-            continue
-        chunks.append(sample(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
-                             generator=generator, device=args.device, progress=args.progress, cond=cond,
-                             **options).cpu())
+        else:
+            chunks.append(sample(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
+                                 generator=generator, device=args.device, progress=args.progress, cond=cond,
+                                 **options).cpu())
+        blocks[i] = (chunks, labels, rounds)
+    gathered = gather_blocks(blocks, n_blocks, world)
+    if gathered is None:  # not rank 0: its batches are with rank 0, which writes
+        return 0
+    chunks = [c for part in gathered for c in part[0]]
+    labels = [y for part in gathered for y in part[1]]
+    rounds = sum(part[2] for part in gathered)
     if args.parallel is not None:
         print(f"parallel sampling: {rounds} rounds of up to {args.parallel} batched model calls", file=sys.stderr)
     x = torch.cat(chunks)

@@ -19,6 +19,8 @@ digits-text     digits with generated captions (label, thickness, slant, width; 
 folder-captions an image folder with captions: ``name.txt`` beside ``name.png`` or captions.jsonl / metadata.jsonl
 npy             a ``.npy`` / ``.npz`` array of points (N, D) or images (N, H, W), (N, C, H, W), (N, H, W, C)
 mnist           MNIST IDX files the user has (``images``, ``labels``; optionally .gz), or ``path`` + ``split``
+shards          streamed WebDataset tar shards in folder ``path`` (``scorediff data pack``; data/shards.py)
+hf              streamed local Hugging Face parquet / arrow files in ``path``; image_column, label_column
 ==============  ==============================================================================
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
@@ -42,7 +44,9 @@ from ..utils import check_options, unknown
 from .arrays import LAYOUTS, npy
 from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
 from .captions import CaptionedDataset, CaptionedFolder, digits_text
+from .hf import HFShards
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
+from .shards import TarShards
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
 
 __all__ = [
@@ -67,6 +71,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist": mnist,
     "digits-text": digits_text,  # captioned (data/captions.py): ds.prompts(indices, generator)
     "folder-captions": CaptionedFolder,
+    "shards": TarShards,  # streamed: WebDataset tar shards (data/shards.py)
+    "hf": HFShards,  # streamed: a local Hugging Face parquet / arrow folder (optional ``datasets``)
 }
 
 

@@ -21,19 +21,21 @@ __all__ = ["evaluate", "generate", "score"]
 
 def score(samples: Tensor, reference: Tensor, features: Features | None = None, *,
           cache_dir: str | os.PathLike | None = None, use_cache: bool = True, kid_subsets: int = 100,
-          kid_subset_size: int | None = None, k: int = 3, seed: int = 0) -> dict[str, Any]:
+          kid_subset_size: int | None = None, k: int = 3, seed: int = 0, sample_features: Tensor | None = None
+          ) -> dict[str, Any]:
     """Metrics of ``samples`` against ``reference`` (both (N, *event) data) in the features of ``features``.
 
     Returns ``fid`` (Frechet distance of the features; FID proper with Inception), ``kid`` / ``kid_std``,
     ``precision`` / ``recall`` (k-NN manifolds, k = ``k``) and ``sliced_w2`` on the data themselves; the
-    reference features come from the cache when they were computed before.
+    reference features come from the cache when they were computed before. ``sample_features``: the samples'
+    features when already computed (by the ranks that drew them, ``evaluate`` under torchrun).
     """
     features = features or raw_features()
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"samples of shape {tuple(samples.shape[1:])} cannot be compared with reference data of "
                          f"shape {tuple(reference.shape[1:])}")
     f_ref = reference_features(reference, features, cache_dir, use_cache)
-    f_gen = features(samples)
+    f_gen = features(samples) if sample_features is None else sample_features
     kid_mean, kid_std = kid(f_ref, f_gen, kid_subsets, kid_subset_size, seed)
     precision, recall = precision_recall(f_ref, f_gen, k)
     return {"fid": frechet_distance(f_ref, f_gen), "kid": kid_mean, "kid_std": kid_std, "precision": precision,
@@ -44,34 +46,54 @@ def score(samples: Tensor, reference: Tensor, features: Features | None = None, 
 @torch.no_grad()
 def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: str | None = None, steps: int | None = None,
              seed: int = 0, batch_size: int = 500, num_classes: int = 0, device: torch.device | str = "cpu",
-             decode=None, **options: Any) -> Tensor:
+             decode=None, features: Features | None = None, world=None, **options: Any):
     """``num`` samples in batches (batch i seeded ``seed + i``); class-conditional when ``num_classes`` > 0, with
     the labels 0, 1, ..., K-1, 0, ... so that every class is equally represented. ``decode`` maps each batch to
-    data (a latent diffusion run's decoder)."""
+    data (a latent diffusion run's decoder).
+
+    Under torchrun (a process group joined, ``scorediff.distributed``) rank r draws the batches i = r mod W and
+    rank 0 gathers them in order: the same samples as one process, each drawn once; other ranks get None. With
+    ``features``, each rank also embeds its own batches and ``(samples, features)`` is returned. ``world``
+    (a ``distributed.World``) overrides the process group's, e.g. ``World()`` for rank 0 alone.
+    """
+    from .. import distributed
     from ..samplers import sample
 
-    out = []
-    for i, start in enumerate(range(0, num, batch_size)):
+    def block(i: int):
+        start = i * batch_size
         n = min(batch_size, num - start)
         cond = {"y": torch.arange(start, start + n, device=device) % num_classes} if num_classes else {}
         x = sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
                    cond=cond, **options)
-        out.append((decode(x) if decode is not None else x).to("cpu", torch.float32))
-    return torch.cat(out)
+        x = (decode(x) if decode is not None else x).to("cpu", torch.float32)
+        return (x, features(x).cpu()) if features is not None else x
+
+    parts = distributed.map_blocks(block, -(-num // batch_size), world or distributed.world())
+    if parts is None:
+        return None
+    if features is None:
+        return torch.cat(parts)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, features: Features | None = None, *,
              num: int = 1000, sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 500,
              num_classes: int = 0, device: torch.device | str = "cpu", cache_dir: str | os.PathLike | None = None,
-             use_cache: bool = True, decode=None, **options: Any) -> dict[str, Any]:
+             use_cache: bool = True, decode=None, world=None, **options: Any) -> dict[str, Any] | None:
     """Draw ``num`` samples from ``denoiser`` (decoded by ``decode`` if given) and ``score`` them against
-    ``reference``."""
+    ``reference``. Under torchrun the ranks share the drawing and embedding (``generate``); rank 0 scores and
+    returns the metrics, the other ranks None."""
     if num < 4:
         raise ValueError(f"num must be >= 4 samples to estimate the metrics, got {num}")
-    x = generate(denoiser, process, shape, num, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
-                 num_classes=num_classes, device=device, decode=decode, **options)
+    features = features or raw_features()
+    drawn = generate(denoiser, process, shape, num, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
+                     num_classes=num_classes, device=device, decode=decode, features=features, world=world,
+                     **options)
+    if drawn is None:
+        return None
+    x, f_gen = drawn
     if not torch.isfinite(x).all():
         raise ValueError(f"sampler {sampler or 'default'!r} with {steps or 'default'} steps produced non-finite samples")
-    out = score(x, reference, features, cache_dir=cache_dir, use_cache=use_cache, seed=seed)
+    out = score(x, reference, features, cache_dir=cache_dir, use_cache=use_cache, seed=seed, sample_features=f_gen)
     out.update(sampler=sampler, steps=steps, seed=seed)
     return out

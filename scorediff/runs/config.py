@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "name": "digits",  # scorediff.data.make(name, **options)
         "options": FREE(),
         "hflip": False,  # random horizontal flip of image batches (DDPM's CIFAR-10 augmentation)
+        "workers": 0,  # streamed data (shards, hf): loader processes per rank, each reading its own shards
     },
     "process": {"name": "vp", "options": FREE()},  # scorediff.processes.make
     "parameterization": {"name": "eps", "options": FREE()},  # scorediff.parameterizations.make
@@ -74,6 +75,12 @@ DEFAULTS: dict[str, Any] = {
     "sample": {"sampler": "heun", "steps": 18, "num": 64, "every": 1000, "seed": 0, "options": FREE()},
     "log": {"every": 50, "progress": True, "tensorboard": True},
     "ckpt": {"every": 1000},
+    # scale-out under torchrun (training/parallel.py): "ddp" | "fsdp" (FSDP2, sharded checkpoints), and
+    # recomputing each block's activations in backward
+    "dist": {"strategy": "ddp", "activation_checkpointing": False},
+    # accelerator efficiency options (training/performance.py), off until benchmarks/gpu.py shows a win;
+    # compile: null (off) or a torch.compile mode
+    "perf": {"channels_last": False, "compile": None, "fused_adamw": False, "tf32": False},
     # latent diffusion: the data are s * E(x) of this frozen autoencoder (a scorediff autoencoder run or a
     # diffusers AutoencoderKL folder); scale: a number, "measure" (1 / std of the latents) or "config" (diffusers')
     "autoencoder": {"path": None, "scale": "measure"},
@@ -181,6 +188,7 @@ def _validate_values(cfg: dict) -> None:
                         ("ckpt.every", cfg["ckpt"]["every"]), ("eval.every", cfg["eval"]["every"])):
         positive(path, value, integer=True, allow_zero=True)
     positive("sample.num", cfg["sample"]["num"], integer=True)
+    positive("data.workers", cfg["data"]["workers"], integer=True, allow_zero=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)
     c = cfg["cascade"]
     positive("cascade.factor", c["factor"], integer=True, allow_zero=True)
@@ -193,6 +201,10 @@ def _validate_values(cfg: dict) -> None:
         raise ValueError(f"config autoencoder.path must be a folder (string) or null, got {a['path']!r}")
     if not (a["scale"] in ("measure", "config") or (isinstance(a["scale"], (int, float)) and a["scale"] > 0)):
         raise ValueError(f"config autoencoder.scale must be a positive number, 'measure' or 'config', got {a['scale']!r}")
+    from . import parallel, performance
+
+    parallel.validate_config(cfg)
+    performance.validate_config(cfg)
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):

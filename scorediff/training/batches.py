@@ -6,18 +6,13 @@ position in the concatenation of those permutations, so a resumed run continues 
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor
 
 from .. import distributed as ddp
+from ..utils import derive_seed
 
-
-def derive_seed(seed: int, *names: object) -> int:
-    """A 63-bit seed for one named random stream, e.g. derive_seed(0, "loss", rank)."""
-    digest = hashlib.sha256("/".join(str(v) for v in (seed, *names)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+__all__ = ["Batches", "derive_seed", "make_batches"]
 
 
 class Batches:
@@ -77,3 +72,13 @@ class Batches:
             return self.x[dev_idx], self.y[dev_idx]
         x, y = self._load(idx)
         return x.to(self.device, non_blocking=True), y.to(self.device)
+
+
+def make_batches(dataset, batch_size: int, seed: int, world: ddp.World, device: torch.device, workers: int = 0):
+    """The batch stream of a run: ``Batches`` for a data set with random access, ``streaming.ShardBatches``
+    for one streamed shard by shard (``data.workers`` loader processes per rank)."""
+    if getattr(dataset, "streaming", False):
+        from .streaming import ShardBatches
+
+        return ShardBatches(dataset, batch_size, seed, world, device, workers)
+    return Batches(dataset, batch_size, seed, world, device)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..distributed import World
 from ..eval import evaluate, make_features
 from ..parameterizations import NetDenoiser
 from ..runs.build import Components
@@ -52,6 +53,7 @@ class CheckpointEvaluation:
                        sampler=opts["sampler"] or cfg["sample"]["sampler"],
                        steps=int(opts["steps"] or cfg["sample"]["steps"]), num_classes=num_classes,
                        device=self.device, cache_dir=opts["cache"], decode=decode,
+                       world=World(),  # rank 0 alone, while the other ranks wait for the next step
                        **(cfg["sample"]["options"] if not opts["sampler"] else {}))
         return {f"eval/{k}": res[k] for k in METRICS}
 

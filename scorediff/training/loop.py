@@ -34,10 +34,11 @@ from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
 from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
 from ..runs.lock import RunLock
-from . import lr_schedule
-from .batches import Batches, derive_seed
+from . import lr_schedule, parallel, performance
+from .batches import derive_seed, make_batches
 from .ema import EMA, decay_from
 from .evaluation import CheckpointEvaluation
+from .sharded import ShardedState
 from .state import TrainingState
 
 __all__ = ["Components", "NonFiniteLossError", "Trainer", "build", "build_net", "build_process_param",
@@ -103,35 +104,34 @@ class Trainer:
         self.evaluation: CheckpointEvaluation | None = None  # the config's eval section, built at its first use
         self.info, self.process, self.param = c.info, c.process, c.param
         self.loss_fn = c.loss
-        self.net = c.net.to(self.device)
+        self.net = performance.prepare(c.net.to(self.device), cfg["perf"], self.device)
         self.text = text_encoders.from_config(cfg["text"], self.net, self.device)  # None: no prompts
         self.kind = self.info.get("kind", "images" if len(self.info.get("shape", ())) == 3 else "points")
         self.shape = tuple(self.info["shape"])
         self._check_forward()
         o = st.optim
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
-                                           weight_decay=o.weight_decay)
         self.ema = EMA(self.net, decay_from(st.ema_decay, st.ema_half_life_steps), st.ema_rampup_ratio)
+        # DDP wraps the network; FSDP2 shards it (and the EMA) in place, so the optimizer comes after
+        d = cfg["dist"]
+        self.train_net: nn.Module = parallel.wrap(self.net, self.ema.model, self.world, self.device, d["strategy"],
+                                                  d["activation_checkpointing"])
+        self.sharded = parallel.is_sharded(self.train_net)
+        self.train_net = performance.compiled(self.train_net, cfg["perf"])
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay, **performance.optimizer_options(cfg["perf"]))
         # Training time so far (saved with the checkpoint): the budget and a budget-relative schedule read it.
         # ``clock`` is injectable so tests can drive the budget without waiting.
         self.elapsed, self.clock, self.lr = 0.0, time.monotonic, 0.0
         self.precision = st.precision
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_net: nn.Module = DistributedDataParallel(self.net, device_ids=ids)
-        else:
-            self.train_net = self.net
         self.denoiser = NetDenoiser(self.train_net, self.process, self.param)
-        self.batches = Batches(c.dataset, o.batch_size, st.seed, self.world, self.device)
+        self.batches = make_batches(c.dataset, o.batch_size, st.seed, self.world, self.device, cfg["data"]["workers"])
         r = self.world.rank
         self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "loss", r))
         self.gen_aug = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "augment", r))
         torch.manual_seed(derive_seed(st.seed, "global", r))  # dropout
-        self.state = TrainingState(self.net, self.ema, self.optimizer, self.scaler, self.batches, self.gen_loss,
+        self.state = (ShardedState if self.sharded else TrainingState)(self.net, self.ema, self.optimizer, self.scaler, self.batches, self.gen_loss,
                                    self.gen_aug, self.world, self.device, st.seed, self.loss_fn)
         self.step = 0
         self.last_checkpoint_step: int | None = None
@@ -314,7 +314,7 @@ class Trainer:
             prompts = self._prompts() if self.text is not None else []
             sync = contextlib.nullcontext()
             if self.world.distributed and k < accum - 1:
-                sync = self.train_net.no_sync()  # all-reduce gradients once, on the last micro-batch
+                sync = parallel.no_sync(self.train_net)  # reduce gradients once, on the last micro-batch
             with sync:
                 with _autocast(self.device, self.precision):
                     cond = {**self._cond(self._drop(y)), **self._prompt_cond(prompts, self.text)}
@@ -324,7 +324,7 @@ class Trainer:
             total += loss.detach() / accum
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
+        grad_norm = parallel.replicated(torch.nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip))
         # One small all-reduce carries the loss, the non-finite flag and a stop request to every rank, so
         # every rank takes the same decision at the same step.
         flags = torch.stack([total, grad_norm.to(total.dtype), torch.tensor(
@@ -360,8 +360,8 @@ class Trainer:
         Weights that are no longer finite (a step that diverged without a non-finite loss, e.g. a huge
         learning rate) are never saved: the last good checkpoint stays and NonFiniteLossError is raised.
         """
-        bad = next((name for name, p in (*self.net.named_parameters(), *(("ema." + n, q) for n, q in
-                    self.ema.model.named_parameters())) if not torch.isfinite(p).all()), None)
+        bad = parallel.first_nonfinite((*self.net.named_parameters(), *(("ema." + n, q) for n, q in
+                                       self.ema.model.named_parameters())), self.world)
         if bad is not None:
             kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept"
                     if self.last_checkpoint_step is not None else "no checkpoint was saved")
@@ -419,16 +419,18 @@ class Trainer:
     def save_samples(self) -> Path:
         from .. import plotting
 
-        x = self.sample()
+        x = self.sample()  # a sharded EMA model: every rank samples (the same), rank 0 writes
+        path = self.out / "samples" / f"step_{self.step:06d}.png"
+        self.last_sample_path = path
+        if not self.is_main:
+            return path
         kind = self.kind
         if kind == "latents":  # latent diffusion: the grid shows the decoded samples
             x, kind = self.components.dataset.decode(x), self.info["latent"]["image_kind"]
-        path = self.out / "samples" / f"step_{self.step:06d}.png"
         reference = None
         if kind != "images":
             reference = self.batches.x[: 2000].cpu() if self.batches.preloaded else None
         plotting.save_samples(x.cpu(), kind, path, reference=reference, title=f"step {self.step}")
-        self.last_sample_path = path
         return path
 
     def _log(self, record: dict) -> None:
@@ -516,8 +518,8 @@ class Trainer:
                         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
                     if (every_ckpt and self.step % every_ckpt == 0) or last:
                         self.save_checkpoint()
-                    if self.is_main and ((every_sample and self.step % every_sample == 0) or self.step == total
-                                         or self.stopped_by == "budget"):
+                    if (self.is_main or self.sharded) and ((every_sample and self.step % every_sample == 0)
+                                                           or self.step == total or self.stopped_by == "budget"):
                         self.save_samples()
                     if self.is_main and st.eval_every and (self.step % st.eval_every == 0 or last):
                         if self.evaluation is None:
@@ -530,7 +532,7 @@ class Trainer:
                 bar.close()
             if self._tb is not None:
                 self._tb.close()
-        if self.is_main and self.step == total and self.last_sample_path is None:
+        if (self.is_main or self.sharded) and self.step == total and self.last_sample_path is None:
             self.save_samples()  # a finished run resumed without new steps still ends with its grid
         if self.is_main and self.step == total and (self.out / "metrics.jsonl").exists():
             from ..plotting import save_loss_plot

@@ -52,6 +52,20 @@ class TrainingState:
                 out[f"rng.{name}.rank{r}"] = s
         return out
 
+    def record(self, step: int, extra: dict | None = None) -> dict:
+        """The JSON part of a checkpoint (state.json) but for the optimizer's, which the format decides."""
+        return {
+            "objective": None,
+            "step": step,
+            "data_position": self.batches.position,
+            "optimizer": None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "world_size": self.world.world_size,
+            "ema_decay": self.ema.decay,
+            "ema": self.ema.state(),  # the EMA warm-up's bookkeeping (exact resume)
+            **(extra or {}),
+        }
+
     def save(self, out: Path, step: int, extra: dict | None = None) -> None:
         """Save the state at ``step`` atomically (every rank calls; rank 0 writes); ``extra``: more JSON-able
         entries of state.json (the trainer's elapsed time), given back as ``self.extra`` by ``load``."""
@@ -61,17 +75,7 @@ class TrainingState:
             return
         opt_tensors, opt_info = ckpt.optimizer_state(self.optimizer)
         obj_tensors, obj_info = self.objective.state() if hasattr(self.objective, "state") else ({}, None)
-        state = {
-            "objective": obj_info,
-            "step": step,
-            "data_position": self.batches.position,
-            "optimizer": opt_info,
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "world_size": self.world.world_size,
-            "ema_decay": self.ema.decay,
-            "ema": self.ema.state(),  # the EMA warm-up's bookkeeping (exact resume)
-            **(extra or {}),
-        }
+        state = {**self.record(step, extra), "objective": obj_info, "optimizer": opt_info}
         ckpt.save_files(
             out,
             {"model.safetensors": self.net.state_dict(), "ema.safetensors": self.ema.model.state_dict(),
@@ -81,16 +85,25 @@ class TrainingState:
         )
         ddp.barrier(self.world)
 
+    def load_weights(self, out: Path, state: dict) -> None:
+        ckpt.load_weights(self.net, out / "model.safetensors")
+        ckpt.load_weights(self.ema.model, out / "ema.safetensors")
+
+    def load_optimizer(self, state: dict, tensors: dict[str, Tensor]) -> None:
+        if state.get("sharded"):
+            raise ValueError("it was written by a sharded run (dist.strategy \"fsdp\"): resume it under torchrun "
+                             "with dist.strategy \"fsdp\" on two or more ranks")
+        ckpt.load_optimizer_state(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()
+                                                   if k.startswith("optim.")}, state["optimizer"])
+
     def load(self, out: Path) -> int:
         """Restore the checkpoint in ``out`` (already recovered by the writer); returns its step."""
         state = ckpt.read_json(out / "state.json")
         self.extra = state
-        ckpt.load_weights(self.net, out / "model.safetensors")
-        ckpt.load_weights(self.ema.model, out / "ema.safetensors")
+        self.load_weights(out, state)
         tensors = ckpt.read_tensors(out / "state.safetensors")
         try:
-            ckpt.load_optimizer_state(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()
-                                                       if k.startswith("optim.")}, state["optimizer"])
+            self.load_optimizer(state, tensors)
             if self.scaler and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             step = int(state["step"])
