@@ -201,14 +201,36 @@ def _validate_values(cfg: dict) -> None:
         raise ValueError(f"config autoencoder.path must be a folder (string) or null, got {a['path']!r}")
     if not (a["scale"] in ("measure", "config") or (isinstance(a["scale"], (int, float)) and a["scale"] > 0)):
         raise ValueError(f"config autoencoder.scale must be a positive number, 'measure' or 'config', got {a['scale']!r}")
-    from . import parallel, performance
-
-    parallel.validate_config(cfg)
-    performance.validate_config(cfg)
+    _validate_dist(cfg)
+    _validate_perf(cfg)
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):
         raise ValueError(f"config seed must be an integer, got {cfg['seed']!r}")
+
+
+STRATEGIES = ("ddp", "fsdp")  # dist.strategy: DistributedDataParallel or FSDP2 (training/parallel.py)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # perf.compile
+
+
+def _validate_dist(cfg: dict) -> None:
+    d = cfg["dist"]
+    if d["strategy"] not in STRATEGIES:
+        raise ValueError(f"config dist.strategy {d['strategy']!r} unknown; one of: {', '.join(STRATEGIES)}")
+    if not isinstance(d["activation_checkpointing"], bool):
+        raise ValueError(f"config dist.activation_checkpointing must be true or false, got {d['activation_checkpointing']!r}")
+    if d["strategy"] == "fsdp" and cfg["eval"]["every"]:
+        raise ValueError("config eval.every > 0 needs dist.strategy \"ddp\": the evaluation during training runs on "
+                         "rank 0 alone, which a sharded network cannot; evaluate the run afterwards with scorediff eval")
+
+
+def _validate_perf(cfg: dict) -> None:
+    p = cfg["perf"]
+    for key in ("channels_last", "fused_adamw", "tf32"):
+        if not isinstance(p[key], bool):
+            raise ValueError(f"config perf.{key} must be true or false, got {p[key]!r}")
+    if p["compile"] is not None and p["compile"] not in COMPILE_MODES:
+        raise ValueError(f"config perf.compile {p['compile']!r} unknown; null (off) or one of: {', '.join(COMPILE_MODES)}")
 
 
 def resolve(config: dict | None = None, overrides: list[str] | dict | None = None) -> dict:

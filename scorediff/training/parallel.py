@@ -32,20 +32,6 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import distributed as ddp
 
-STRATEGIES = ("ddp", "fsdp")
-
-
-def validate_config(cfg: dict) -> None:
-    """ValueError naming the key for a bad ``dist`` section (called by ``config.resolve``)."""
-    d = cfg["dist"]
-    if d["strategy"] not in STRATEGIES:
-        raise ValueError(f"config dist.strategy {d['strategy']!r} unknown; one of: {', '.join(STRATEGIES)}")
-    if not isinstance(d["activation_checkpointing"], bool):
-        raise ValueError(f"config dist.activation_checkpointing must be true or false, got {d['activation_checkpointing']!r}")
-    if d["strategy"] == "fsdp" and cfg["eval"]["every"]:
-        raise ValueError("config eval.every > 0 needs dist.strategy \"ddp\": the evaluation during training runs on "
-                         "rank 0 alone, which a sharded network cannot; evaluate the run afterwards with scorediff eval")
-
 
 def blocks(net: nn.Module) -> list[nn.Module]:
     """The network's repeated blocks, in order: the unit of sharding and of activation checkpointing."""

@@ -18,17 +18,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def validate_config(cfg: dict) -> None:
-    p = cfg["perf"]
-    for key in ("channels_last", "fused_adamw", "tf32"):
-        if not isinstance(p[key], bool):
-            raise ValueError(f"config perf.{key} must be true or false, got {p[key]!r}")
-    if p["compile"] is not None and p["compile"] not in COMPILE_MODES:
-        raise ValueError(f"config perf.compile {p['compile']!r} unknown; null (off) or one of: {', '.join(COMPILE_MODES)}")
-
 
 def prepare(net: nn.Module, perf: dict, device: torch.device) -> nn.Module:
     """Memory layout and math mode, before the network is copied (EMA), wrapped or sharded."""
