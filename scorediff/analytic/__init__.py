@@ -16,9 +16,9 @@ from .gaussian import (
     ring2d,
     sliced_wasserstein,
 )
-from .gp import KERNELS, gaussian_process, kernel_matrix
+from .gp import KERNELS, MaskedDenoiser, gaussian_process, kernel_matrix
 
 __all__ = [
-    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "gaussian_process", "kernel_matrix",
+    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "MaskedDenoiser", "gaussian_process", "kernel_matrix",
     "mixture64", "ring2d", "sliced_wasserstein",
 ]

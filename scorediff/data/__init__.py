@@ -17,6 +17,11 @@ digits          scikit-learn's 8x8 digits (1797 images, shipped with scikit-lear
 folder          PNG/JPEG/BMP/WebP files under ``path``, recursively; labels from first-level sub-folders
 npy             a ``.npy`` / ``.npz`` array of points (N, D) or images (N, H, W), (N, C, H, W), (N, H, W, C)
 mnist           MNIST IDX files the user has (``images``, ``labels``; optionally .gz), or ``path`` + ``split``
+series          time series (C, L) from a .npy / .npz / .csv file, normalised per channel (``data.series``)
+sinusoids       sums of damped sinusoids with noise (C, L) (``data.series``)
+gp-series       sample paths of a Gaussian process with a known kernel (C, L) (``data.series.gp_oracle``)
+video           clips (C, T, H, W): a folder of frame folders or a .npy / .npz array (``data.video``)
+moving-digits   scikit-learn's digits bouncing in a small frame (1, T, size, size), labels 0..9 (``data.video``)
 ==============  ==============================================================================
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
@@ -40,6 +45,8 @@ from ..utils import check_options, unknown
 from .arrays import LAYOUTS, npy
 from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
+from .video import moving_digits, video
+from .series import gp_series, series, sinusoids
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
 
 __all__ = [
@@ -62,6 +69,11 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "folder": FolderDataset,
     "npy": npy,
     "mnist": mnist,
+    "series": series,
+    "sinusoids": sinusoids,
+    "gp-series": gp_series,
+    "video": video,
+    "moving-digits": moving_digits,
 }
 
 
