@@ -45,9 +45,9 @@ from ..utils import check_options, unknown
 from .arrays import LAYOUTS, npy
 from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
-from .video import moving_digits, video
 from .series import gp_series, series, sinusoids
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
+from .video import moving_digits, video
 
 __all__ = [
     "DATASETS", "IMAGE_EXTENSIONS", "LAYOUTS", "SPLITS", "TOY_OPTIONS", "ArrayDataset", "DataInfo", "FolderDataset",

@@ -37,7 +37,7 @@ from __future__ import annotations
 from ._common import INPAINT_METHODS, LINEAR_METHODS
 from .inpaint import inpaint, sdedit
 from .linear import linear
-from .metrics import moment_errors, mode_weights, posterior_errors
+from .metrics import mode_weights, moment_errors, posterior_errors
 from .operators import (
     Operator,
     as_matrix,
