@@ -104,7 +104,7 @@ def forecast(denoiser: Denoiser, process: Process, context: Tensor, horizon: int
 
 
 def _method_for(run, method: str | None) -> str:
-    conditional = bool((run.cfg.get("conditioning") or {}).get("task"))
+    conditional = bool((run.config.get("conditioning") or {}).get("task"))
     if method is None:
         return "conditional" if conditional else "repaint"
     if method == "conditional" and not conditional:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "edit": "edit",
     "distill": "distill",
     "fit-schedule": "fit_schedule",
+    "forecast": "forecast",
 }
 
 

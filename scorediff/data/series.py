@@ -34,21 +34,21 @@ SERIES_LAYOUTS = ("ncl", "nlc")
 def _read_csv(p: Path) -> np.ndarray:
     """A CSV of numbers: rows are time steps, columns channels; one header row of names is skipped."""
     with open(p, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r and any(c.strip() for c in r)]
     if not rows:
         raise ValueError(f"csv file {str(p)!r} is empty")
 
-    def numbers(row: list[str], i: int) -> list[float]:
+    def numbers(line: int, row: list[str]) -> list[float]:
         try:
             return [float(c) if c.strip() else math.nan for c in row]
         except ValueError:
-            raise ValueError(f"csv file {str(p)!r}, row {i + 1}: {row!r} is not all numbers") from None
+            raise ValueError(f"csv file {str(p)!r}, line {line}: {row!r} is not all numbers") from None
 
     try:
-        numbers(rows[0], 0)
+        numbers(*rows[0])
     except ValueError:
         rows = rows[1:]  # a header
-    data = [numbers(r, i + 1) for i, r in enumerate(rows)]
+    data = [numbers(*r) for r in rows]
     widths = {len(r) for r in data}
     if len(widths) != 1:
         raise ValueError(f"csv file {str(p)!r} has rows of different lengths {sorted(widths)}")

@@ -149,10 +149,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "type": "unet", "dims": 3, "in_channels": 1, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
         "attention_levels": [1], "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 4, "emb_mult": 2,
     },
-    # moving digits (16x16 frames): 0.34 M parameters, trains in minutes on a CPU.
+    # moving digits (16x16 frames): 0.33 M parameters, temporal convolutions (half the cost of temporal
+    # attention on a CPU), trains in minutes on a CPU.
     "unet-video-digits": {
         "type": "unet", "dims": 3, "in_channels": 1, "channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
         "attention_levels": [2], "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8,
+        "temporal": "conv",
     },
     # a GPU size (Video Diffusion Models' layout, e.g. 16 frames of 64x64 RGB): 44 M parameters.
     "unet-video-large": {

@@ -141,6 +141,9 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         if num_classes < 1:
             raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
         overrides.setdefault("num_classes", num_classes)
+    if (cfg.get("conditioning") or {}).get("task"):  # CSDI-style: the network also sees the known entries
+        base = {**(spec if isinstance(spec, dict) else nets.PRESETS.get(spec) or nets.make(spec).config), **overrides}
+        return nets.make({"type": "masked", "base": base}, shape=info["shape"])
     return nets.make(spec, shape=info["shape"], **overrides)
 
 
@@ -226,6 +229,11 @@ def build(cfg: dict) -> Components:
         loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
         loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+    c = cfg.get("conditioning") or {}
+    if c.get("task"):
+        from ..masking import MaskedConditionLoss
+
+        loss = MaskedConditionLoss(loss, c["task"], c["p_uncond"], c["context"], c["known"])
     factor = int(cfg["cascade"]["factor"])
     if factor:
         if not isinstance(net, nets.SuperResolution) or net.factor != factor:
