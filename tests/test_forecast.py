@@ -167,3 +167,24 @@ def test_masked_condition_loss_passes_x0_and_a_mask_and_drops_some():
     assert 0.15 < float(empty.float().mean()) < 0.35
     with pytest.raises(ValueError, match="conditioning task 'x' unknown"):
         masking.MaskedConditionLoss(loss, "x")
+
+
+# -- scoring rules ---------------------------------------------------------------------------------------------
+
+
+def test_crps_of_a_gaussian_ensemble_matches_the_closed_form():
+    # CRPS(N(mu, s^2), y) = s [z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)], z = (y - mu) / s (Gneiting et al. 2005)
+    from scorediff.eval.scoring_rules import crps, energy_score
+
+    normal = torch.distributions.Normal(0.0, 1.0)
+    mu, s, y = 0.3, 1.7, torch.tensor([[1.2]], dtype=torch.float64)
+    z = (y - mu) / s
+    exact = float(s * (z * (2 * normal.cdf(z) - 1) + 2 * normal.log_prob(z).exp() - 1 / torch.pi**0.5))
+    x = mu + s * torch.randn(4000, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert abs(crps(x, y) - exact) < 0.03
+    assert abs(energy_score(x, y) - crps(x, y)) < 1e-9  # in one dimension the energy score is the CRPS
+    assert crps(torch.tensor([[2.0]]), torch.tensor([0.5])) == 1.5  # one member: the absolute error
+    # a sharper, correct forecast scores lower than a wrong or over-dispersed one
+    y2 = torch.zeros(3)
+    good = 0.1 * torch.randn(500, 3, generator=torch.Generator().manual_seed(1))
+    assert energy_score(good, y2) < energy_score(good + 1.0, y2) and energy_score(good, y2) < energy_score(10 * good, y2)
