@@ -368,6 +368,8 @@ def _export_problems(net_cfg: dict, process: Process, param: parameterizations.P
 
 
 def _unet2d_config(net_cfg: dict, shape: tuple[int, ...]) -> dict:
+    if int(net_cfg.get("dims", 2)) != 2:  # diffusers' UNet2DModel: images only
+        raise ValueError(f"only an image U-Net (dims 2) converts to a diffusers UNet2DModel, got dims {net_cfg['dims']}")
     channels = int(net_cfg["channels"])
     levels = len(net_cfg["channel_mult"])
     attn = {int(v) for v in net_cfg.get("attention_levels", [])}

@@ -113,7 +113,14 @@ def to_unit(x: Tensor) -> Tensor:
 
 
 def save_samples(x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str | None = None) -> Path:
-    """A picture of samples: an image grid for ``kind == "images"``, else a scatter plot."""
+    """A picture of samples: an image grid for ``kind == "images"``, line plots for "series", a strip of frames
+    for "video" (``scorediff.sequence_plots``), else a scatter plot."""
     if kind == "images":
         return save_image_grid(to_unit(x), path)
+    if kind in ("series", "video"):
+        from . import sequence_plots
+
+        if kind == "video":
+            return sequence_plots.save_video_strip(x, path)
+        return sequence_plots.save_series(x, path, reference=reference, title=title)
     return save_scatter(x, path, reference=reference, title=title)

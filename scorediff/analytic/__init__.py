@@ -17,10 +17,10 @@ from .gaussian import (
     ring2d,
     sliced_wasserstein,
 )
-from .gp import KERNELS, gaussian_process, kernel_matrix
+from .gp import KERNELS, MaskedDenoiser, gaussian_process, kernel_matrix
 from .prompts import PromptDenoiser, prompt_tokens
 
 __all__ = [
-    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "gaussian_process", "kernel_matrix",
-    "mixture64", "ring2d", "sliced_wasserstein", "PromptDenoiser", "prompt_tokens",
+    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "MaskedDenoiser", "PromptDenoiser",
+    "gaussian_process", "kernel_matrix", "mixture64", "prompt_tokens", "ring2d", "sliced_wasserstein",
 ]

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "distill": "distill",
     "fit-schedule": "fit_schedule",
     "data": "data",
+    "forecast": "forecast",
 }
 
 

@@ -1,4 +1,8 @@
-"""``scorediff inpaint RUN --image x.png --mask m.png --method repaint``: complete the masked part of an image."""
+"""``scorediff inpaint RUN --image x.png --mask m.png --method repaint``: complete the masked part of an image.
+
+On a series or video run, ``--image`` is the series (.npy/.npz (C, L), .csv rows = steps) or clip (.npy
+(T, H, W[, C])) with its missing entries NaN, or marked False in ``--mask`` (a .npy of the same shape);
+``scorediff.forecast.impute_run`` fills them in the data's units and an imputation plot is written."""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ HELP = "fill in the unknown pixels of an image with a trained image model (repla
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a run folder written by `scorediff train` (an image model)")
     parser.add_argument("--image", required=True, help="the image to complete (.png etc.), the run's size")
-    parser.add_argument("--mask", required=True, help="a mask image of the same size: white (>= 128) = known pixel")
-    parser.add_argument("--method", default="repaint", help="replace | repaint | smc (default repaint)")
+    parser.add_argument("--mask", default=None, help="a mask image of the same size: white (>= 128) = known pixel "
+                        "(series / video: optional .npy, True = known; default: the non-NaN entries)")
+    parser.add_argument("--method", default=None, help="replace | repaint | smc, or conditional for a run trained "
+                        "with conditioning.task (default repaint; conditional for such runs)")
     parser.add_argument("--sampler", default="ddpm", help="the sampler for replace / repaint (default ddpm)")
     parser.add_argument("--schedule", default="karras",
                         help="time grid (see scorediff.schedules; default karras: even in noise level on every process)")
@@ -63,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    r = load_run(args.run, ema=not args.raw)
+    if r.info.get("kind") in ("series", "video"):
+        return _run_sequence(args, r)
+    args.method = args.method or "repaint"
     if args.method not in inverse.INPAINT_METHODS:
         raise ValueError(f"--method {args.method!r} unknown; one of: {', '.join(inverse.INPAINT_METHODS)}")
-    r = load_run(args.run, ema=not args.raw)
+    if args.mask is None:
+        raise ValueError("--mask is required for an image run (a mask image: white = known pixel)")
     image = read_image(args.image, r.shape)
     mask = read_image(args.mask, r.shape, what="mask")[:1] > 0  # white = known, one mask for all channels
     mask = mask.expand(r.shape)
@@ -79,5 +90,41 @@ def run(args: argparse.Namespace) -> int:
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), image=image.numpy(), mask=mask.numpy())
     shown = torch.where(mask, image, torch.full_like(image, -1.0))  # the input, unknown pixels black
     plotting.save_image_grid(plotting.to_unit(torch.cat([image[None], shown[None], x])), out, nrow=args.num + 2)
+    print(out)
+    return 0
+
+
+def _run_sequence(args: argparse.Namespace, r) -> int:
+    """Imputation / interpolation on a series or video run (module docstring)."""
+    import numpy as np
+    import torch
+
+    from .. import sequence_plots
+    from ..data.series import read_series_file
+    from ..forecast import impute_run
+    from .forecast import read_context
+
+    shape = tuple(r.shape)
+    observed = read_context(args.image, shape)
+    mask = None
+    if args.mask is not None:
+        mask = torch.from_numpy(np.asarray(read_series_file(args.mask)) != 0)
+        if len(shape) == 4 and mask.ndim == 3:
+            mask = mask[None]
+    options = {"sampler": args.sampler, "steps": args.steps, "schedule": args.schedule, "seed": args.seed}
+    conditional = bool((r.config.get("conditioning") or {}).get("task"))
+    if args.method in (None, "repaint") and not conditional:
+        options.update(jumps=args.jumps, resample=args.resample)
+    x = impute_run(r, observed, mask, num=args.num, method=args.method, **options)
+    used = args.method or ("conditional" if conditional else "repaint")
+    out = output_path(args.out, r.path / "forecasts" / f"inpaint_{used}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m = torch.isfinite(observed) if mask is None else mask
+    np.savez(out.with_suffix(".npz"), samples=x.numpy(), observed=observed.numpy(), mask=m.numpy())
+    if len(shape) == 4:
+        shown = torch.where(m, observed, torch.full_like(observed, -1.0)).float()
+        sequence_plots.save_video_strip(torch.cat([shown[None], x[:7].float()]), out)
+    else:
+        sequence_plots.save_imputation(observed, m, x, out, title=f"{used}: {args.num} imputations")
     print(out)
     return 0

@@ -21,6 +21,11 @@ npy             a ``.npy`` / ``.npz`` array of points (N, D) or images (N, H, W)
 mnist           MNIST IDX files the user has (``images``, ``labels``; optionally .gz), or ``path`` + ``split``
 shards          streamed WebDataset tar shards in folder ``path`` (``scorediff data pack``; data/shards.py)
 hf              streamed local Hugging Face parquet / arrow files in ``path``; image_column, label_column
+series          time series (C, L) from a .npy / .npz / .csv file, normalised per channel (``data.series``)
+sinusoids       sums of damped sinusoids with noise (C, L) (``data.series``)
+gp-series       sample paths of a Gaussian process with a known kernel (C, L) (``data.series.gp_oracle``)
+video           clips (C, T, H, W): a folder of frame folders or a .npy / .npz array (``data.video``)
+moving-digits   scikit-learn's digits bouncing in a small frame (1, T, size, size), labels 0..9 (``data.video``)
 ==============  ==============================================================================
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
@@ -46,8 +51,10 @@ from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
 from .captions import CaptionedDataset, CaptionedFolder, digits_text
 from .hf import HFShards
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
+from .series import gp_series, series, sinusoids
 from .shards import TarShards
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
+from .video import moving_digits, video
 
 __all__ = [
     "DATASETS", "IMAGE_EXTENSIONS", "LAYOUTS", "SPLITS", "TOY_OPTIONS", "ArrayDataset", "CaptionedDataset", "CaptionedFolder", "DataInfo", "FolderDataset",
@@ -73,6 +80,11 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "folder-captions": CaptionedFolder,
     "shards": TarShards,  # streamed: WebDataset tar shards (data/shards.py)
     "hf": HFShards,  # streamed: a local Hugging Face parquet / arrow folder (optional ``datasets``)
+    "series": series,
+    "sinusoids": sinusoids,
+    "gp-series": gp_series,
+    "video": video,
+    "moving-digits": moving_digits,
 }
 
 

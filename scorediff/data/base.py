@@ -17,13 +17,18 @@ class DataInfo:
 
     shape: tuple[int, ...]
     num_classes: int = 0  # 0: unlabeled (every y is -1)
-    kind: str = "points"  # "points" | "images"
+    kind: str = "points"  # "points" | "images" | "series" (C, L) | "video" (C, T, H, W)
     class_names: tuple[str, ...] = field(default=())
     levels: int = 256  # images: the quantization levels of the stored pixels (8-bit: 256; digits: 17)
+    # series: {"mean": [...], "std": [...]} per channel, x_model = (x - mean) / std (undone on output); None: none
+    normalization: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "num_classes": self.num_classes, "kind": self.kind,
-                "class_names": list(self.class_names), "levels": self.levels}
+        out = {"shape": list(self.shape), "num_classes": self.num_classes, "kind": self.kind,
+               "class_names": list(self.class_names), "levels": self.levels}
+        if self.normalization is not None:
+            out["normalization"] = {k: list(v) for k, v in self.normalization.items()}
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------

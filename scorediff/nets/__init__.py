@@ -28,6 +28,7 @@ from .autoencoder import Autoencoder, SuperResolution
 from .classifier import EncoderClassifier, MLPClassifier
 from .dit import DiT
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
+from .masked import MaskedConditional
 from .mlp import MLP
 from .unet import UNet
 
@@ -39,6 +40,7 @@ __all__ = [
     "EncoderClassifier",
     "MLP",
     "MLPClassifier",
+    "MaskedConditional",
     "NULL_LABEL",
     "PRESETS",
     "FourierEmbedding",
@@ -58,6 +60,7 @@ NULL_LABEL = -1
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet, "dit": DiT, "mlp": MLP, "autoencoder": Autoencoder, "super_resolution": SuperResolution,
     "unet-classifier": EncoderClassifier, "mlp-classifier": MLPClassifier,
+    "masked": MaskedConditional,  # CSDI-style conditioning on observed entries (forecasting, imputation)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -116,6 +119,49 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base": {"type": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_levels": [],
                  "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8},
     },
+    # Sequences (B, C, L) (scorediff.data "series", "sinusoids", "gp-series"): the U-Net with dims = 1.
+    # for tests: two levels, L divisible by 2.
+    "unet1d-tiny": {
+        "type": "unet", "dims": 1, "in_channels": 1, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+        "attention_levels": [1], "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 4, "emb_mult": 2,
+    },
+    # trains in minutes on a CPU (series of 32-64 steps): 0.59 M parameters; L divisible by 4.
+    "unet1d-series": {
+        "type": "unet", "dims": 1, "in_channels": 1, "channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
+        "attention_levels": [2], "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8,
+    },
+    # a GPU size for long series (L divisible by 8): 37.5 M parameters.
+    "unet1d-large": {
+        "type": "unet", "dims": 1, "in_channels": 1, "channels": 128, "channel_mult": [1, 2, 2, 4],
+        "num_res_blocks": 2, "attention_levels": [2, 3], "num_heads": 4, "dropout": 0.1,
+        "time_injection": "scale_shift",
+    },
+    # a DiT over 1-D patches (image_size [L]; set from the data)
+    "dit1d-tiny": {
+        "type": "dit", "in_channels": 1, "image_size": [32], "patch_size": 2, "hidden": 32, "depth": 2, "heads": 2,
+        "emb_features": 32,
+    },
+    "dit1d-series": {
+        "type": "dit", "in_channels": 1, "image_size": [64], "patch_size": 4, "hidden": 128, "depth": 6, "heads": 4,
+    },
+    # Video (B, C, T, H, W) (scorediff.data "video", "moving-digits"): factorised space-time U-Net, dims = 3.
+    "unet-video-tiny": {
+        "type": "unet", "dims": 3, "in_channels": 1, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+        "attention_levels": [1], "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 4, "emb_mult": 2,
+    },
+    # moving digits (16x16 frames): 0.33 M parameters, temporal convolutions (half the cost of temporal
+    # attention on a CPU), trains in minutes on a CPU.
+    "unet-video-digits": {
+        "type": "unet", "dims": 3, "in_channels": 1, "channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
+        "attention_levels": [2], "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8,
+        "temporal": "conv",
+    },
+    # a GPU size (Video Diffusion Models' layout, e.g. 16 frames of 64x64 RGB): 44 M parameters.
+    "unet-video-large": {
+        "type": "unet", "dims": 3, "in_channels": 3, "channels": 128, "channel_mult": [1, 2, 2, 2],
+        "num_res_blocks": 2, "attention_levels": [2, 3], "num_heads": 4, "dropout": 0.1,
+        "time_injection": "scale_shift",
+    },
     # toy 2-D data (scorediff.data "8gaussians", "moons", ...).
     "mlp-2d": {
         "type": "mlp", "dim": 2, "width": 128, "depth": 4, "emb_dim": 64, "embedding": "sinusoidal",
@@ -138,6 +184,14 @@ CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
         "type": "mlp-classifier", "dim": 2, "num_classes": 8, "width": 128, "depth": 3, "emb_dim": 64,
         "embedding": "sinusoidal",
     },
+}
+
+
+# the data layouts each network accepts, by len(shape); the others take (C, H, W) only
+_LAYOUTS: dict[str, dict[int, str]] = {
+    "unet": {2: "(C, L)", 3: "(C, H, W)", 4: "(C, T, H, W)"},
+    "dit": {2: "(C, L)", 3: "(C, H, W)"},
+    "masked": {2: "(C, L)", 3: "(C, H, W)", 4: "(C, T, H, W)"},
 }
 
 
@@ -190,12 +244,17 @@ def make(spec: str | dict[str, Any], *, shape: Sequence[int] | None = None, **ov
     if shape is not None:
         shape = tuple(int(s) for s in shape)
         if "in_channels" in full:  # image networks: U-Net, DiT, autoencoder, super-resolution, encoder classifier
-            if len(shape) != 3:
-                raise ValueError(f"a {arch} network needs data of shape (C, H, W), got {shape}")
+            layouts = _LAYOUTS.get(arch, {3: "(C, H, W)"})
+            if len(shape) not in layouts:
+                raise ValueError(f"a {arch} network needs data of shape {' or '.join(layouts.values())}, got {shape}")
             if "in_channels" not in overrides:
                 config["in_channels"] = shape[0]
             if arch == "dit" and "image_size" not in overrides:
                 config["image_size"] = list(shape[1:])
+            if arch == "unet" and "dims" not in overrides:
+                config["dims"] = len(shape) - 1
+            if arch == "masked" and "size" not in overrides:
+                config["size"] = list(shape[1:])
         else:
             n = 1
             for s in shape:

@@ -21,6 +21,9 @@ A prompt (``context`` (B, L, D), ``context_mask`` (B, L); ``context_dim`` = D > 
   every self-attention (padding masked out of the keys) and are dropped before the final layer (in-context
   conditioning, Peebles & Xie 2023, sec. 3.2);
 and with ``pooled_context`` also as its masked mean added to c. ``context=None`` is "no prompt".
+
+Sequences (B, C, L): ``image_size=[L]`` (a one-entry list) makes the tokens 1-D patches of p steps (a stride-p
+1-D convolution), with the 1-D sine-cosine position embedding; everything else is the same.
 """
 
 from __future__ import annotations
@@ -53,6 +56,16 @@ def sincos_2d(hidden: int, grid_h: int, grid_w: int) -> Tensor:
         a = pos[:, None] * omega[None, :]
         parts += [torch.sin(a), torch.cos(a)]
     return torch.cat(parts, dim=1).float()
+
+
+def sincos_1d(hidden: int, length: int) -> Tensor:
+    """Fixed 1-D sine-cosine position embedding (N, hidden): [sin(w_k pos), cos(w_k pos)], w_k = 10000^(-k / (d/2))."""
+    if hidden % 2:
+        raise ValueError(f"sincos position embedding needs an even width, got {hidden}")
+    half = hidden // 2
+    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float64) / half)
+    a = torch.arange(length, dtype=torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(a), torch.cos(a)], dim=1).float()
 
 
 def _modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -100,8 +113,8 @@ class DiT(nn.Module):
         self,
         in_channels: int = 4,  # image (or latent) channels C
         out_channels: int | None = None,  # None: same as in_channels
-        image_size: int | tuple[int, int] = 32,  # H (= W) or (H, W); must be divisible by patch_size
-        patch_size: int = 2,  # p: tokens are p x p patches
+        image_size: int | tuple[int, ...] = 32,  # H (= W), (H, W), or (L,) for sequences; divisible by patch_size
+        patch_size: int = 2,  # p: tokens are p x p patches (p steps for sequences)
         hidden: int = 384,  # token width (DiT-S: 384)
         depth: int = 12,  # number of blocks (DiT-S: 12)
         heads: int = 6,  # attention heads (DiT-S: 6)
@@ -121,22 +134,26 @@ class DiT(nn.Module):
         super().__init__()
         if context_mode not in CONTEXT_MODES:
             raise ValueError(f"context_mode {context_mode!r} unknown; one of: {', '.join(CONTEXT_MODES)}")
-        H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        if len(size) not in (1, 2):
+            raise ValueError(f"DiT image_size must be H, [H, W] or [L] (sequences), got {image_size!r}")
         if pos_embedding not in POS_EMBEDDINGS:
             raise ValueError(f"pos_embedding {pos_embedding!r} unknown; one of: {', '.join(POS_EMBEDDINGS)}")
-        if patch_size < 1 or H % patch_size or W % patch_size:
-            raise ValueError(f"image size {H}x{W} must be divisible by patch_size {patch_size}")
+        if patch_size < 1 or any(s % patch_size for s in size):
+            raise ValueError(f"size {'x'.join(map(str, size))} must be divisible by patch_size {patch_size}")
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
         if in_channels < 1 or depth < 1:
             raise ValueError(f"in_channels and depth must be >= 1, got {in_channels}, {depth}")
         self.in_channels, self.out_channels = in_channels, out_channels or in_channels
-        self.size, self.p = (H, W), patch_size
-        self.grid = (H // patch_size, W // patch_size)
-        self.patch = nn.Conv2d(in_channels, hidden, patch_size, stride=patch_size)
-        N = self.grid[0] * self.grid[1]
+        self.size, self.p = size, patch_size
+        self.grid = tuple(s // patch_size for s in size)
+        conv = nn.Conv1d if len(size) == 1 else nn.Conv2d
+        self.patch = conv(in_channels, hidden, patch_size, stride=patch_size)
+        N = self.grid[0] * (self.grid[1] if len(size) == 2 else 1)
         if pos_embedding == "sincos":
-            self.register_buffer("pos", sincos_2d(hidden, *self.grid)[None], persistent=False)
+            pos = sincos_1d(hidden, N) if len(size) == 1 else sincos_2d(hidden, *self.grid)
+            self.register_buffer("pos", pos[None], persistent=False)
         else:
             self.pos = nn.Parameter(torch.randn(1, N, hidden) * 0.02)
         self.emb = NoiseEmbedding(emb_features, hidden, embedding, fourier_scale, input_scale, seed=seed)
@@ -148,7 +165,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList([DiTBlock(hidden, heads, mlp_ratio, dropout, cross_dim) for _ in range(depth)])
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(hidden, 2 * hidden)
-        self.out = nn.Linear(hidden, patch_size * patch_size * self.out_channels)
+        self.out = nn.Linear(hidden, patch_size ** len(size) * self.out_channels)
         for m in (self.ada_out, self.out):  # zero output at construction
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
@@ -158,8 +175,9 @@ class DiT(nn.Module):
 
     def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None, context: Tensor | None = None,
                 context_mask: Tensor | None = None) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.size:
-            raise ValueError(f"DiT expects (B, {self.in_channels}, {self.size[0]}, {self.size[1]}), got {tuple(x.shape)}")
+        if x.ndim != 2 + len(self.size) or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.size:
+            raise ValueError(f"DiT expects (B, {self.in_channels}, {', '.join(map(str, self.size))}), "
+                             f"got {tuple(x.shape)}")
         B = x.shape[0]
         c = self.emb(noise_batch(noise_input, B, x))
         if self.label is not None:
@@ -180,9 +198,11 @@ class DiT(nn.Module):
             h = block(h, c, ctx, key_mask)
         h = h[:, :N]
         shift, scale = self.ada_out(c).chunk(2, dim=1)
-        h = self.out(_modulate(self.norm_out(h), shift, scale))  # (B, N, p * p * C_out)
-        gh, gw = self.grid
+        h = self.out(_modulate(self.norm_out(h), shift, scale))  # (B, N, p * p * C_out), (B, N, p * C_out) in 1-D
         p, C = self.p, self.out_channels
+        if len(self.size) == 1:
+            return h.view(B, self.grid[0], p, C).permute(0, 3, 1, 2).reshape(B, C, self.size[0])
+        gh, gw = self.grid
         h = h.view(B, gh, gw, p, p, C).permute(0, 5, 1, 3, 2, 4)  # (B, C, gh, p, gw, p)
         return h.reshape(B, C, gh * p, gw * p)
 

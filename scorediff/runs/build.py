@@ -152,7 +152,12 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
     dim = text_encoders.context_dim(cfg["text"])
     if dim:
         overrides.setdefault("context_dim", dim)
-    return text_encoders.wrap_net(nets.make(spec, shape=info["shape"], **overrides), cfg["text"])
+    if (cfg.get("conditioning") or {}).get("task"):  # CSDI-style: the network also sees the known entries
+        base = {**(spec if isinstance(spec, dict) else nets.PRESETS.get(spec) or nets.make(spec).config), **overrides}
+        net = nets.make({"type": "masked", "base": base}, shape=info["shape"])
+    else:
+        net = nets.make(spec, shape=info["shape"], **overrides)
+    return text_encoders.wrap_net(net, cfg["text"])
 
 
 def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations.Parameterization]:
@@ -276,6 +281,11 @@ def build(cfg: dict) -> Components:
         loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
         loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+    c = cfg.get("conditioning") or {}
+    if c.get("task"):
+        from ..masking import MaskedConditionLoss
+
+        loss = MaskedConditionLoss(loss, c["task"], c["p_uncond"], c["context"], c["known"])
     factor = int(cfg["cascade"]["factor"])
     if factor:
         if not isinstance(net, nets.SuperResolution) or net.factor != factor:

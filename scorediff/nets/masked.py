@@ -1,0 +1,54 @@
+"""A network conditioned on observed entries, CSDI-style (Tashiro et al. 2021, "CSDI: Conditional Score-based
+Diffusion Models for Probabilistic Time Series Imputation", Sec. 4).
+
+net(x, noise_input, y=None, observed=..., observed_mask=...) for x (B, C, *S) (sequences (C, L), images,
+video (C, T, H, W)): the conditional observation x_co = observed * m (zero where unobserved) and the mask m
+(1 = observed, per channel and position; CSDI's m^co) are concatenated to x along the channels, and the inner
+network (any config of a U-Net or DiT, built for 3C input channels and C output channels) maps the 3C channels
+to C. Without ``observed`` the mask is all zero: the unconditional model (trained by dropping the condition,
+which also allows classifier-free guidance on it). One network serves forecasting (m = the first k steps or
+frames), imputation (any m) and frame interpolation (m = some frames): the task is only the mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class MaskedConditional(nn.Module):
+    """CSDI-style conditioning by channel concatenation (module docstring)."""
+
+    def __init__(
+        self,
+        base: dict | None = None,  # the inner network's config, e.g. {"type": "unet", "dims": 1, "channels": 32}
+        in_channels: int = 1,  # data channels C
+        size: list[int] | None = None,  # the data's trailing axes S (L; H, W; T, H, W); set from the data's shape
+    ):
+        super().__init__()
+        from . import make  # the package's builder (this module is imported by it)
+
+        base = dict(base or {"type": "unet", "dims": 1, "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+                             "attention_levels": [1], "dropout": 0.0, "norm_groups": 8})
+        if base.get("type") == "masked":
+            raise ValueError("a masked-conditional network's base cannot itself be masked-conditional")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        self.in_channels = in_channels
+        shape = None if size is None else (3 * in_channels, *size)
+        overrides = {"in_channels": 3 * in_channels} if shape is None else {}
+        self.inner = make(base, shape=shape, out_channels=in_channels, **overrides)
+
+    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None, observed: Tensor | None = None,
+                observed_mask: Tensor | None = None) -> Tensor:
+        if (observed is None) != (observed_mask is None):
+            raise ValueError("a masked-conditional network needs both cond observed=... and observed_mask=... "
+                             "(or neither: unconditional)")
+        if observed is None:
+            observed = torch.zeros_like(x)
+            m = torch.zeros_like(x)
+        else:
+            m = observed_mask.to(x.dtype).expand(x.shape)
+            observed = observed.to(x.dtype).expand(x.shape)
+        kwargs = {} if y is None else {"y": y}
+        return self.inner(torch.cat([x, observed * m, m], dim=1), noise_input, **kwargs)
