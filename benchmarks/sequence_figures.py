@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from scorediff import data, forecast, masking, processes, sequence_plots
+from scorediff import data, forecast, masking, processes
 from scorediff.analytic import MaskedDenoiser
 from scorediff.data.series import gp_oracle
+from scorediff.plotting import sequences as sequence_plots
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "img"
 

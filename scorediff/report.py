@@ -253,7 +253,7 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 def plot_training(records: list[dict]) -> bytes | None:
     """Loss (log scale where positive), learning rate and gradient norm against the step."""
-    from .plotting import _figure
+    from .plotting.figures import _figure
 
     panels = [k for k in ("loss", "lr", "grad_norm") if _series(records, k)[0]]
     if not panels:
@@ -283,7 +283,7 @@ def evaluation_keys(records: list[dict]) -> list[str]:
 
 
 def plot_evaluation(records: list[dict], keys: list[str]) -> bytes | None:
-    from .plotting import _figure
+    from .plotting.figures import _figure
 
     if not keys:
         return None
@@ -302,7 +302,7 @@ def plot_evaluation(records: list[dict], keys: list[str]) -> bytes | None:
 
 
 def plot_comparison(rows: list[dict], floor: float) -> bytes:
-    from .plotting import _figure
+    from .plotting.figures import _figure
 
     fig = _figure((6, 4))
     ax = fig.add_subplot(1, 1, 1)

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1] / "scorediff"
 
 # A package's __init__ and one of its own modules importing each other through a function-local import: each
 # module needs a builder its package defines (nets.make, samplers.sample). Known, and the only ones allowed.
-ALLOWED_CYCLES = [{"scorediff.nets", "scorediff.nets.autoencoder"}, {"scorediff.samplers", "scorediff.samplers.parallel"}]
+# the network builder (nets.make) builds the inner networks of the autoencoder and the masked-conditional net
+ALLOWED_CYCLES = [{"scorediff.nets", "scorediff.nets.autoencoder", "scorediff.nets.masked"}, {"scorediff.samplers", "scorediff.samplers.parallel"}]
 # The commands that train (they sit above the training loop by design).
 TRAINING_COMMANDS = {"scorediff.cli.train", "scorediff.cli.distill", "scorediff.cli.train_classifier"}
 

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .. import sequence_plots
     from ..forecast import forecast_run
+    from ..plotting import sequences as sequence_plots
     from ..training import load_run
 
     r = load_run(args.run, ema=not args.raw)

@@ -99,9 +99,9 @@ def _run_sequence(args: argparse.Namespace, r) -> int:
     import numpy as np
     import torch
 
-    from .. import sequence_plots
     from ..data.series import read_series_file
     from ..forecast import impute_run
+    from ..plotting import sequences as sequence_plots
     from .forecast import read_context
 
     shape = tuple(r.shape)

@@ -107,20 +107,6 @@ def save_loss_plot(metrics_path: str | Path, path: str | Path) -> Path:
 
 def to_unit(x: Tensor) -> Tensor:
     """Model-space images in [-1, 1] to [0, 1], quantised as ``scorediff.data.from_unit`` stores pixels."""
-    from .data import from_unit
+    from ..data import from_unit
 
     return from_unit(x).float() / 255.0
-
-
-def save_samples(x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str | None = None) -> Path:
-    """A picture of samples: an image grid for ``kind == "images"``, line plots for "series", a strip of frames
-    for "video" (``scorediff.sequence_plots``), else a scatter plot."""
-    if kind == "images":
-        return save_image_grid(to_unit(x), path)
-    if kind in ("series", "video"):
-        from . import sequence_plots
-
-        if kind == "video":
-            return sequence_plots.save_video_strip(x, path)
-        return sequence_plots.save_series(x, path, reference=reference, title=title)
-    return save_scatter(x, path, reference=reference, title=title)

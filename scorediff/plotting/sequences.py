@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .plotting import _figure, save_image_grid, to_unit
+from .figures import _figure, save_image_grid, to_unit
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
