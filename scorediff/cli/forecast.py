@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..forecast import forecast_run
     from ..plotting import sequences as sequence_plots
-    from ..training import load_run
+    from ..runs import load_run
 
     r = load_run(args.run, ema=not args.raw)
     context = read_context(args.context, tuple(r.shape), args.key)
