@@ -208,8 +208,11 @@ def cost(args) -> dict:
     out = {}
     print("| model | parameters | train step, batch 64 (CPU ms) | model evaluation, batch 256 (CPU ms) |")
     print("|---|---|---|---|")
-    for name, config in (("label-only (digits-cond)", "digits-cond"), ("text (digits-text)", "digits-text")):
-        cfg = config_mod.load(config, ["log.progress=false", "log.tensorboard=false"])
+    for name, config, extra in (("label-only (digits-cond)", "digits-cond", []),
+                                ("label-only, widened to the text model's size", "digits-cond",
+                                 ["net.overrides.channels=18"]),
+                                ("text (digits-text)", "digits-text", [])):
+        cfg = config_mod.load(config, ["log.progress=false", "log.tensorboard=false", *extra])
         with tempfile.TemporaryDirectory() as tmp:
             tr = Trainer(cfg, Path(tmp) / "run")
             try:
