@@ -136,7 +136,37 @@ def adherence(args) -> dict:
     print()
     if args.figure:
         figure(run, args.figure, args.figure_scales)
+    if args.tradeoff_figure:
+        tradeoff(rows, args.tradeoff_figure)
     return summary
+
+
+def tradeoff(rows, path: str) -> None:
+    """FID against adherence, one point per guidance scale (the trade-off figure of Ho & Salimans 2022, Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    series = [("text: digit right", "digit_accuracy", "fid", "o-"),
+              ("text: attribute in the requested third", None, "fid", "s--")]
+    if "label_fid" in rows[0]:
+        series.append(("label model: digit right", "label_digit_accuracy", "label_fid", "^-"))
+    for name, key, fkey, style in series:
+        xs = [r[key] if key else (r["thickness_accuracy"] + r["slant_accuracy"] + r["width_accuracy"]) / 3
+              for r in rows]
+        ys = [r[fkey] for r in rows]
+        ax.plot(xs, ys, style, label=name)
+        for r, x, y in zip(rows, xs, ys):
+            ax.annotate(f"{r['scale']:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.set_xlabel("adherence (fraction of samples)")
+    ax.set_ylabel("FID (classifier features)")
+    ax.set_title("guidance scale: adherence against FID", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"figure: {path}")
 
 
 def figure(run, path: str, scales) -> None:
@@ -178,8 +208,11 @@ def cost(args) -> dict:
     out = {}
     print("| model | parameters | train step, batch 64 (CPU ms) | model evaluation, batch 256 (CPU ms) |")
     print("|---|---|---|---|")
-    for name, config in (("label-only (digits-cond)", "digits-cond"), ("text (digits-text)", "digits-text")):
-        cfg = config_mod.load(config, ["log.progress=false", "log.tensorboard=false"])
+    for name, config, extra in (("label-only (digits-cond)", "digits-cond", []),
+                                ("label-only, widened to the text model's size", "digits-cond",
+                                 ["net.overrides.channels=18"]),
+                                ("text (digits-text)", "digits-text", [])):
+        cfg = config_mod.load(config, ["log.progress=false", "log.tensorboard=false", *extra])
         with tempfile.TemporaryDirectory() as tmp:
             tr = Trainer(cfg, Path(tmp) / "run")
             try:
@@ -219,6 +252,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=50, help="samples per digit prompt")
     ap.add_argument("--num-attr", type=int, default=10, help="samples per attribute prompt (60 prompts)")
     ap.add_argument("--figure", default=None, help="write a figure of samples (PNG)")
+    ap.add_argument("--tradeoff-figure", default=None, help="write FID against adherence per scale (PNG)")
     ap.add_argument("--figure-scales", type=float, nargs="+", default=[1.0, 3.0])
     ap.add_argument("--cost", action="store_true", help="measure training and evaluation cost")
     ap.add_argument("--cost-steps", type=int, default=20)

@@ -331,6 +331,9 @@ def _export_problems(net_cfg: dict, process: Process, param: parameterizations.P
         return [f"network type {net_cfg.get('type')!r} has no diffusers counterpart (only scorediff's 'unet' maps, "
                 "onto UNet2DModel)"]
     problems = []
+    if int(net_cfg.get("context_dim", 0) or 0):
+        problems.append(f"context_dim {net_cfg['context_dim']} (a text-conditioned U-Net: its cross-attention has no "
+                        "UNet2DModel counterpart)")
     if isinstance(process, VPDiscrete):
         if param.name not in ("eps", "v", "x0"):
             problems.append(f"parameterization {param.name!r} on vp-discrete (diffusers' prediction types are eps, v, x0)")

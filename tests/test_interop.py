@@ -301,6 +301,7 @@ def test_export_time_shift_is_a_rotation_of_the_features():
     ({"norm_groups": 16}, "vp-discrete", "eps", "norm_groups 16 does not divide every width [8, 16]"),
     ({}, "vp", "eps", "process 'vp' (diffusers' schedulers are discrete VP"),
     ({}, "vp-discrete", "score", "parameterization 'score' on vp-discrete"),
+    ({"context_dim": 4}, "vp-discrete", "eps", "context_dim 4 (a text-conditioned U-Net"),
 ])
 def test_export_refuses_what_does_not_map(over, process, param, message):
     from scorediff import nets, parameterizations, processes

@@ -98,6 +98,10 @@ class TextConditioned(nn.Module):
                              f"encoder's width ({text.width})")
         self.inner, self.text = inner, text
         self.in_channels = getattr(inner, "in_channels", None)
+        self.context_dim = text.width
+        # what a reader of ``net.config`` sees: the inner network's config (its type, context_dim) and the encoder
+        self.config = {**getattr(inner, "config", {}), "text_encoder": {"width": text.width,
+                                                                        "max_length": text.max_length}}
 
     def forward(self, x: Tensor, noise_input: Tensor, **cond) -> Tensor:
         return self.inner(x, noise_input, **cond)
