@@ -188,3 +188,25 @@ def test_crps_of_a_gaussian_ensemble_matches_the_closed_form():
     y2 = torch.zeros(3)
     good = 0.1 * torch.randn(500, 3, generator=torch.Generator().manual_seed(1))
     assert energy_score(good, y2) < energy_score(good + 1.0, y2) and energy_score(good, y2) < energy_score(10 * good, y2)
+
+
+def test_run_level_forecast_and_imputation_work_in_the_datas_units(gp_case):
+    # a series run trained on standardised data: inputs and outputs in the file's units, mean 10 and std 2
+    from types import SimpleNamespace
+
+    gp, x, _, proc = gp_case
+    info = {"shape": [1, L], "kind": "series", "normalization": {"mean": [10.0], "std": [2.0]}}
+    run = SimpleNamespace(denoiser=MaskedDenoiser(gp, proc), process=proc, info=info, shape=(1, L), path="run",
+                          config={"conditioning": {"task": "mixed"}})
+    got = forecast.forecast_run(run, 10 + 2 * x[:, :K].double(), 4, num=6, steps=5, seed=3)
+    plain = forecast.forecast(run.denoiser, proc, x[:, :K], 4, (1, L), num=6, method="conditional", steps=5, seed=3)
+    torch.testing.assert_close(got, 10 + 2 * plain.double(), atol=1e-4, rtol=0)
+    observed = 10 + 2 * x.double()
+    observed[0, 4:9] = float("nan")
+    imp = forecast.impute_run(run, observed, num=3, steps=5)
+    torch.testing.assert_close(imp[:, 0, :4], observed[0, :4].expand(3, 4), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="needs a run trained with conditioning.task"):
+        forecast.forecast_run(SimpleNamespace(**{**vars(run), "config": {}}), x[:, :K], 4, method="conditional")
+    with pytest.raises(ValueError, match="not series"):
+        forecast.forecast_run(SimpleNamespace(**{**vars(run), "info": {"shape": [1, 8, 8], "kind": "images"}}),
+                              x[:, :K], 4)
