@@ -188,10 +188,11 @@ def _validate_values(cfg: dict) -> None:
         raise ValueError(f"config autoencoder.path must be a folder (string) or null, got {a['path']!r}")
     if not (a["scale"] in ("measure", "config") or (isinstance(a["scale"], (int, float)) and a["scale"] > 0)):
         raise ValueError(f"config autoencoder.scale must be a positive number, 'measure' or 'config', got {a['scale']!r}")
-    from . import parallel, performance
+    from . import parallel, performance, streaming
 
     parallel.validate_config(cfg)
     performance.validate_config(cfg)
+    streaming.validate_config(cfg)
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):

@@ -20,6 +20,16 @@ from ..data.shards import ReaderPlan, StreamingData, check_readers, reader_batch
 from . import ddp
 
 
+def validate_config(cfg: dict) -> None:
+    """What a streamed data set cannot do, named before the run starts (called by ``config.resolve``)."""
+    from ..data import DATASETS
+
+    name = cfg["data"]["name"]
+    if getattr(DATASETS.get(name), "streaming", False) and cfg["eval"]["every"]:
+        raise ValueError(f"config eval.every > 0 needs a data set with random access; data {name!r} is streamed "
+                         "shard by shard (evaluate the run afterwards: scorediff eval RUN --ref ...)")
+
+
 class _RankReaders(IterableDataset):
     """The K readers of one rank; in a DataLoader, worker w plays reader (w + first) mod K."""
 
