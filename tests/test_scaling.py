@@ -188,26 +188,26 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(tmp_path):
 
     script = tmp_path / "worker.py"
     script.write_text(FSDP_WORKER)
-    cfg = digits(**{"optim.batch_size": 8, "optim.grad_accum": 2, "ckpt.every": 2, "dist.strategy": "fsdp",
-                    "dist.activation_checkpointing": True})
+    cfg = digits(**{"optim.steps": 3, "optim.batch_size": 8, "optim.grad_accum": 2, "ckpt.every": 2,
+                    "dist.strategy": "fsdp", "dist.activation_checkpointing": True})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), str(script), json.dumps(cfg), str(tmp_path)]
     res = subprocess.run(cmd, env=env_one_thread(), capture_output=True, timeout=300)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    keyed_train(digits(), tmp_path / "one")
+    keyed_train(digits(**{"optim.steps": 3}), tmp_path / "one")
     assert_close_weights(tmp_path / "one", straight)
     for name in ("model.safetensors", "ema.safetensors", "state.safetensors"):
         a, b = load_file(str(straight / name)), load_file(str(resumed / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     state = json.loads((straight / "state.json").read_text())
-    assert state["strategy"] == "fsdp" and state["sharded"] == "sharded/step_000004"
-    assert [p.name for p in (straight / "sharded").iterdir()] == ["step_000004"]  # older shards removed
+    assert state["strategy"] == "fsdp" and state["sharded"] == "sharded/step_000003"
+    assert [p.name for p in (straight / "sharded").iterdir()] == ["step_000003"]  # older shards removed
     dcp_to_torch_save(straight / state["sharded"], tmp_path / "full.pt")
     full = torch.load(tmp_path / "full.pt", weights_only=True)
     model = load_file(str(straight / "model.safetensors"))
     assert full["model"].keys() == model.keys() and all(torch.equal(full["model"][k], model[k]) for k in model)
-    assert (straight / "samples" / "step_000004.png").exists()
+    assert (straight / "samples" / "step_000003.png").exists()
     load_run(straight)  # an ordinary run folder to every reader
 
 
@@ -236,6 +236,10 @@ def test_dist_config_is_checked():
         config.resolve({"dist": {"strategy": "zero3"}})
     with pytest.raises(ValueError, match="eval.every > 0 needs dist.strategy"):
         config.resolve({"dist": {"strategy": "fsdp"}, "eval": {"every": 10}})
+    with pytest.raises(ValueError, match="eval.every > 0 needs a data set with random access; data 'shards'"):
+        config.resolve({"data": {"name": "shards"}, "eval": {"every": 10}})
+    with pytest.raises(ValueError, match="data.workers must be a non-negative integer, got -1"):
+        config.resolve({"data": {"workers": -1}})
 
 
 # -- streaming shards -------------------------------------------------------------------------------------------
@@ -342,16 +346,16 @@ def test_stream_order_each_shard_one_reader_workers_and_exact_resume(tmp_path):
 
 
 def test_training_on_shards_resumes_mid_epoch_exactly(tmp_path):
-    """digits streamed from 4 shards by 2 worker processes: stopped at step 3 (mid-epoch) and resumed equals the
+    """digits streamed from 4 shards by 2 worker processes: stopped at step 2 (mid-epoch) and resumed equals the
     straight run bit for bit (weights, EMA, optimizer, RNG), and the checkpoint records the data position."""
     from scorediff.cli import main
 
     assert main(["data", "pack", "digits", "--out", str(tmp_path / "s"), "--shard-size", "450", "--no-progress"]) == 0
     cfg = digits(**{"data.name": "shards", "data.options": {"path": str(tmp_path / "s")}, "data.workers": 2,
-                    "optim.steps": 5, "ckpt.every": 0})
+                    "optim.steps": 4, "ckpt.every": 0})
     train(cfg, tmp_path / "straight")
-    train(cfg, tmp_path / "resumed", stop_after=3)
-    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["data_position"] == 3 * 16
+    train(cfg, tmp_path / "resumed", stop_after=2)
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["data_position"] == 2 * 16
     train(cfg, tmp_path / "resumed", resume=True)
     for name in ("model.safetensors", "ema.safetensors", "state.safetensors"):
         a, b = load_file(str(tmp_path / "straight" / name)), load_file(str(tmp_path / "resumed" / name))

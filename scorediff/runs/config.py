@@ -206,6 +206,7 @@ def _validate_values(cfg: dict) -> None:
         raise ValueError(f"config autoencoder.scale must be a positive number, 'measure' or 'config', got {a['scale']!r}")
     _validate_dist(cfg)
     _validate_perf(cfg)
+    _validate_streaming(cfg)
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
     if not isinstance(cfg["seed"], int):
@@ -234,6 +235,16 @@ def _validate_perf(cfg: dict) -> None:
             raise ValueError(f"config perf.{key} must be true or false, got {p[key]!r}")
     if p["compile"] is not None and p["compile"] not in COMPILE_MODES:
         raise ValueError(f"config perf.compile {p['compile']!r} unknown; null (off) or one of: {', '.join(COMPILE_MODES)}")
+
+
+def _validate_streaming(cfg: dict) -> None:
+    """What a streamed data set cannot do, named before the run starts."""
+    from ..data import DATASETS
+
+    name = cfg["data"]["name"]
+    if getattr(DATASETS.get(name), "streaming", False) and cfg["eval"]["every"]:
+        raise ValueError(f"config eval.every > 0 needs a data set with random access; data {name!r} is streamed "
+                         "shard by shard (evaluate the run afterwards: scorediff eval RUN --ref ...)")
 
 
 def resolve(config: dict | None = None, overrides: list[str] | dict | None = None) -> dict:

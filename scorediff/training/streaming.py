@@ -76,8 +76,10 @@ class ShardBatches:
         src.world_readers = self.world.world_size * self.readers
         if self.workers == 0:
             return iter(src)
+        # forkserver: workers start from a clean process, not a fork of this one (its process-group threads,
+        # an earlier run's loader); they read files only, so nothing of this process needs to be inherited
         return iter(DataLoader(src, batch_size=None, num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                               persistent_workers=True, prefetch_factor=4,
+                               persistent_workers=True, prefetch_factor=4, multiprocessing_context="forkserver",
                                # the loader's worker seeds come from its own generator, not the global RNG
                                # (which a resume restores for dropout and must not advance here)
                                generator=torch.Generator().manual_seed(self.seed)))
