@@ -47,16 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_options(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--data-option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+    from ..utils import parse_key_values
+
+    return parse_key_values(items, "--data-option")
 
 
 def _load(args):
