@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .processes import Process
+from .utils import Counted, cycle_labels
 
 if TYPE_CHECKING:
     from .runs import Run
@@ -141,17 +142,6 @@ def environment(device: str = "cpu") -> dict[str, str]:
 # -- the sampler comparison ------------------------------------------------------------------------------------
 
 
-class _Counted:
-    """A Denoiser that counts its calls (one call evaluates the model on the whole batch)."""
-
-    def __init__(self, denoiser):
-        self.denoiser, self.nfe = denoiser, 0
-
-    def __call__(self, x, t, **cond):
-        self.nfe += 1
-        return self.denoiser(x, t, **cond)
-
-
 def compare_samplers(
     denoiser: Callable[..., Tensor],
     process: Process,
@@ -189,7 +179,7 @@ def compare_samplers(
         per_step = SAMPLERS[name].info.nfe_per_step
         for budget in nfes:
             steps = max(1, round(int(budget) / per_step)) if per_step and math.isfinite(per_step) else int(budget)
-            counted = _Counted(denoiser)
+            counted = Counted(denoiser)
             with torch.no_grad():
                 x = sample(counted, process, x_T.clone(), sampler=name, steps=steps, seed=seed, device=device,
                            schedule=schedule, cond=cond)
@@ -227,7 +217,7 @@ def run_comparison(run: Run, samplers: Sequence[str], nfes: Sequence[int], num: 
     reference = xs[:num].to(torch.float32)
     cond = None
     if run.class_conditional:
-        cond = {"y": torch.arange(reference.shape[0], device=device) % int(run.info["num_classes"])}
+        cond = {"y": cycle_labels(0, reference.shape[0], int(run.info["num_classes"]), device)}
     rows = compare_samplers(run.denoiser, run.process, reference, samplers, nfes, seed=seed, schedule=schedule,
                             cond=cond, device=device)
     floor = math.nan

@@ -46,6 +46,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..utils import Counted
+
 MIXTURES = ("ring2d", "mixture64")
 TARGET_NFES = (5, 10, 20, 50)
 
@@ -279,15 +281,15 @@ _STEPS_CACHE: dict[tuple[str, str, int], int] = {}  # (config label, process, ta
 NFE_SLACK = 0.5  # a run whose NFE misses the target by more than this fraction is not a fair comparison
 
 
-class _CountingIdentity:
+def _identity(x: Tensor, t, **cond) -> Tensor:
+    return x
+
+
+class _CountingIdentity(Counted):
     """x0_hat = x at no cost, counting calls (for NFE probes)."""
 
     def __init__(self):
-        self.nfe = 0
-
-    def __call__(self, x: Tensor, t, **cond) -> Tensor:
-        self.nfe += 1
-        return x
+        super().__init__(_identity)
 
 
 def measure(problem: Problem, config: Config, target: int, seed: int = 0, probe: int = 1) -> Row:
@@ -617,26 +619,18 @@ def trained_rows(run, label: str, samplers: Iterable[str], grids: str | Iterable
         f"examples{floor}")
     rows = []
 
-    class Counting:
-        def __init__(self):
-            self.nfe = 0
-
-        def __call__(self, x, t, **cond):
-            self.nfe += 1
-            return run.denoiser(x, t, **cond)
-
     for config in our_configs(run.process, grid_names(grids, run.process), samplers, dtype=torch.float32):
         for target in [0] if config.adaptive else nfes:
             row = Row(label, run.process.name, config.library, config.sampler, config.grid,
                       config.stochastic, target)
             try:
                 def nfe_of(steps, config=config):
-                    d = Counting()
+                    d = Counted(run.denoiser)
                     config.run(x_T[:1], steps, seed, d)
                     return d.nfe
 
                 steps = ADAPTIVE_STEPS if config.adaptive else match_steps(nfe_of, target)[0]
-                d = Counting()
+                d = Counted(run.denoiser)
                 t0 = time.perf_counter()
                 x = config.run(x_T, steps, seed, d)
                 row.seconds, row.steps, row.nfe = time.perf_counter() - t0, steps, d.nfe

@@ -33,6 +33,7 @@ from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
 from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
 from ..runs.lock import RunLock
+from ..utils import cycle_labels
 from . import lr_schedule
 from .batches import Batches, derive_seed
 from .ema import EMA, decay_from
@@ -383,7 +384,7 @@ class Trainer:
         den = NetDenoiser(self.ema.model, self.process, self.param).eval()
         cond = {}
         if self.settings.class_conditional:
-            cond = {"y": torch.arange(num, device=self.device) % int(self.info["num_classes"])}
+            cond = {"y": cycle_labels(0, num, int(self.info["num_classes"]), self.device)}
         if self.components.cascade_factor:  # a super-resolution stage: conditioned on downsampled training data
             num = min(num, len(self.components.dataset))
             cond = {k: v[:num] for k, v in cond.items()}
