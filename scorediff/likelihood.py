@@ -307,7 +307,7 @@ def bits_per_dim(
 # ---------------------------------------------------------------------------------------------------
 
 
-def encode(
+def data_to_prior(
     denoiser: Callable[..., Tensor],
     process: Process,
     x: Tensor,
@@ -324,7 +324,7 @@ def encode(
     return _solve(dyn, (x,), t_min, process.t_max, rtol, atol, solver)[0]
 
 
-def decode(
+def prior_to_data(
     denoiser: Callable[..., Tensor],
     process: Process,
     z: Tensor,
@@ -345,6 +345,12 @@ def decode(
         return sample_ode(bind_cond(denoiser, cond), process, z, ts, rtol=rtol, atol=atol, method=solver)
 
 
+# Deprecated names (README users): "encode" / "decode" also name an autoencoder's maps (scorediff.latent) and a text
+# encoder; these are the probability-flow ODE's.
+encode = data_to_prior
+decode = prior_to_data
+
+
 @dataclass
 class RoundTrip:
     z: Tensor
@@ -354,8 +360,8 @@ class RoundTrip:
 
 def round_trip(denoiser: Callable[..., Tensor], process: Process, x: Tensor, **options) -> RoundTrip:
     """Encode then decode ``x``; report the per-example max-abs reconstruction error."""
-    z = encode(denoiser, process, x, **options)
-    x_rec = decode(denoiser, process, z, **options)
+    z = data_to_prior(denoiser, process, x, **options)
+    x_rec = prior_to_data(denoiser, process, z, **options)
     err = (x_rec - x).reshape(x.shape[0], -1).abs().amax(1)
     return RoundTrip(z, x_rec, err)
 
@@ -501,5 +507,5 @@ def evaluate_dataset(
 
 __all__ = [
     "LOG_SCALE_8BIT", "DatasetLikelihood", "Likelihood", "RoundTrip", "bits_per_dim", "evaluate_dataset", "decode", "encode", "gather", "log_likelihood",
-    "round_trip", "shard", "to_model_space",
+    "round_trip", "shard", "to_model_space", "data_to_prior", "prior_to_data",
 ]
