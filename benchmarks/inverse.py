@@ -73,7 +73,7 @@ def run_one(mix, spec, method, n, kw, seed, proc):
         x = inverse.inpaint(den, proc, known, spec["mask"], method=method, seed=seed, **kw)
         x = x[:, spec["free"]]
     else:
-        x = inverse.linear(den, proc, spec["A"], spec["y"], spec["s"], shape=(n, mix.dim), method=method, seed=seed,
+        x = inverse.solve_linear(den, proc, spec["A"], spec["y"], spec["s"], shape=(n, mix.dim), method=method, seed=seed,
                            **kw)
     if not torch.isfinite(x).all():
         return {"tv": float("nan"), "gap": float("nan")}, den.nfe

@@ -35,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from scorediff import nets, parameterizations, processes, sample
-    from scorediff.cli.sample import auto_batch
+    from scorediff.generate import auto_batch
     from scorediff.parameterizations import NetDenoiser
 
     size = args.size or (28 if args.preset == "unet-28" else 8)

@@ -147,11 +147,11 @@ BEGIN, END = "<!-- samplers:begin -->", "<!-- samplers:end -->"
 
 
 # ---------------------------------------------------------------------------------------------------
-# Peers as bench.Config
+# Peers as bench.SamplerConfig
 # ---------------------------------------------------------------------------------------------------
 
 
-def peer_configs(process, log) -> tuple[list[bench.Config], list[str]]:
+def peer_configs(process, log) -> tuple[list[bench.SamplerConfig], list[str]]:
     """diffusers and k-diffusion configurations; and a note per peer library that could not be loaded."""
     configs, notes = [], []
     try:
@@ -161,7 +161,7 @@ def peer_configs(process, log) -> tuple[list[bench.Config], list[str]]:
             def run(x_T, steps, seed, denoiser, p=p):
                 return pd.run(p, denoiser, process, x_T, steps, seed)[0]
 
-            configs.append(bench.Config("diffusers", p.name, p.grid, p.stochastic, run, max_steps=60))
+            configs.append(bench.SamplerConfig("diffusers", p.name, p.grid, p.stochastic, run, max_steps=60))
     except Exception as e:  # noqa: BLE001 - any failure to import a peer is a table note
         notes.append(f"diffusers could not run: {type(e).__name__}: {e}")
     try:
@@ -172,7 +172,7 @@ def peer_configs(process, log) -> tuple[list[bench.Config], list[str]]:
             def run(x_T, steps, seed, denoiser, p=p):
                 return pk.run(p, denoiser, process, x_T, steps, seed)[0]
 
-            configs.append(bench.Config("k-diffusion", p.name, p.grid, p.stochastic, run, max_steps=60))
+            configs.append(bench.SamplerConfig("k-diffusion", p.name, p.grid, p.stochastic, run, max_steps=60))
     except Exception as e:  # noqa: BLE001
         notes.append(f"k-diffusion could not run: {type(e).__name__}: {e}")
     for n in notes:
@@ -356,7 +356,7 @@ def goal_check(rows: list[bench.Row], problems: list[bench.Problem], targets) ->
     return "\n".join(lines), at10
 
 
-def confirm(rows: list[bench.Row], problems: list[bench.Problem], configs: list[bench.Config], targets,
+def confirm(rows: list[bench.Row], problems: list[bench.Problem], configs: list[bench.SamplerConfig], targets,
             sizes: dict[str, int], seed: int, ref_points: int, log, top: int = 2):
     """Re-measure the finalists on a fresh, larger problem (new seed), so the goal check is not won by noise.
 

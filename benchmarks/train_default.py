@@ -87,13 +87,9 @@ def parse_eval(spec: str) -> tuple[str, int, dict]:
     parts = spec.split(":", 2)
     if len(parts) < 2:
         raise SystemExit(f"--eval {spec!r}: expected SAMPLER:STEPS[:KEY=VALUE,...]")
-    options = {}
-    for item in (parts[2].split(",") if len(parts) == 3 and parts[2] else []):
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    from scorediff.utils import parse_key_values
+
+    options = parse_key_values(parts[2].split(",") if len(parts) == 3 and parts[2] else [], f"--eval {spec!r}:")
     return parts[0], int(parts[1]), options
 
 

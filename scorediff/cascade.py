@@ -17,7 +17,7 @@ paper found critical for sample quality).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,12 +66,17 @@ class SuperResolutionLoss:
 
 @dataclass
 class Stage:
-    """One super-resolution stage: its denoiser (conditioned on low_res / aug_level), process and factor."""
+    """One super-resolution stage: its denoiser (conditioned on low_res / aug_level), process and factor, and
+    optionally its own sampling settings (a trained stage run samples with its own config's sampler)."""
 
     denoiser: Denoiser
     process: Process
     factor: int
     aug_level: float = 0.0  # the augmentation std used at sampling (CDM: a small fixed value, or 0)
+    sampler: str | None = None  # None: the sampler the cascade is run with
+    steps: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # sampler options (used with this stage's own sampler)
+    conditional: bool = True  # whether the cascade's cond (e.g. class labels) is passed to this stage
 
 
 def sample_cascade(
@@ -88,13 +93,43 @@ def sample_cascade(
     """Samples of a cascade: [base samples, stage 1 output, ...], each stage conditioned on the one before.
 
     ``base`` is (denoiser, process, per-example shape); ``cond`` (e.g. class labels) goes to every stage.
-    Stage k runs ``upsample`` with seed ``seed + k``.
+    The stages run as ``run_stages`` (stage k with seed ``seed + 7919 k``).
     """
     denoiser, process, shape = base
     x = sample(denoiser, process, (num, *shape), sampler=sampler, steps=steps, seed=seed, cond=cond, **options)
-    outs = [x]
+    return [x, *run_stages(x, stages, seed=seed, cond=cond, sampler=sampler, steps=steps, **options)]
+
+
+def run_stages(
+    x: Tensor,
+    stages: Sequence[Stage],
+    *,
+    seed: int = 0,
+    batch: int | None = None,
+    cond: dict[str, Tensor] | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    device: torch.device | str | None = None,
+    **options,
+) -> list[Tensor]:
+    """Each super-resolution stage in turn on the samples ``x``: [stage 1 output, stage 2 output, ...].
+
+    In batches of ``batch`` rows (default: all at once); the batch starting at row i of stage k is seeded
+    ``seed + 7919 k + i``. ``cond`` holds per-row tensors (sliced with the batch) for the stages marked
+    ``conditional``. A stage samples with its own ``sampler``, ``steps`` and ``options`` where it has them, else
+    with those given here. ``device``: where the stages run (default: x's); the outputs stay on x's device.
+    """
+    outs = []
     for k, st in enumerate(stages, start=1):
-        x = upsample(st, x, sampler=sampler, steps=steps, seed=int(seed) + k, cond=cond, **options)
+        kw = ({"sampler": st.sampler, "steps": st.steps, **st.options} if st.sampler is not None
+              else {"sampler": sampler, "steps": steps, **options})
+        size = batch or len(x)
+        parts = []
+        for i in range(0, len(x), size):
+            dev = x.device if device is None else device
+            c = {key: v[i:i + size].to(dev) for key, v in cond.items()} if (cond and st.conditional) else {}
+            parts.append(upsample(st, x[i:i + size].to(dev), seed=int(seed) + 7919 * k + i, cond=c, **kw).to(x.device))
+        x = torch.cat(parts)
         outs.append(x)
     return outs
 

@@ -59,7 +59,7 @@ from .parameterizations import NetDenoiser, Parameterization
 from .processes.base import Process
 from .samplers import SAMPLERS
 from .samplers._common import Grid, bind_cond
-from .utils import append_dims, mean_flat, unknown
+from .utils import mean_flat, unknown
 
 TEACHER_SOLVERS = {"heun": "heun", "ddim": "ddim", "dpm_solver_pp": "dpm_solver_pp_2s"}
 PD_WEIGHTINGS = ("snr_trunc", "snr_plus_one")
@@ -152,9 +152,8 @@ class Objective:
         return f"{type(self).__name__}({self.config()})"
 
     def _noised(self, x0: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        """x_t = alpha(t) x0 + sigma(t) z for per-example times t."""
-        t = t.to(x0.dtype)
-        return append_dims(self.process.alpha(t), x0.ndim) * x0 + append_dims(self.process.sigma(t), x0.ndim) * z
+        """x_t = alpha(t) x0 + sigma(t) z for per-example times t (drawn by the objective from its own grid)."""
+        return self.process._marginal(x0, t.to(x0.dtype), z)
 
 
 class ProgressiveDistillation(Objective):
@@ -265,7 +264,8 @@ class ProgressiveDistillation(Objective):
         x_t = self._noised(x0, t, z)
         target = torch.cat([self.target(x_t[sl], i, n, **_slice_cond(cond, sl)) for sl, i in zip(groups, idx.tolist())])
         x0_hat = model(x_t, t.to(x0.dtype), **cond)
-        snr = (self.process.alpha(t) / self.process.sigma(t)) ** 2
+        c = self.process._coeffs(t)  # t from the objective's own grid: unchecked
+        snr = (c.alpha / c.sigma) ** 2
         w = snr.clamp(min=1.0) if self.weighting == "snr_trunc" else snr + 1.0
         return w.to(x0.dtype) * mean_flat((x0_hat - target) ** 2)
 

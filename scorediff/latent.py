@@ -8,9 +8,9 @@ the scaled latents z = s * E(x) of a frozen autoencoder, and whose samples are d
   (LDM's "KL-reg", App. G; a small weight such as 1e-6 keeps the latent space close to the data's detail while
   bounding its scale).
 - ``Codec``: ``encode(x) -> z`` (unscaled posterior mean), ``decode(z) -> x``, ``latent_shape(shape)``; for a
-  scorediff ``Autoencoder`` (``AutoencoderCodec``; a run folder is loaded by ``scorediff.training.load_codec``)
+  scorediff ``Autoencoder`` (``AutoencoderCodec``; a run folder is loaded by ``scorediff.runs.load_codec``)
   and for a diffusers ``AutoencoderKL`` from a local ``save_pretrained`` folder (``DiffusersVAECodec``,
-  ``load_codec``: Stable-Diffusion-style VAEs users have on disk; diffusers is imported only then).
+  ``load_diffusers_vae``: Stable-Diffusion-style VAEs users have on disk; diffusers is imported only then).
 - The latent scale factor s (LDM Sec. 4.3.2 / App. G: "rescale the latent space with 1 / std of the latents")
   is measured on the training data when the latent data set is built (``LatentDataset``), so the diffusion
   model sees latents of unit variance; a diffusers VAE's own ``scaling_factor`` is used when asked.
@@ -135,10 +135,10 @@ class DiffusersVAECodec:
         return (self.vae.config.latent_channels, H // self.factor, W // self.factor)
 
 
-def load_codec(path: str | Path, device: str | torch.device = "cpu") -> DiffusersVAECodec:
+def load_diffusers_vae(path: str | Path, device: str | torch.device = "cpu") -> DiffusersVAECodec:
     """A diffusers ``AutoencoderKL`` from a local ``save_pretrained`` folder (only JSON and safetensors are read).
 
-    A scorediff autoencoder *run* is loaded by ``scorediff.training.load_codec``, which reads its last committed
+    A scorediff autoencoder *run* is loaded by ``scorediff.runs.load_codec``, which reads its last committed
     checkpoint like every run reader and falls back to this function for other folders.
     """
     path = Path(path)

@@ -76,11 +76,15 @@ def x0_from_velocity(x: Tensor, u: Tensor, alpha: Tensor, sigma: Tensor, d_alpha
 
 
 def coefficients(process: Process, t: Tensor, x: Tensor, derivatives: bool = False) -> tuple[Tensor, ...]:
-    """alpha(t), sigma(t) (and alpha', sigma' if asked) as tensors broadcasting against x."""
+    """alpha(t), sigma(t) (and alpha', sigma' if asked) as tensors broadcasting against x.
+
+    Unchecked (the inner path of every model call): t was checked where it entered (``Grid``, a loss, the
+    likelihood), so no host synchronisation happens here.
+    """
     t = batch_time(t, x)
-    out = [process.alpha(t), process.sigma(t)]
+    out = [process._alpha(t), process._sigma(t)]
     if derivatives:
-        out += [process.d_alpha(t), process.d_sigma(t)]
+        out += [process._d_alpha(t), process._d_sigma(t)]
     return tuple(append_dims(v.to(x.dtype), x.ndim) for v in out)
 
 
@@ -114,8 +118,8 @@ class Parameterization:
         if self.noise_input == "t":
             return t / process.t_max
         if self.noise_input == "log_sigma":
-            return 0.25 * (torch.log(process.sigma(t)) - torch.log(process.alpha(t)))
-        return process.log_snr(t)
+            return 0.25 * (torch.log(process._sigma(t)) - torch.log(process._alpha(t)))
+        return process._log_snr(t)
 
     def c_in(self, process: Process, t: Tensor, x: Tensor) -> Tensor:
         """Scale applied to x_t before the network (broadcasts against x)."""
@@ -292,8 +296,8 @@ class ConsistencyParam(EDMPrecond):
         return c_skip * (x / a) + c_out * raw
 
     def _cm_skip_out(self, st, process, x):
-        t_min = torch.tensor(process.t_min, dtype=x.dtype, device=x.device)
-        st_min = process.sigma(t_min) / process.alpha(t_min)
+        t_min = torch.tensor(process.t_min, dtype=torch.float64)  # a host constant: no device tensor is read
+        st_min = float(process._sigma(t_min) / process._alpha(t_min))
         sd = self.sigma_data
         d = st - st_min
         return sd**2 / (d**2 + sd**2), d * sd / torch.sqrt(st**2 + sd**2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -68,3 +70,38 @@ def derive_seed(seed: int, *names: object) -> int:
 
     digest = hashlib.sha256("/".join(str(v) for v in (seed, *names)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def parse_key_value(text: str, what: str = "--option") -> tuple[str, Any]:
+    """``"eta=1.0"`` -> ("eta", 1.0): the value is JSON where it parses, else the string itself. A text without
+    ``=`` or with an empty key is a ValueError naming ``what`` (the flag it came from)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{what} expects KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def parse_key_values(items: Iterable[str], what: str = "--option") -> dict[str, Any]:
+    """``parse_key_value`` over repeated ``KEY=VALUE`` arguments; a later key overrides an earlier one."""
+    return dict(parse_key_value(item, what) for item in items)
+
+
+def cycle_labels(start: int, n: int, num_classes: int, device: torch.device | str | None = None) -> Tensor:
+    """Class labels start, start + 1, ..., start + n - 1 modulo ``num_classes``: rows ``start .. start + n - 1`` of
+    a batch in which every class is equally represented (the labels of every class-conditional sampling)."""
+    return torch.arange(start, start + n, device=device) % int(num_classes)
+
+
+class Counted:
+    """A callable (a Denoiser) that counts its calls in ``nfe`` (one call evaluates the model on a whole batch)."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn, self.nfe = fn, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.nfe += 1
+        return self.fn(*args, **kwargs)

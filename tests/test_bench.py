@@ -73,21 +73,21 @@ def ring():
 def test_metrics_see_spread_and_collapse(ring):
     p = ring
     # the exact sample sits at the noise floors
-    m = bench.evaluate(p, p.exact, deterministic=False)
+    m = bench.errors(p, p.exact, deterministic=False)
     assert m["sw"] < 3 * p.floor_sw and abs(m["gap"]) < 5 * p.gap_se and m["rms"] is None
     # left-over noise: samples too spread, gap clearly positive
     noisy = p.exact + 0.1 * torch.randn(p.exact.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    assert bench.evaluate(p, noisy, False)["gap"] > 20 * p.gap_se
+    assert bench.errors(p, noisy, False)["gap"] > 20 * p.gap_se
     # every sample collapsed onto its component mean: over-concentrated, gap clearly negative
     _, k = p.mixture.sample(p.n, torch.Generator().manual_seed(1), return_labels=True)
     collapsed = p.mixture.means[k]
-    assert bench.evaluate(p, collapsed, False)["gap"] < -20 * p.gap_se
+    assert bench.errors(p, collapsed, False)["gap"] < -20 * p.gap_se
     # rms is zero at the exact ODE solutions, nan samples give nan metrics
     x = p.exact.clone()
     x[: p.ref.shape[0]] = p.ref
-    assert bench.evaluate(p, x, True)["rms"] == 0.0
+    assert bench.errors(p, x, True)["rms"] == 0.0
     x[0, 0] = float("nan")
-    assert all(math.isnan(v) for v in bench.evaluate(p, x, True).values())
+    assert all(math.isnan(v) for v in bench.errors(p, x, True).values())
 
 
 def test_measure_matches_nfe_and_reports_failures(ring):
@@ -103,7 +103,7 @@ def test_measure_matches_nfe_and_reports_failures(ring):
     def broken(x_T, steps, seed, denoiser):
         raise ValueError("no such grid")
 
-    bad = bench.measure(ring, bench.Config("scorediff", "broken", "x", False, broken), 10)
+    bad = bench.measure(ring, bench.SamplerConfig("scorediff", "broken", "x", False, broken), 10)
     assert bad.error == "ValueError: no such grid"
     table = bench.format_table([row, bad], "rms", [10])
     assert f"| scorediff | {name} |" in table and "| fail |" in table

@@ -160,7 +160,7 @@ def test_pigdm_is_exact_for_a_standard_normal_prior():
     y, s = torch.tensor([0.8, -0.5]), 0.3
     post = gm.posterior(a, y, s)
     proc = processes.make("vp")
-    x = inverse.linear(gm.denoiser(proc), proc, a, y, s, shape=(4000, d), method="pigdm", sampler="heun",
+    x = inverse.solve_linear(gm.denoiser(proc), proc, a, y, s, shape=(4000, d), method="pigdm", sampler="heun",
                        steps=40, dtype=torch.float64)
     mean, cov = x.mean(0), torch.cov(x.T)
     torch.testing.assert_close(mean, post.mean(), atol=0.05, rtol=0)
@@ -175,7 +175,7 @@ def test_linear_smc_reaches_the_exact_posterior_and_beats_dps_and_pigdm():
     proc = processes.make("vp")
     errs = {}
     for method, n, steps in [("smc", 4000, 200), ("dps", 1000, 100), ("pigdm", 1000, 100)]:
-        x = inverse.linear(gm.denoiser(proc), proc, a, y, s, shape=(n, 2), method=method, steps=steps)
+        x = inverse.solve_linear(gm.denoiser(proc), proc, a, y, s, shape=(n, 2), method=method, steps=steps)
         assert torch.isfinite(x).all()
         errs[method] = inverse.posterior_errors(x, truth)
     assert errs["smc"]["tv"] <= 0.05, errs

@@ -17,7 +17,7 @@ from scorediff.latent import (
     LatentDataset,
     autoencoder_loss,
     kl_divergence,
-    load_codec,
+    load_diffusers_vae,
     measure_scale,
 )
 from scorediff.samplers import sample
@@ -173,7 +173,7 @@ def test_diffusers_autoencoder_kl_adapter(tmp_path):
                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
                         latent_channels=4, norm_num_groups=4, sample_size=8, scaling_factor=0.5)
     vae.save_pretrained(str(tmp_path / "vae"))
-    codec = load_codec(tmp_path / "vae")
+    codec = load_diffusers_vae(tmp_path / "vae")
     x = Blobs(6).x
     z = codec.encode(x)
     assert z.shape == (6, 4, 4, 4)

@@ -117,7 +117,7 @@ def test_no_import_cycle():
     assert not found, f"import cycles: {found}"
 
 
-@pytest.mark.parametrize("reader", ["scorediff.runs", "scorediff.report", "scorediff.eval", "scorediff.guidance",
+@pytest.mark.parametrize("reader", ["scorediff.runs", "scorediff.report", "scorediff.generate", "scorediff.eval", "scorediff.guidance",
                                     "scorediff.likelihood", "scorediff.cascade", "scorediff.latent",
                                     "scorediff.interop"])
 def test_readers_of_run_folders_never_need_the_training_loop(reader):
@@ -138,7 +138,7 @@ def test_layers_below_run_folders_never_import_them():
     """DESIGN.md: utils <- processes <- parameterizations <- {losses, samplers, ...} <- {inverse, likelihood, distill,
     latent, eval} <- runs <- training <- cli."""
     g = import_graph()
-    above = ("scorediff.runs", "scorediff.training", "scorediff.cli", "scorediff.report")
+    above = ("scorediff.runs", "scorediff.training", "scorediff.cli", "scorediff.report", "scorediff.generate")
     for name in sorted(m for m in g if not m.startswith(above) and m not in ("scorediff", "scorediff.__main__")):
         bad = sorted(m for m in g[name] if m.startswith(above))
         assert not bad, f"{name} (below the run-folder layer) imports {bad}"

@@ -23,6 +23,7 @@ from PIL import Image
 
 from scorediff import analytic, processes, report
 from scorediff.cli import main
+from scorediff.eval import bench
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -153,7 +154,7 @@ def test_comparison_against_the_exact_ring():
     g = torch.Generator().manual_seed(0)
     truth, other = mix.sample(800, g).float(), mix.sample(800, g).float()
     floor = float(analytic.sliced_wasserstein(other, truth, 256, torch.Generator().manual_seed(0)))
-    rows = report.compare_samplers(mix.denoiser(p), p, truth, ["heun", "ddim"], [3, 40], seed=0)
+    rows = bench.compare_samplers(mix.denoiser(p), p, truth, ["heun", "ddim"], [3, 40], seed=0)
     by = {(r["sampler"], r["budget"]): r for r in rows}
     # vp's grid ends at t_min (no final denoise to zero): every Heun step costs 2 evaluations
     assert by[("ddim", 40)]["nfe"] == 40 and by[("heun", 40)]["nfe"] == 40 and by[("heun", 40)]["steps"] == 20

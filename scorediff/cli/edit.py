@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import inverse, plotting
     from ..runs import load_run
+    from ..utils import cycle_labels
     from .inpaint import output_path, read_image
 
     if not 0.0 <= args.strength <= 1.0:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     r = load_run(args.run, ema=not args.raw)
     guide = read_image(args.image, r.shape)
-    cond = ({"y": torch.arange(args.num) % int(r.info.get("num_classes") or 1)} if r.class_conditional else None)
+    cond = {"y": cycle_labels(0, args.num, int(r.info.get("num_classes") or 1))} if r.class_conditional else None
     x = inverse.sdedit(r.denoiser, r.process, guide.expand(args.num, *r.shape).contiguous(), args.strength,
                        sampler=args.sampler, steps=args.steps, schedule=args.schedule, seed=args.seed, cond=cond)
     out = output_path(args.out, r.path / "samples" / f"edit_{args.strength:g}.png")

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import inverse, plotting
     from ..runs import load_run
+    from ..utils import cycle_labels
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     mask = read_image(args.mask, r.shape, what="mask")[:1] > 0  # white = known, one mask for all channels
     mask = mask.expand(r.shape)
     known = image.expand(args.num, *r.shape).contiguous()
-    cond = ({"y": torch.arange(args.num) % int(r.info.get("num_classes") or 1)} if r.class_conditional else None)
+    cond = {"y": cycle_labels(0, args.num, int(r.info.get("num_classes") or 1))} if r.class_conditional else None
     x = inverse.inpaint(r.denoiser, r.process, known, mask, method=args.method, sampler=args.sampler,
                         steps=args.steps, schedule=args.schedule, jumps=args.jumps, resample=args.resample,
                         seed=args.seed, cond=cond)

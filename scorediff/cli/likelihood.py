@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 HELP = "log-likelihood (nats) and bits/dim of data under a trained run (probability-flow ODE or DDPM bound)"
@@ -47,16 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_options(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--data-option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+    from ..utils import parse_key_values
+
+    return parse_key_values(items, "--data-option")
 
 
 def _load(args):
@@ -115,76 +107,34 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "vlb" and not isinstance(process, VPDiscrete):
         raise ValueError(f"--method vlb needs a vp-discrete process, got '{process.name}'")
 
-    import torch.distributed as dist
-
     from .. import distributed as ddp
 
     world, _ = ddp.setup(args.device)
-    is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    x_local, idx = L.shard(x)
-    d = x[0].numel()
-    trace = args.trace or ("exact" if d <= 16 else "hutchinson")
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    gen = torch.Generator(args.device).manual_seed(args.seed * 1000 + rank)
     images = info is not None and info.kind == "images"
-    levels = info.levels if images else 256
-    # images back to their integer levels (the inverse of the training map x / ((L - 1)/2) - 1)
-    x8 = ((x_local.double() + 1) * ((levels - 1) / 2)).round().clamp(0, levels - 1).long() if images else None
-    ode = {"trace": trace, "probes": args.probes, "noise": args.noise, "rtol": args.rtol, "atol": args.atol}
-    vlb = {"variance": args.variance, "stride": args.stride}
-
-    logps, bpds, ses, nfe = [], [], [], 0
-    batches = range(0, x_local.shape[0], args.batch)
-    if is_main and not args.no_progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc=f"likelihood ({args.method})", unit="batch")
-    for start in batches:
-        sl = slice(start, start + args.batch)
-        if images:
-            xb = x8[sl].to(args.device)
-            if args.method == "vlb":
-                res = L.bits_per_dim(denoiser, process, xb, method="vlb", generator=gen, **vlb)
-            else:
-                res = L.bits_per_dim(denoiser, process, xb, dequantize=args.dequantize, generator=gen, levels=levels, **ode)
-            bpd = res.bpd
-        else:
-            xb = x_local[sl].to(args.device)
-            if args.method == "vlb":
-                res = L.log_likelihood(denoiser, process, xb, method="vlb", generator=gen, **vlb)
-            else:
-                res = L.log_likelihood(denoiser, process, xb, generator=gen, **ode)
-            bpd = -res.logp / (d * math.log(2))
-        logps.append(res.logp.detach().cpu().double())
-        bpds.append(bpd.detach().cpu().double())
-        ses.append(res.stderr.detach().cpu().double() if res.stderr is not None else torch.full_like(logps[-1], math.nan))
-        nfe += res.nfe
-    logp = L.gather(torch.cat(logps), idx, x.shape[0])
-    bpd = L.gather(torch.cat(bpds), idx, x.shape[0])
-    se_ex = L.gather(torch.cat(ses), idx, x.shape[0])
+    res = L.evaluate_dataset(denoiser, process, x, images=images, levels=info.levels if images else 256,
+                             method=args.method, batch=args.batch, seed=args.seed, device=args.device, trace=args.trace,
+                             probes=args.probes, noise=args.noise, rtol=args.rtol, atol=args.atol,
+                             dequantize=args.dequantize, variance=args.variance, stride=args.stride, mixture=mix,
+                             progress=world.is_main and not args.no_progress)
     ddp.teardown(world)
-    if not is_main:
+    if not world.is_main:
         return 0
-    n = logp.shape[0]
-    se = logp.std().item() / math.sqrt(n) if n > 1 else math.nan
-    bse = bpd.std().item() / math.sqrt(n) if n > 1 else math.nan
+    result = res.summary()
+    logp, levels = res.logp, res.levels
     bits = "8-bit data" if levels == 256 else f"data on {levels} levels"
     what = f"{bits}, dequantized" if images and args.method == "ode" else (bits if images else "continuous data")
-    print(f"method {args.method} ({trace if args.method == 'ode' else args.variance}), {n} examples, {what}")
-    print(f"log-likelihood  {logp.mean().item():.4f} nats  (standard error {se:.4f} over examples)")
-    print(f"bits/dim        {bpd.mean().item():.4f}       (standard error {bse:.4f})")
-    if not torch.isnan(se_ex).all():
-        print(f"per-example Hutchinson standard error (mean) {se_ex.nanmean().item():.4f} nats")
-    result = {"method": args.method, "num": n, "logp_nats": logp.mean().item(), "logp_stderr": se,
-              "bits_per_dim": bpd.mean().item(), "bpd_stderr": bse, "nfe_per_rank": nfe}
-    if mix is not None:
+    print(f"method {args.method} ({res.trace if args.method == 'ode' else args.variance}), {result['num']} examples, "
+          f"{what}")
+    print(f"log-likelihood  {result['logp_nats']:.4f} nats  (standard error {result['logp_stderr']:.4f} over examples)")
+    print(f"bits/dim        {result['bits_per_dim']:.4f}       (standard error {result['bpd_stderr']:.4f})")
+    if not torch.isnan(res.stderr).all():
+        print(f"per-example Hutchinson standard error (mean) {res.stderr.nanmean().item():.4f} nats")
+    if res.exact is not None:
+        exact = res.exact
         if args.method == "ode":
-            exact = mix.log_prob_t(x, process.t_min, process)
             print(f"exact log p_t_min (oracle) {exact.mean().item():.4f} nats; mean error {(logp - exact).mean().item():+.2e}")
         else:
-            exact = mix.log_prob(x)
             print(f"exact log p0 (oracle) {exact.mean().item():.4f} nats; the bound's gap {(exact - logp).mean().item():.4f}")
-        result["exact_logp_nats"] = exact.mean().item()
     if args.json:
         result["per_example_logp"] = logp.tolist()
         with open(args.json, "w") as f:

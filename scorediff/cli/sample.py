@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -53,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the classifier folder for --classifier-guidance (default: RUN/classifier)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     parser.add_argument("--batch", type=int, default=None,
-                        help=f"samples per batch (default: about {AUTO_BATCH_ELEMENTS} values per batch, at most "
-                             f"{MAX_AUTO_BATCH}: 32 of 28x28, 392 of 8x8; larger batches are slower on a CPU)")
+                        help="samples per batch (default: about 25088 values per batch, at most 1000: 32 of 28x28, "
+                             "392 of 8x8; larger batches are slower on a CPU; scorediff.generate.auto_batch)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar over the steps")
     parser.add_argument("--cascade", nargs="+", default=[], metavar="SR_RUN",
@@ -64,21 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parallel (Picard / ParaDiGMS) sampling: WINDOW model calls batched per round")
     parser.add_argument("--parallel-tol", type=float, default=1e-3,
                         help="tolerance of parallel sampling, relative to each step's noise level (default 1e-3)")
-
-
-# On a CPU a batch whose activations exceed glibc's largest mmap threshold (32 MB) is allocated and freed
-# through mmap on every layer: the page faults made sampling 500 28x28 images at batch 500 2.3x slower in
-# CPU time, mostly system time, than at batch 32 (benchmarks/sample_throughput.py).
-AUTO_BATCH_ELEMENTS = 32 * 28 * 28
-MAX_AUTO_BATCH = 1000
-
-
-def auto_batch(shape: tuple[int, ...]) -> int:
-    """Samples per batch for ``--batch`` not given: about AUTO_BATCH_ELEMENTS values, 1..MAX_AUTO_BATCH."""
-    numel = 1
-    for n in shape:
-        numel *= int(n)
-    return max(1, min(MAX_AUTO_BATCH, AUTO_BATCH_ELEMENTS // numel))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,206 +79,49 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, world) -> int:
     import numpy as np
-    import torch
 
     from .. import plotting
-    from ..distributed import gather_blocks, my_blocks
+    from ..generate import Guidance, NonFiniteSamplesError, generate
     from ..runs import load_run
-    from ..runs.build import check_sampler_options
-    from ..samplers import parallel, sample
+    from ..utils import parse_key_values
 
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.batch is not None and args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    options = parse_key_values(args.options, "--option")
     r = load_run(args.run, ema=not args.raw, device=args.device)
-    r.require_task("diffusion", "scorediff sample")
     stages = [load_run(p, ema=not args.raw, device=args.device) for p in args.cascade]
-    for st in stages:
-        st.require_task("super_resolution", "scorediff sample --cascade")
-    sampler = args.sampler or r.config["sample"]["sampler"]
-    steps = args.steps or int(r.config["sample"]["steps"])
-    options = dict(r.config["sample"]["options"]) if sampler == r.config["sample"]["sampler"] else {}
-    for item in args.options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    if args.schedule is not None:
-        options["schedule"] = args.schedule
-    if args.ending is not None:
-        options["ending"] = args.ending
-    check_sampler_options(sampler, options)
-    fitted = None
-    named = args.schedule is not None or any(item.partition("=")[0] == "schedule" for item in args.options)
-    if not named:  # a grid fitted by `scorediff fit-schedule` for this sampler, step count and checkpoint
-        # replaces the default grid (and one in the run's config): fitting it was an explicit act for this run
-        from ..runs.fitted import lookup
-
-        fitted = lookup(r, sampler, steps)
-        if fitted.times is not None:
-            options["schedule"] = fitted.times
-            options.pop("schedule_options", None)  # they shape a named grid; a fitted grid is given whole
-    num_classes = int(r.info.get("num_classes") or 0)
-    clf = None
-    if args.classifier is not None and args.classifier_guidance is None:
-        raise ValueError("--classifier needs --classifier-guidance SCALE")
-    if args.classifier_guidance is not None:
-        from ..guidance import load_classifier
-
-        if args.guidance is not None:
-            raise ValueError("give --guidance (classifier-free) or --classifier-guidance, not both")
-        if not args.classifier_guidance >= 0:  # before the classifier is loaded
-            raise ValueError(f"classifier guidance scale must be >= 0, got {args.classifier_guidance:g}")
-        if r.class_conditional and not r.config["net"]["label_dropout"] > 0:
-            raise ValueError(f"--classifier-guidance needs an unconditional model; run {args.run!r} is "
-                             f"class-conditional without label dropout, so it has none")
-        clf = load_classifier(args.classifier or r.path / "classifier", device=args.device)
-        if clf.shape != r.shape:
-            raise ValueError(f"classifier {str(args.classifier or r.path / 'classifier')!r} is for data of shape "
-                             f"{clf.shape}, run {args.run!r} makes {r.shape}")
-        if clf.process.config() != r.process.config():  # the same t must mean the same noise level
-            raise ValueError(f"classifier was trained for process {clf.process.config()}, run {args.run!r} uses "
-                             f"{r.process.config()}")
-        num_classes = clf.num_classes
-    if args.label is not None:
-        if not r.class_conditional and clf is None:
-            raise ValueError(f"--class given but run {args.run!r} is not class-conditional")
-        if not 0 <= args.label < num_classes:
-            raise ValueError(f"--class must lie in 0..{num_classes - 1}, got {args.label}")
-    if args.parallel is not None and args.parallel < 1:
-        raise ValueError(f"--parallel WINDOW must be >= 1, got {args.parallel}")
-    denoiser, text = r.denoiser, r.text_encoder
-    if (args.prompt or args.negative_prompt is not None) and text is None:
-        raise ValueError(f"--prompt given but run {args.run!r} has no text encoder (text.encoder)")
-    if args.negative_prompt is not None and args.guidance is None:
-        raise ValueError("--negative-prompt needs --guidance SCALE")
-    extras = [name for name, given in (("--guidance-interval", args.guidance_interval is not None),
-                                       ("--guidance-threshold", args.guidance_threshold is not None),
-                                       ("--guidance-rescale", args.guidance_rescale != 0.0)) if given]
-    if extras and args.guidance is None:
-        raise ValueError(f"{', '.join(extras)} need(s) --guidance SCALE")
-    if args.guidance is not None and text is not None:  # guidance on prompts (and labels, when both)
-        from ..text_encoders import prompt_guidance
-
-        if not r.config["text"]["dropout"] > 0:
-            raise ValueError(f"--guidance needs a run trained with prompt dropout (text.dropout > 0); {args.run!r} "
-                             "has text.dropout = 0")
-        denoiser = prompt_guidance(r.denoiser, text, args.guidance, args.negative_prompt,
-                                   interval=args.guidance_interval, rescale=args.guidance_rescale,
-                                   threshold=args.guidance_threshold)
-    elif args.guidance is not None:
-        from ..guidance import classifier_free
-
-        if not r.class_conditional:
-            raise ValueError(f"--guidance given but run {args.run!r} is not class-conditional (net.class_conditional)")
-        if not r.config["net"]["label_dropout"] > 0:
-            raise ValueError(f"--guidance needs a run trained with label dropout (net.label_dropout > 0) for its "
-                             f"unconditional branch; {args.run!r} has net.label_dropout = 0")
-        denoiser = classifier_free(r.denoiser, args.guidance, interval=args.guidance_interval,
-                                   rescale=args.guidance_rescale, threshold=args.guidance_threshold)
-    if clf is not None:
-        from ..guidance import classifier
-
-        denoiser = classifier(r.denoiser, r.process, clf.log_prob, args.classifier_guidance)
-    batch = args.batch or auto_batch(r.shape)
-    n_blocks = -(-args.num // batch)
-    blocks = {}
-    for i in my_blocks(n_blocks, world):  # batch i of every rank's share: the same set on any number of ranks
-        start = i * batch
-        n = min(batch, args.num - start)
-        chunks, labels, rounds = [], [], 0
-        # batch i draws from its own seed (seed + i), so no split over ranks changes or repeats a sample
-        generator = torch.Generator(args.device).manual_seed(args.seed + i)
-        cond = {}
-        if r.class_conditional or clf is not None:
-            y = (torch.full((n,), args.label) if args.label is not None
-                 else torch.arange(start, start + n) % num_classes).to(args.device)
-            cond, labels = {"y": y}, labels + [y.cpu()]
-        if text is not None:
-            from ..text_encoders import prompt_cond
-
-            cond.update(prompt_cond(text, [(args.prompt or [""])[i % len(args.prompt or [""])]
-                                           for i in range(start, start + n)]))
-        if args.parallel is not None:  # each batch from its own seed (seed + index of its first sample)
-            xb, pinfo = parallel(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, device=args.device,
-                                 seed=args.seed + start, window=args.parallel, tol=args.parallel_tol, cond=cond,
-                                 progress=args.progress, **options)
-            chunks.append(xb.cpu())
-            rounds += pinfo["rounds"]
-        else:
-            chunks.append(sample(denoiser, r.process, (n, *r.shape), sampler=sampler, steps=steps, seed=args.seed,
-                                 generator=generator, device=args.device, progress=args.progress, cond=cond,
-                                 **options).cpu())
-        blocks[i] = (chunks, labels, rounds)
-    gathered = gather_blocks(blocks, n_blocks, world)
-    if gathered is None:  # not rank 0: its batches are with rank 0, which writes
-        return 0
-    chunks = [c for part in gathered for c in part[0]]
-    labels = [y for part in gathered for y in part[1]]
-    rounds = sum(part[2] for part in gathered)
-    if args.parallel is not None:
-        print(f"parallel sampling: {rounds} rounds of up to {args.parallel} batched model calls", file=sys.stderr)
-    x = torch.cat(chunks)
-    kind, latents = r.kind, None
-    if r.latent:  # latent diffusion: the picture and "samples" hold the decoded data, "latents" the model's
-        latents = x
-        x, kind = torch.cat([r.decode(x[i:i + batch].to(args.device)).cpu()
-                             for i in range(0, len(x), batch)]), r.info["latent"]["image_kind"]
-    if stages:
-        x = _cascade(x, stages, labels, args, batch)
-    bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
-    if bad:  # never hand out NaN pictures as if they were samples
-        print(f"scorediff sample: error: {bad} of {len(x)} samples are not finite (NaN or inf), nothing written; "
-              f"the weights of run {args.run!r} (step {r.step}) may have diverged", file=sys.stderr)
+    guide = Guidance(args.guidance, args.guidance_interval, args.guidance_threshold, args.guidance_rescale,
+                     args.classifier_guidance, args.classifier)
+    try:
+        out = generate(r, args.num, sampler=args.sampler, steps=args.steps, seed=args.seed, options=options,
+                       schedule=args.schedule, ending=args.ending, label=args.label, guide=guide, batch=args.batch,
+                       device=args.device, progress=args.progress, cascade_stages=stages,
+                       parallel_window=args.parallel, parallel_tol=args.parallel_tol,
+                       prompts=args.prompt, negative_prompt=args.negative_prompt, world=world)
+    except NonFiniteSamplesError as e:
+        print(f"scorediff sample: error: {e}", file=sys.stderr)
         return 1
+    if out is None:  # not rank 0: its batches went to rank 0, which writes
+        return 0
+    if args.parallel is not None:
+        print(f"parallel sampling: {out.rounds} rounds of up to {args.parallel} batched model calls", file=sys.stderr)
     note, warning = r.weights_note()  # after sampling: a bad option is one line alone
     print(note, file=sys.stderr)
-    if fitted is not None and fitted.note:
-        print(fitted.note, file=sys.stderr)
+    if out.fitted is not None and out.fitted.note:
+        print(out.fitted.note, file=sys.stderr)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
-    if out.suffix.lower() != ".png":
-        out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"samples": x.numpy()}
-    if latents is not None:
-        arrays["latents"] = latents.numpy()
-    if labels:
-        arrays["labels"] = torch.cat(labels).numpy()
-    np.savez(out.with_suffix(".npz"), **arrays)
-    title = (f"{sampler}, {steps} steps" + (", fitted grid" if fitted is not None and fitted.times is not None else "")
-             + (f", {len(stages)} super-resolution stage(s)" if stages else ""))
-    plotting.save_samples(x, kind, out, title=title)
-    print(out)
+    path = Path(args.out) if args.out else r.path / "samples" / f"sample_{out.sampler}_{out.steps}.png"
+    if path.suffix.lower() != ".png":
+        path = path.with_suffix(path.suffix + ".png") if path.suffix else path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"samples": out.x.numpy()}
+    if out.latents is not None:
+        arrays["latents"] = out.latents.numpy()
+    if out.labels is not None:
+        arrays["labels"] = out.labels.numpy()
+    np.savez(path.with_suffix(".npz"), **arrays)
+    fitted = out.fitted is not None and out.fitted.times is not None
+    title = (f"{out.sampler}, {out.steps} steps" + (", fitted grid" if fitted else "")
+             + (f", {out.stages} super-resolution stage(s)" if out.stages else ""))
+    plotting.save_samples(out.x, out.kind, path, title=title)
+    print(path)
     return 0
-
-
-def _cascade(x, stages, labels, args, batch: int):
-    """Each super-resolution stage in turn on the samples x (batches of --batch, the stage run's own sampler)."""
-    import torch
-
-    from ..cascade import Stage, upsample
-
-    y = torch.cat(labels) if labels else None
-    for k, st in enumerate(stages, start=1):
-        C, H, W = st.shape
-        f = int(st.config["cascade"]["factor"])
-        if tuple(x.shape[1:]) != (C, H // f, W // f):
-            raise ValueError(f"--cascade {str(st.path)!r} upsamples {(C, H // f, W // f)} to {(C, H, W)}, but the "
-                             f"previous stage gives {tuple(x.shape[1:])}")
-        stage = Stage(st.denoiser, st.process, f, float(st.config["cascade"]["aug_level"]))
-        s = st.config["sample"]
-        out = []
-        for i in range(0, len(x), batch):
-            cond = {"y": y[i:i + batch].to(args.device)} if (y is not None and st.class_conditional) else {}
-            out.append(upsample(stage, x[i:i + batch].to(args.device), sampler=s["sampler"], steps=int(s["steps"]),
-                                seed=args.seed + 7919 * k + i, cond=cond, **s["options"]).cpu())
-        x = torch.cat(out)
-    return x

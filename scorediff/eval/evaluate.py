@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..utils import cycle_labels
 from .features import Features, raw_features, reference_features
 from .metrics import frechet_distance, kid, precision_recall, sliced_w2
 
@@ -62,7 +63,7 @@ def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: st
     def block(i: int):
         start = i * batch_size
         n = min(batch_size, num - start)
-        cond = {"y": torch.arange(start, start + n, device=device) % num_classes} if num_classes else {}
+        cond = {"y": cycle_labels(start, n, num_classes, device)} if num_classes else {}
         x = sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
                    cond=cond, **options)
         x = (decode(x) if decode is not None else x).to("cpu", torch.float32)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from ._common import INPAINT_METHODS, LINEAR_METHODS
 from .inpaint import inpaint, sdedit
-from .linear import linear
+from .linear import solve_linear
 from .metrics import mode_weights, moment_errors, posterior_errors
 from .operators import (
     Operator,
@@ -51,6 +51,9 @@ from .operators import (
 
 __all__ = [
     "INPAINT_METHODS", "LINEAR_METHODS", "Operator", "as_matrix", "blur_operator", "downsample_operator", "gaussian_blur_kernel",
-    "gaussian_operator", "grayscale_operator", "inpaint", "linear", "mask_operator", "mode_weights", "moment_errors",
+    "gaussian_operator", "grayscale_operator", "inpaint", "linear", "mask_operator", "solve_linear", "mode_weights",
+    "moment_errors",
     "posterior_errors", "sdedit",
 ]
+
+linear = solve_linear  # deprecated name (README users): ``inverse.linear`` read as the module of operators

@@ -18,7 +18,7 @@ from .smc import _smc
 # -- linear inverse problems -------------------------------------------------------------------------------------
 
 
-def linear(
+def solve_linear(
     denoiser: Denoiser,
     process: Process,
     A: Operator,

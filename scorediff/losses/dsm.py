@@ -241,7 +241,7 @@ class DSMLoss(Loss):
         weight = self.raw_weight(t).to(x0.dtype)
         t = t.to(x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.process.marginal(x0, t, eps)
+        x_t = self.process._marginal(x0, t, eps)  # t was sampled or checked above
         target = self.param.target(x0, eps, x_t, t, self.process)
         raw = model.raw(x_t, t, **cond)
         return weight * mean_flat((raw - target) ** 2)

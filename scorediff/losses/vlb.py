@@ -107,11 +107,12 @@ class _Chain:
         ``k`` (B,) indexes the sub-chain (1..K); x_{s_k} ~ q(x_{s_k} | x0) is drawn from ``generator``.
         """
         t = self.t.to(x0.device)[k - 1].to(x0.dtype)
-        x_t, _ = self.process.q_sample(x0, t, generator)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.process._marginal(x0, t, eps)  # the chain's own times: nothing to check
         x0_hat = denoiser(x_t, t, **cond)
-        mean_p, _ = self.sub.posterior(x0_hat, x_t, k)
+        mean_p, _ = self.sub._posterior(x0_hat, x_t, k)  # k drawn in 1..K
         var_p = append_dims(self.var.to(x0.device)[k - 1].to(x0.dtype), x0.ndim)
-        mean_q, var_q = self.sub.posterior(x0, x_t, k.clamp(min=2) if len(self.steps) > 1 else k)
+        mean_q, var_q = self.sub._posterior(x0, x_t, k.clamp(min=2) if len(self.steps) > 1 else k)
         kl = _normal_kl(mean_q, var_q.clamp_min(torch.finfo(x0.dtype).tiny), mean_p, var_p)
         first = append_dims(k == 1, x0.ndim)
         # examples not at k = 1 see a harmless decoder mean, so torch.where's unused branch has finite gradients

@@ -15,11 +15,25 @@ Symbols (Song et al. 2021, "Score-Based Generative Modeling through SDEs"; Kingm
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..utils import as_time, sum_flat
+from ..utils import append_dims, as_time, sum_flat
+
+
+class Coeffs(NamedTuple):
+    """The coefficients of x_t = alpha x0 + sigma eps at a time t, computed together (``Process.coeffs``).
+
+    sigma_tilde = sigma / alpha is the noise level of x_t / alpha (EDM's sigma, the variance-exploding view; inf
+    where alpha = 0) and log_snr = lambda = log(alpha / sigma).
+    """
+
+    alpha: Tensor
+    sigma: Tensor
+    sigma_tilde: Tensor
+    log_snr: Tensor
 
 
 def posterior_coefficients(alpha_t, sigma_t, alpha_s, sigma_s):
@@ -64,6 +78,19 @@ class Process:
     def _log_snr(self, t: Tensor) -> Tensor:
         return torch.log(self._alpha(t)) - torch.log(self._sigma(t))
 
+    # -- unchecked, for hot paths: t was checked once at the entry point (Grid, a loss, the likelihood) ----------
+    # A check turns a tensor into a Python bool, which on an accelerator is a device-to-host synchronisation:
+    # a sampler step or a training step never makes one (tests/test_sync.py).
+    def _coeffs(self, t: Tensor) -> Coeffs:
+        a, s = self._alpha(t), self._sigma(t)
+        return Coeffs(a, s, s / a, self._log_snr(t))
+
+    def _marginal(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = alpha(t) x0 + sigma(t) eps for a (B,) or scalar tensor t already checked (no host sync)."""
+        a = append_dims(self._alpha(t), x0.ndim)
+        s = append_dims(self._sigma(t), x0.ndim)
+        return a * x0 + s * noise
+
     # -- public, checked ---------------------------------------------------------------------------
     def check_t(self, t: Tensor | float) -> Tensor:
         """Return t as a float tensor; raise ValueError if any entry lies outside [0, t_max]."""
@@ -75,6 +102,10 @@ class Process:
 
     def alpha(self, t: Tensor | float) -> Tensor:
         return self._alpha(self.check_t(t))
+
+    def coeffs(self, t: Tensor | float) -> Coeffs:
+        """alpha(t), sigma(t), sigma~(t) = sigma / alpha and lambda(t) at once (see ``Coeffs``)."""
+        return self._coeffs(self.check_t(t))
 
     def sigma(self, t: Tensor | float) -> Tensor:
         return self._sigma(self.check_t(t))
@@ -106,12 +137,7 @@ class Process:
     # -- marginals and prior -----------------------------------------------------------------------
     def marginal(self, x0: Tensor, t: Tensor | float, noise: Tensor) -> Tensor:
         """x_t = alpha(t) x0 + sigma(t) eps for given noise eps (t is scalar or (B,))."""
-        from ..utils import append_dims
-
-        t = self.check_t(as_time(t, x0))
-        a = append_dims(self._alpha(t), x0.ndim)
-        s = append_dims(self._sigma(t), x0.ndim)
-        return a * x0 + s * noise
+        return self._marginal(x0, self.check_t(as_time(t, x0)), noise)
 
     def q_sample(self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw x_t ~ q(x_t | x0); returns (x_t, eps)."""

@@ -19,6 +19,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..utils import append_dims
 from .base import Process, posterior_coefficients
 
 
@@ -259,11 +260,13 @@ class VPDiscrete(_VPFamily):
         mean = sqrt(abar_{i-1}) beta_i / (1 - abar_i) x0 + sqrt(1 - beta_i)(1 - abar_{i-1}) / (1 - abar_i) x_t,
         variance beta_tilde_i = (1 - abar_{i-1}) / (1 - abar_i) beta_i  (0 for i = 1).
         """
-        from ..utils import append_dims
-
         i = torch.as_tensor(i, device=x_t.device).long()
         if (i < 1).any() or (i > self.steps).any():
             raise ValueError(f"vp-discrete: step i must lie in 1..{self.steps}, got {i.tolist()}")
+        return self._posterior(x0, x_t, i)
+
+    def _posterior(self, x0: Tensor, x_t: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+        """``posterior`` for a (B,) or scalar long tensor i already in 1..T (no host synchronisation)."""
         abar = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar]).to(x_t.device)
         ab_t, ab_prev = abar[i], abar[i - 1]
         # alpha = sqrt(abar), sigma = sqrt(1 - abar) at steps i and i - 1: the general posterior

@@ -209,7 +209,7 @@ def load_codec(path: str | Path, device: str | torch.device = "cpu") -> latent.C
         if not isinstance(net, nets.Autoencoder):
             raise ValueError(f"autoencoder {str(path)!r} is a run of a {type(net).__name__}, not an autoencoder")
         return latent.AutoencoderCodec(net.to(pick_device(device)).eval().requires_grad_(False))
-    return latent.load_codec(path, device)
+    return latent.load_diffusers_vae(path, device)
 
 
 def check_sampler_options(name: str, options: dict) -> None:

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..utils import parse_key_value
+
 
 class _Free(dict):
     """Marks a sub-tree whose keys are the configured component's own options (checked when built)."""
@@ -296,12 +298,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=1e-3"`` -> ("optim.lr", 0.001); the value is JSON where it parses, else a string."""
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key.sub=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+    return parse_key_value(text, "--set")
 
 
 def set_key(cfg: dict, dotted: str, value: Any) -> None:

@@ -15,7 +15,7 @@ import torch
 from .. import distill
 from .. import samplers as samplers_mod
 from ..samplers._common import bind_cond
-from ..utils import unknown
+from ..utils import cycle_labels, unknown
 from . import checkpoint as ckpt
 from .fitted import FORMAT, PURPOSE, SCHEDULES, plain, schedule_path
 from .lock import RunLock
@@ -60,7 +60,7 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
         x = run.process.prior_sample((pilot, *run.shape), generator, device=device)
         cond = {}
         if run.class_conditional:
-            cond = {"y": (torch.arange(pilot) % int(run.info["num_classes"])).to(device)}
+            cond = {"y": cycle_labels(0, pilot, int(run.info["num_classes"])).to(device)}
         sigma_data = float(getattr(run.param, "sigma_data", 1.0))
         if log is not None:
             log(f"fitting a grid on step {run.step} of {str(run_dir)!r}: {pilot} pilot draws, about {fine_steps} "

@@ -10,7 +10,7 @@ callback receive x0_hat = None there (a hook must not rely on it). Evaluations u
 (cumulative), and a dict passed as ``stats`` receives {"nfe": ...}.
 
 ``integrate_pf_ode`` is the one place the probability-flow ODE is handed to torchdiffeq: this sampler, and
-``scorediff.likelihood`` (the augmented ODE of the log-density, ``encode``; ``decode`` is this sampler) use it,
+``scorediff.likelihood`` (the augmented ODE of the log-density, ``data_to_prior``; ``prior_to_data`` is this sampler) use it,
 so the edge handling (no evaluation outside the span) is written once.
 """
 

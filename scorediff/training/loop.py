@@ -34,6 +34,7 @@ from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
 from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
 from ..runs.lock import RunLock
+from ..utils import cycle_labels
 from . import lr_schedule, parallel, performance
 from .batches import derive_seed, make_batches
 from .ema import EMA, decay_from
@@ -405,7 +406,7 @@ class Trainer:
         den = NetDenoiser(self.ema.model, self.process, self.param).eval()
         cond = {}
         if self.settings.class_conditional:
-            cond = {"y": torch.arange(num, device=self.device) % int(self.info["num_classes"])}
+            cond = {"y": cycle_labels(0, num, int(self.info["num_classes"]), self.device)}
         if self.text is not None:  # prompts through the EMA model's own encoder
             ema_text = text_encoders.from_config(self.cfg["text"], self.ema.model, self.device, pretrained=self.text)
             cond.update(self._prompt_cond(self.components.dataset.grid_prompts(num), ema_text))
