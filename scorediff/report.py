@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .atomic import write_atomic
 from .processes import Process
 
 if TYPE_CHECKING:
@@ -52,21 +53,33 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 # -- reading the run ------------------------------------------------------------------------------------------
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (empty if the file is absent); a bad line is a ValueError naming it."""
+    """The records of a ``metrics.jsonl`` (empty if the file is absent).
+
+    The log is not essential to the page: lines that are not JSON records with a 'step' (a damaged or binary
+    file) are skipped, with one warning naming the file, the first such line and their number.
+    """
     if not path.exists():
         return []
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+    records, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{str(path)!r} line {n} is not JSON: {line[:60]!r}") from None
+            rec = json.loads(raw)
+        except ValueError:  # not JSON, or not UTF-8
+            rec = None
         if not isinstance(rec, dict) or "step" not in rec:
-            raise ValueError(f"{str(path)!r} line {n}: expected a JSON object with a 'step', got {line[:60]!r}")
+            bad.append(n)
+            continue
         records.append(rec)
+    if bad:
+        _warn(f"{str(path)!r}: skipped {len(bad)} line(s) that are not JSON records with a 'step' (first: line "
+              f"{bad[0]})")
     return records
 
 
@@ -80,11 +93,12 @@ def sample_grids(run_dir: Path, limit: int = MAX_GRIDS) -> list[tuple[str, bytes
         paths = [paths[i] for i in idx]
     out = []
     for p in paths:
-        data = p.read_bytes()
         try:
+            data = p.read_bytes()
             Image.open(io.BytesIO(data)).verify()
-        except Exception:
-            raise ValueError(f"image {str(p)!r} could not be decoded as PNG") from None
+        except Exception:  # a damaged grid is not essential to the page: skip it, say so
+            _warn(f"sample grid {str(p)!r} could not be decoded as PNG; left out of the report")
+            continue
         out.append((p.stem, data))
     return out
 
@@ -453,6 +467,4 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, **options) 
     if out.resolve().is_relative_to(run_dir.resolve()):
         raise ValueError(f"--out {str(out)!r} lies inside the run folder; the report never writes into a run")
     page = build_report(run_dir, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_atomic(out, page.encode("utf-8"))

@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--option s_churn=40, --option rtol=1e-4)")
     parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default=None, help="output picture (.png); the raw samples go beside it as .npz "
-                        "(default: RUN/samples/sample_<sampler>_<steps>.png)")
+    parser.add_argument("--out", default=None, help="output picture (.png), or an existing folder to write it in; the "
+                        "raw samples go beside it as .npz (default: outputs/<run folder name>/sample_<sampler>_<steps>"
+                        ".png under the current folder; never inside the run folder)")
     parser.add_argument("--class", dest="label", type=int, default=None,
                         help="class label for a class-conditional run (default: cycle through the classes)")
     parser.add_argument("--guidance", type=float, default=None, metavar="SCALE",
@@ -87,13 +88,17 @@ def weights_note(run_path: Path, raw: bool, step: int) -> tuple[str, str | None]
     if raw:
         return f"sampled with the raw weights of step {step}", None
     state_path = run_path / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    ema = state.get("ema")
-    if ema is None:
-        decay = float(state.get("ema_decay", 0.0))
-        init_weight, age = decay ** step, None
-    else:
-        init_weight, age = float(ema["init_weight"]), float(ema["age"])
+    try:  # only this note needs state.json: a damaged one costs the note, never the samples
+        state = json.loads(state_path.read_bytes()) if state_path.exists() else {}
+        ema = state.get("ema")
+        if ema is None:
+            decay = float(state.get("ema_decay", 0.0))
+            init_weight, age = decay ** step, None
+        else:
+            init_weight, age = float(ema["init_weight"]), float(ema["age"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return (f"sampled with the EMA weights of step {step} ({str(state_path)!r} is damaged: the average's age "
+                "is unknown)"), None
     age_text = f", average age {age:.0f} steps" if age is not None else ""
     note = f"sampled with the EMA weights of step {step}{age_text}, {100 * init_weight:.3g}% initial weights"
     warning = None
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import plotting
+    from ..atomic import write_atomic
     from ..samplers import parallel, sample
     from ..training import load_run
     from ..training.components import check_sampler_options
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    _check_numbers(args)
     r = load_run(args.run, ema=not args.raw, device=args.device)
     r.require_task("diffusion", "scorediff sample")
     stages = [load_run(p, ema=not args.raw, device=args.device) for p in args.cascade]
@@ -199,7 +206,9 @@ def run(args: argparse.Namespace) -> int:
         from ..guidance import classifier
 
         denoiser = classifier(r.denoiser, r.process, clf.log_prob, args.classifier_guidance)
+    out = _out_path(args, r.path, sampler, steps)  # before the minutes of sampling
     batch = args.batch or auto_batch(r.shape)
+    _warn_long(denoiser, r, sampler, steps, batch, args)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks, labels, rounds = [], [], 0
     for start in range(0, args.num, batch):
@@ -240,21 +249,77 @@ def run(args: argparse.Namespace) -> int:
         print(fitted.note, file=sys.stderr)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    out = Path(args.out) if args.out else r.path / "samples" / f"sample_{sampler}_{steps}.png"
-    if out.suffix.lower() != ".png":
-        out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"samples": x.numpy()}
     if latents is not None:
         arrays["latents"] = latents.numpy()
     if labels:
         arrays["labels"] = torch.cat(labels).numpy()
-    np.savez(out.with_suffix(".npz"), **arrays)
+    write_atomic(out.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     title = (f"{sampler}, {steps} steps" + (", fitted grid" if fitted is not None and fitted.times is not None else "")
              + (f", {len(stages)} super-resolution stage(s)" if stages else ""))
-    plotting.save_samples(x, kind, out, title=title)
+    plotting.save_samples(x, kind, out, title=title)  # written whole (scorediff.atomic)
     print(out)
     return 0
+
+
+# -- fault handling (issue 22): inputs checked at the door, outputs never in a run folder, long runs announced --
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+LONG_SAMPLING_S = 120.0  # warn when sampling is estimated to take longer than this
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Seeds and guidance scales the sampler could not use, named now rather than as an overflow or NaN later."""
+    import math
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer in 0..{MAX_SEED}, got {args.seed}")
+    for name, value in (("--guidance", args.guidance), ("--classifier-guidance", args.classifier_guidance),
+                        ("--guidance-rescale", args.guidance_rescale), ("--parallel-tol", args.parallel_tol)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def _out_path(args: argparse.Namespace, run_path: Path, sampler: str, steps: int) -> Path:
+    """The picture's path (see ``cli._outputs``), always ending in .png."""
+    from ._outputs import output_path
+
+    out = output_path(args.out, run_path, f"sample_{sampler}_{steps}.png", reads=tuple(Path(p) for p in args.cascade))
+    if out.suffix.lower() != ".png":
+        out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
+    return out
+
+
+def _warn_long(denoiser, r, sampler: str, steps: int, batch: int, args: argparse.Namespace) -> None:
+    """For a long sampling job, one timed model call gives an estimate of the whole, printed as a warning."""
+    import math
+    import time
+
+    import torch
+
+    from ..samplers import SAMPLERS
+
+    nfe = SAMPLERS[sampler].info.nfe_per_step if sampler in SAMPLERS else 1
+    nfe = nfe if math.isfinite(nfe) else 1
+    batches = math.ceil(args.num / batch)
+    calls = steps * nfe * batches
+    if calls < 1000:  # a few seconds at most on any run we ship: no measurement needed
+        return
+    x = torch.zeros((min(batch, args.num), *r.shape), device=args.device)
+    t = torch.full((len(x),), 0.5 * r.process.t_max, device=args.device)
+    y = torch.zeros(len(x), dtype=torch.long, device=args.device)
+    start = time.perf_counter()
+    try:
+        with torch.enable_grad() if args.classifier_guidance is not None else torch.no_grad():
+            denoiser(x, t, y=y) if (r.class_conditional or args.classifier_guidance is not None) else denoiser(x, t)
+    except Exception:  # an estimate only: the sampling itself reports real errors
+        return
+    per_call = time.perf_counter() - start
+    total = per_call * calls
+    if total > LONG_SAMPLING_S:
+        print(f"warning: {steps} steps x {nfe:g} model call(s) per step x {batches} batch(es) = {calls} model calls, "
+              f"about {total / 60:.0f} minutes at {per_call * 1000:.3g} ms per call (measured once); Ctrl-C stops",
+              file=sys.stderr)
 
 
 def _cascade(x, stages, labels, args, batch: int):

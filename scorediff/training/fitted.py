@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..atomic import ensure_dir
 from . import checkpoint as ckpt
 from .lock import RunLock
 from .run import Run, load_run
@@ -167,7 +168,7 @@ def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *,
                            fine_steps=fine_steps, sigma_data=sigma_data)
         grids = {n: fit.grid(n) for n in steps}
         cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
-        (run_dir / SCHEDULES).mkdir(exist_ok=True)
+        ensure_dir(run_dir / SCHEDULES, run_dir)  # never into a planted symlink
         written = []
         for name in samplers:
             for n in steps:
@@ -181,7 +182,7 @@ def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *,
                     "process": _plain(run.process.config()),
                 }
                 path = schedule_path(run_dir, name, n)
-                ckpt.write_json_atomic(path, record)
+                ckpt.write_json_atomic(path, record, root=run_dir)
                 written.append(path)
         return written
     finally:
