@@ -18,6 +18,7 @@ from .base import ArrayDataset, DataInfo, to_unit
 # ---------------------------------------------------------------------------------------------------
 
 LAYOUTS = ("auto", "nchw", "nhwc")
+MAX_CLASSES = 100_000  # labels are class indices 0..N-1; a larger one is an ID, not a class
 
 
 def _image_layout(shape: tuple[int, ...], layout: str, name: str) -> str:
@@ -150,7 +151,7 @@ def npy(
         )
     if shape[0] == 0:
         raise ValueError(f"array in {p} is empty (shape {shape})")
-    yt, num_classes = _labels(y, x.shape[0], str(p))
+    yt, num_classes = _labels(y, x.shape[0], str(labels) if labels is not None else str(p))
     return ArrayDataset(x, yt, DataInfo(tuple(x.shape[1:]), num_classes, kind))
 
 
@@ -163,6 +164,10 @@ def _labels(y: np.ndarray | None, n: int, name: str) -> tuple[Tensor | None, int
     yt = torch.from_numpy(y.astype(np.int64))
     if n and int(yt.min()) < -1:
         raise ValueError(f"labels for {name} must be >= 0 (or -1 for none), got {int(yt.min())}")
+    if n and int(yt.max()) >= MAX_CLASSES:  # a class embedding has one row per class up to the largest label
+        i = int(yt.argmax())
+        raise ValueError(f"labels for {name} must be class indices below {MAX_CLASSES}, got {int(yt.max())} at index "
+                         f"{i}; renumber the classes 0..N-1")
     return yt, int(yt.max()) + 1 if n else 0
 
 
