@@ -318,6 +318,12 @@ def _pickle_npy(d: Path) -> list[str]:
             "--set", f'data.options={{"path": "{d / "random.npy"}"}}']
 
 
+def _object_npy(d: Path) -> list[str]:
+    np.save(d / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return ["train", "toy2d", "--out", str(d / "new"), *FAST, "--set", "data.name=npy",
+            "--set", f'data.options={{"path": "{d / "objects.npy"}"}}']
+
+
 def _bad_config(d: Path) -> list[str]:
     (d / "bad.json").write_text('{"optim": {"lr": ')
     return ["train", str(d / "bad.json"), "--out", str(d / "new")]
@@ -354,7 +360,8 @@ BAD_INPUTS = [
     ("sample-garbage-info", ["sample", "R", "--num", "4"], _damage("info.json", "garbage"), 2, ["info.json"]),
     ("config-file-garbage", _bad_config, None, 2, ["bad.json"]),
     ("data-nan", _nan_npy, None, 2, ["nan.npy", "(7, 1)"]),
-    ("data-random-bytes", _pickle_npy, None, 2, ["random.npy", "never loaded"]),
+    ("data-random-bytes", _pickle_npy, None, 2, ["random.npy", "not a .npy/.npz array", "signature"]),
+    ("data-pickled-objects", _object_npy, None, 2, ["objects.npy", "pickled Python objects, which are never loaded"]),
     ("net-width-string", ["train", "toy2d", "--out", "D/new", *FAST, "--set", "net.overrides.width=abc"], None, 2,
      ["net.overrides.width", "integer"]),
     ("sampler-option-string", ["sample", "R", "--num", "4", "--option", "s_churn=abc"], None, 2,

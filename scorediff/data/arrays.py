@@ -38,6 +38,11 @@ def _image_layout(shape: tuple[int, ...], layout: str, name: str) -> str:
 
 def _load_array(p: Path):
     """``np.load`` without pickle; anything that is not a plain .npy / .npz gives one line naming the file."""
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if not (head.startswith(b"\x93NUMPY") or head.startswith(b"PK")):  # numpy would call anything else a pickle
+        raise ValueError(f"array file {str(p)!r} is not a .npy/.npz array (it starts with {head!r}, not the .npy "
+                         "or .npz signature)")
     try:
         return np.load(p, allow_pickle=False)
     except Exception as e:
