@@ -257,7 +257,11 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(out.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     title = (f"{sampler}, {steps} steps" + (", fitted grid" if fitted is not None and fitted.times is not None else "")
              + (f", {len(stages)} super-resolution stage(s)" if stages else ""))
-    plotting.save_samples(x, kind, out, title=title)  # written whole (scorediff.atomic)
+    try:
+        plotting.save_samples(x, kind, out, title=title)  # written whole (scorediff.atomic)
+    except OSError:  # a full disk: no .npz without its picture
+        out.with_suffix(".npz").unlink(missing_ok=True)
+        raise
     print(out)
     return 0
 
@@ -302,7 +306,7 @@ def _warn_long(denoiser, r, sampler: str, steps: int, batch: int, args: argparse
     nfe = SAMPLERS[sampler].info.nfe_per_step if sampler in SAMPLERS else 1
     nfe = nfe if math.isfinite(nfe) else 1
     batches = math.ceil(args.num / batch)
-    calls = steps * nfe * batches
+    calls = round(steps * nfe * batches)
     if calls < 1000:  # a few seconds at most on any run we ship: no measurement needed
         return
     x = torch.zeros((min(batch, args.num), *r.shape), device=args.device)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..atomic import ensure_dir
+from ..atomic import check_no_symlink, ensure_dir
 from . import checkpoint as ckpt
 from .lock import RunLock
 from .run import Run, load_run
@@ -148,6 +148,7 @@ def write(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *,
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder (no config.json)")
     lock = RunLock(run_dir, purpose=PURPOSE).acquire()
     try:
+        check_no_symlink(run_dir / SCHEDULES, run_dir)  # before the minutes of fitting
         run = load_run(run_dir, ema=True, device=device)
         run.require_task("diffusion", "scorediff fit-schedule")
         if run.config["loss"]["name"] in distill.OBJECTIVES:

@@ -150,6 +150,8 @@ class Trainer:
         self._lock = RunLock(self.out) if self.is_main else None
         self._acquire()
         try:
+            if self.is_main:
+                repair.refuse_links(self.out)
             if resume:
                 self._load_checkpoint()
                 if self.step > st.optim.steps and self.is_main:  # nothing to train: say so, record no session
@@ -396,6 +398,9 @@ class Trainer:
         if self.is_main:
             ckpt.drop_log_lines_after(self.out / "metrics.jsonl", self.step, warn=_warn)
             self._redraw_grid = repair.repair(self.out, self._info_record(), self.step, _warn)
+            every = self.settings.sample.every
+            if every and self.step and self.step % every == 0 and not self._grid_path().exists():
+                self._redraw_grid = True  # a kill between the checkpoint and its grid: the weights are here
             recorded = repair.recorded_info(self.out) or {}
             if self.data_changed or "data_fingerprint" not in recorded:
                 # an accepted change (--accept-data-change), or a run older than fingerprints: record the data now
@@ -429,13 +434,16 @@ class Trainer:
         kind = self.kind
         if kind == "latents":  # latent diffusion: the grid shows the decoded samples
             x, kind = self.components.dataset.decode(x), self.info["latent"]["image_kind"]
-        path = self.out / "samples" / f"step_{self.step:06d}.png"
+        path = self._grid_path()
         reference = None
         if kind != "images":
             reference = self.batches.x[: 2000].cpu() if self.batches.preloaded else None
         plotting.save_samples(x.cpu(), kind, path, reference=reference, title=f"step {self.step}", root=self.out)
         self.last_sample_path = path
         return path
+
+    def _grid_path(self) -> Path:
+        return self.out / "samples" / f"step_{self.step:06d}.png"
 
     def _log(self, record: dict) -> None:
         with open_append(self.out / "metrics.jsonl", self.out) as f:
@@ -487,6 +495,9 @@ class Trainer:
 
             bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self._open_tensorboard()
+        if self.is_main and self._redraw_grid:  # the checkpoint's grid, lost or damaged: redrawn from its weights
+            self.save_samples()
+            self._redraw_grid = False
         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
         budget_base, budget_t0, warned = self.elapsed, self.clock(), False
         try:
@@ -537,7 +548,7 @@ class Trainer:
                 bar.close()
             if self._tb is not None:
                 self._tb.close()
-        if self.is_main and self.last_sample_path is None and (self.step == total or self._redraw_grid):
+        if self.is_main and self.last_sample_path is None and self.step == total:
             self.save_samples()  # a finished run resumed without new steps still ends with its grid
         if self.is_main and self.step == total and (self.out / "metrics.jsonl").exists():
             from ..plotting import save_loss_plot

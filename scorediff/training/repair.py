@@ -4,6 +4,7 @@
   evaluation from another directory reads the same files (``scorediff.data.fingerprint``).
 - ``check_data``: the data a resume or an evaluation finds against the fingerprint recorded in ``info.json``; a
   difference is one ``DataChangedError`` line naming the option, the path and what changed.
+- ``refuse_links``: a symbolic link planted where the writer writes is refused before anything is written.
 - ``repair``: the artefacts the writer owns, made whole again: temp files of killed writes removed, a damaged
   ``info.json`` rewritten from the data, a damaged ``history.json`` set aside, damaged sample grids redrawn (the
   checkpoint's step) or removed (earlier steps, whose weights are gone). Checkpoint files are never touched here
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..atomic import sweep_temp
+from ..atomic import check_no_symlink, sweep_temp
 from ..data.fingerprint import absolute_paths, difference, fingerprint
 from . import checkpoint as ckpt
 
@@ -61,6 +62,17 @@ def check_data(run_dir: Path, data_options: dict, accept: bool, what: str) -> tu
         raise DataChangedError(f"{what}: the data of run {str(run_dir)!r} changed since the run was created: "
                                f"{changed}; pass {ACCEPT_FLAG} to use them anyway")
     return now, changed
+
+
+# what the writer of a run folder writes: a planted symbolic link at any of them is refused before anything is written
+OWNED = ("config.json", "info.json", "history.json", "metrics.jsonl", "loss.png", "samples", "schedules",
+         "tensorboard", ckpt.TMP, *ckpt.CHECKPOINT_FILES)
+
+
+def refuse_links(run_dir: Path) -> None:
+    """``SymlinkError`` (one line) if a file or folder the writer owns is a symbolic link (``OWNED``)."""
+    for name in OWNED:
+        check_no_symlink(run_dir / name, run_dir)
 
 
 def _grid_ok(path: Path) -> bool:
