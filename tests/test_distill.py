@@ -362,15 +362,15 @@ def test_cli_distill_progressive_and_consistency_make_sampleable_runs(toy_teache
     opts = cfg["loss"]["options"]
     assert (opts["steps_per_stage"], opts["teacher_solver"], opts["lr_anneal"]) == ([1, 3], "heun", True)  # defaults
     assert json.loads((pd / "state.json").read_text())["objective"]["student_steps"] == 1
-    assert main(["sample", str(pd), "--num", "8"]) == 0
-    assert (pd / "samples" / "sample_ddim_1.png").exists()
+    assert main(["sample", str(pd), "--num", "8", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "sample_ddim_1.png").exists()
     cd = tmp_path / "cd"
     assert main(["distill", "consistency", str(toy_teacher), "--out", str(cd), "--steps", "3", "--solver", "ddim",
                  *FAST]) == 0
     cfg = json.loads((cd / "config.json").read_text())
     assert cfg["parameterization"]["name"] == "consistency" and cfg["sample"]["sampler"] == "consistency"
-    assert main(["sample", str(cd), "--num", "8", "--steps", "2"]) == 0
-    assert (cd / "samples" / "sample_consistency_2.png").exists()
+    assert main(["sample", str(cd), "--num", "8", "--steps", "2", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "sample_consistency_2.png").exists()
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -354,7 +354,7 @@ def test_cli_eval_writes_json_outside_the_run(split_run, tmp_path, capsys, monke
     # the numbers are the metrics of the samples: the same seed draws them again
     monkeypatch.chdir(tmp_path)
     assert main(["eval", str(split_run), "--num", "64", "--steps", "4", "--cache", str(tmp_path / "cache")]) == 0
-    again = json.loads((tmp_path / f"eval_{split_run.name}.json").read_text())
+    again = json.loads((tmp_path / "outputs" / split_run.name / "eval.json").read_text())
     assert again["fid"] == res["fid"]
     assert {p: p.stat().st_mtime_ns for p in split_run.rglob("*")} == before  # the run is never written
     capsys.readouterr()

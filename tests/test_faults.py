@@ -159,14 +159,14 @@ def test_kill9_anywhere_resumes_bit_exactly_and_logs_each_step_once(tmp_path, no
     for point, pid in pids.items():
         assert wait(pid) == -signal.SIGKILL, point
         out = tmp_path / point
-        assert (out / LOCK).exists()  # the killed writer's lock is left behind: stale, taken over below
+        assert read_lock(out).pid == pid  # the record still names the killed writer; the kernel freed its lock
         resumed = train(cfg, out, resume=True)
         assert resumed.step == straight.step == 6
         for name, ref in (("model.safetensors", ref_model), ("ema.safetensors", ref_ema)):
             got = weights(out / name)
             assert all(torch.equal(got[k], ref[k]) for k in ref), (point, name)
         assert logged_steps(out) == list(range(1, 7)), point  # lines past the checkpoint were dropped
-        assert not (out / LOCK).exists() and not (out / ckpt.TMP).exists()
+        assert read_lock(out) is None and not (out / ckpt.TMP).exists()
         history = json.loads((out / "history.json").read_text())
         assert [h["start_step"] for h in history][0] == 0 and history[-1]["outcome"] == "finished"
 
@@ -199,7 +199,7 @@ def test_reader_during_training_never_interferes_and_a_second_trainer_is_refused
         os.kill(pid, signal.SIGTERM)  # a clean stop: the trainer saves and exits 0
         code = wait(pid)
     assert code == 0, errfile.read_text()[-2000:]
-    assert "checkpoint saved" in errfile.read_text() and not (out / LOCK).exists()
+    assert "checkpoint saved" in errfile.read_text() and read_lock(out) is None
 
 
 def _train_cli(cfg: dict, tmp_path: Path, out: Path) -> list[str]:
@@ -215,12 +215,12 @@ def test_second_trainer_refused_in_process_and_stale_lock_taken_over(tmp_path, n
         Trainer(cfg, out, resume=True)
     first.train()
     first.close()
-    assert not (out / LOCK).exists()
+    assert read_lock(out) is None
     # a lock left by a process that no longer exists (killed -9) is stale: the next writer takes it over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (out / LOCK).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": 0}))
     resumed = train(config.resolve(TINY, {"optim.steps": 3}), out, resume=True)
-    assert resumed.step == 3 and not (out / LOCK).exists()
+    assert resumed.step == 3 and read_lock(out) is None
     # a lock held on another machine cannot be checked from here: refused, naming the host
     (out / LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": 0}))
     with pytest.raises(RunLockedError, match="elsewhere.example"):
@@ -318,6 +318,12 @@ def _pickle_npy(d: Path) -> list[str]:
             "--set", f'data.options={{"path": "{d / "random.npy"}"}}']
 
 
+def _object_npy(d: Path) -> list[str]:
+    np.save(d / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return ["train", "toy2d", "--out", str(d / "new"), *FAST, "--set", "data.name=npy",
+            "--set", f'data.options={{"path": "{d / "objects.npy"}"}}']
+
+
 def _bad_config(d: Path) -> list[str]:
     (d / "bad.json").write_text('{"optim": {"lr": ')
     return ["train", str(d / "bad.json"), "--out", str(d / "new")]
@@ -354,7 +360,8 @@ BAD_INPUTS = [
     ("sample-garbage-info", ["sample", "R", "--num", "4"], _damage("info.json", "garbage"), 2, ["info.json"]),
     ("config-file-garbage", _bad_config, None, 2, ["bad.json"]),
     ("data-nan", _nan_npy, None, 2, ["nan.npy", "(7, 1)"]),
-    ("data-random-bytes", _pickle_npy, None, 2, ["random.npy", "never loaded"]),
+    ("data-random-bytes", _pickle_npy, None, 2, ["random.npy", "not a .npy/.npz array", "signature"]),
+    ("data-pickled-objects", _object_npy, None, 2, ["objects.npy", "pickled Python objects, which are never loaded"]),
     ("net-width-string", ["train", "toy2d", "--out", "D/new", *FAST, "--set", "net.overrides.width=abc"], None, 2,
      ["net.overrides.width", "integer"]),
     ("sampler-option-string", ["sample", "R", "--num", "4", "--option", "s_churn=abc"], None, 2,
@@ -405,14 +412,15 @@ def _main_on_a_full_disk(argv: list[str]) -> int:
 def test_read_only_run_folder_is_one_line_and_changes_nothing(run_copy, monkeypatch, capsys):
     """Writing into the folder fails as on a read-only mount (simulated: the tests may run as root, whom
     chmod does not stop): one line naming the folder and the cause; nothing changed."""
-    real_write = Path.write_text
+    real_open = os.open
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
-    def write_text(self, *a, **k):
-        if run_copy in self.parents:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_write(self, *a, **k)
+    def read_only_open(path, flags, *a, **k):
+        if flags & writing and run_copy in Path(path).parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a, **k)
 
-    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(os, "open", read_only_open)
     before = snapshot(run_copy)
     capsys.readouterr()
     assert main(["train", "--out", str(run_copy), "--resume", "--set", "optim.steps=5"]) == 2
@@ -431,5 +439,5 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous(run_co
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert ckpt.TMP in err and "File too large" in err and "previous checkpoint is kept" in err
     assert {f: (run_copy / f).read_bytes() for f in ckpt.CHECKPOINT_FILES} == files
-    assert not (run_copy / ckpt.TMP).exists() and not (run_copy / LOCK).exists()
+    assert not (run_copy / ckpt.TMP).exists() and read_lock(run_copy) is None
     assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY  # only the child was limited

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 
 import scorediff.samplers as samplers_mod
 from scorediff.cli import main
-from scorediff.runs.lock import LOCK, RunLock, RunLockedError
+from scorediff.runs.lock import RunLock, RunLockedError, read_lock
 from scorediff.training import load_run
 from tests.conftest import TOY_FAST, snapshot
 
@@ -65,7 +64,7 @@ def test_fit_writes_the_pilots_grid_and_sample_samples_on_it(run_copy, tmp_path,
     paths = [Path(line) for line in out.out.split()]
     assert sorted(p.name for p in paths) == ["dpm_solver_pp_2m-3.json", "dpm_solver_pp_2m-5.json", "heun-3.json",
                                             "heun-5.json"]
-    assert all(p.parent == run_copy / "schedules" for p in paths) and not (run_copy / LOCK).exists()
+    assert all(p.parent == run_copy / "schedules" for p in paths) and read_lock(run_copy) is None
     run = load_run(run_copy)
     rec = json.loads((run_copy / "schedules" / "heun-3.json").read_text())
     assert (rec["sampler"], rec["steps"], rec["checkpoint_step"], rec["weights"]) == ("heun", 3, run.step, "ema")
@@ -159,13 +158,13 @@ def test_a_corrupt_grid_is_one_line_and_the_default_grid(fitted_run, tmp_path, c
 
 def test_the_writer_lock_refuses_a_fit_while_training_and_is_held_while_fitting(run_copy, capsys, monkeypatch):
     # a live process holds the lock (this one, as a trainer would): refused in one line, nothing written
-    (run_copy / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0}))
+    holder = RunLock(run_copy).acquire()
     before = snapshot(run_copy)
     assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "--steps", "3", *FIT]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"is being trained by process {os.getpid()}" in err[0]
     assert snapshot(run_copy) == before
-    (run_copy / LOCK).unlink()
+    holder.release()
     # while it fits, the lock is its own: a trainer (the same RunLock) is told who holds the folder
     refused = []
     real = samplers_mod.fit_schedule
@@ -179,7 +178,7 @@ def test_the_writer_lock_refuses_a_fit_while_training_and_is_held_while_fitting(
     monkeypatch.setattr(samplers_mod, "fit_schedule", fit_schedule)
     assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "--steps", "3", *FIT]) == 0
     assert len(refused) == 1 and f"is being written by scorediff fit-schedule by process {os.getpid()}" in refused[0]
-    assert not (run_copy / LOCK).exists()
+    assert read_lock(run_copy) is None
 
 
 @pytest.mark.parametrize("argv, message", [

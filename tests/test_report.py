@@ -177,6 +177,7 @@ def test_bad_inputs_are_one_line_errors(toy_run, tmp_path, capsys):
     shutil.copytree(toy_run, bad)
     with open(bad / "metrics.jsonl", "a") as f:
         f.write("{not json\n")
-    assert main(["report", str(bad), "--out", str(tmp_path / "b.html")]) == 2
+    # a damaged line of the log is not essential to the page: skipped, with one warning naming the file and line
+    assert main(["report", str(bad), "--out", str(tmp_path / "b.html")]) == 0
     err = capsys.readouterr().err
-    assert "metrics.jsonl" in err and "is not JSON" in err and len(err.strip().splitlines()) == 1
+    assert "metrics.jsonl" in err and "line 6" in err and len(err.strip().splitlines()) == 1

@@ -3,7 +3,8 @@
 Each command is one module in this package with ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``; the table below is the whole registry (no import side effects, modules load
 lazily so ``scorediff --help`` stays fast). A ``ValueError`` / ``OSError`` (a missing, unreadable or
-unwritable file, a full disk) raised by a command becomes one clear line on stderr and exit code 2.
+unwritable file, a full disk) raised by a command becomes one clear line on stderr and exit code 2; so does
+the ``ImportError`` of a missing optional extra (its message names the ``pip install`` that adds it).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, ImportError) as e:
+        if isinstance(e, ImportError) and "pip install" not in str(e):
+            raise  # a broken installation, not a missing optional extra (whose message says what to install)
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         msg = " ".join(str(msg).split())  # one line, whatever the message held
         print(f"scorediff {args.command}: error: {msg}", file=sys.stderr)

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps of the full grid (default 100)")
     parser.add_argument("--num", type=int, default=8, help="number of edits (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default=None, help="output picture (.png), the raw samples beside it as .npz "
-                        "(default: RUN/samples/edit_<strength>.png)")
+    parser.add_argument("--out", default=None, help="output picture (.png) or an existing folder, the raw samples beside it as .npz "
+                        "(default: outputs/<run folder name>/edit_<strength>.png; never inside the run)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     cond = {"y": cycle_labels(0, args.num, int(r.info.get("num_classes") or 1))} if r.class_conditional else None
     x = inverse.sdedit(r.denoiser, r.process, guide.expand(args.num, *r.shape).contiguous(), args.strength,
                        sampler=args.sampler, steps=args.steps, schedule=args.schedule, seed=args.seed, cond=cond)
-    out = output_path(args.out, r.path / "samples" / f"edit_{args.strength:g}.png")
+    out = output_path(args.out, r.path, f"edit_{args.strength:g}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), guide=guide.numpy())
     plotting.save_image_grid(plotting.to_unit(torch.cat([guide[None], x])), out, nrow=args.num + 1)

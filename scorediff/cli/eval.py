@@ -3,7 +3,7 @@
 Draws ``--num`` samples from the run (EMA weights) with ``--sampler`` / ``--steps`` (default: the run's own
 sampling settings), embeds them and the reference data with the chosen features, and prints FID (Frechet distance
 of the features), KID, precision / recall and the sliced W2 of the data; the same goes as JSON to ``--out``
-(default ``eval_<run name>.json`` in the current folder). The reference defaults to the run's own data set with
+(default ``outputs/<run folder name>/eval.json`` under the current folder). The reference defaults to the run's own data set with
 ``split=test``. Nothing is written into the run folder: a reader never modifies a run.
 """
 
@@ -30,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's sample.steps)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples and the KID subsets")
     parser.add_argument("--batch", type=int, default=500, help="samples per sampler call (default 500)")
-    parser.add_argument("--out", default=None, help="JSON file to write (default eval_<run name>.json here)")
+    parser.add_argument("--out", default=None, help="JSON file to write, or an existing folder to write eval.json in "
+                        "(default outputs/<run folder name>/eval.json here; never inside the run folder)")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="evaluate even though the run's data files changed since it was trained (their "
+                             "fingerprint in info.json differs)")
     parser.add_argument("--cache", default=None,
                         help="folder for cached reference features (default $SCOREDIFF_CACHE/eval or "
                              "~/.cache/scorediff/eval)")
@@ -82,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..eval import evaluate, make_features
     from ..runs import load_run
+    from ._outputs import output_path
 
     run_dir = Path(args.run)
-    out = Path(args.out) if args.out else Path(f"eval_{run_dir.resolve().name}.json")
-    for what, path in (("--out", out), ("--cache", Path(args.cache) if args.cache else None)):
+    out = output_path(args.out, run_dir, "eval.json")
+    for what, path in (("--cache", Path(args.cache) if args.cache else None),):
         if path is not None and _inside(path, run_dir):
             raise ValueError(f"{what} {str(path)!r} lies inside the run folder {str(run_dir)!r}; "
                              f"scorediff eval never writes into a run")
@@ -99,6 +104,10 @@ def _run(args: argparse.Namespace) -> int:
         raise unknown("sampler", args.sampler, SAMPLERS)
     r = load_run(run_dir, ema=not args.raw_weights, device=args.device)
     r.require_task("diffusion", "scorediff eval")
+    if args.ref is None:  # the run's own data: the files must still be the ones it was trained on
+        from ..training.repair import check_data
+
+        check_data(run_dir, r.config["data"].get("options") or {}, args.accept_data_change, "scorediff eval")
     reference, ref_desc = _reference(args, r)
     features = make_features(args.features, args.device)
     s = r.config["sample"]
@@ -117,7 +126,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  precision  {res['precision']:.3f}")
     print(f"  recall     {res['recall']:.3f}")
     print(f"  sliced W2  {res['sliced_w2']:.4g} (data space)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    from ..atomic import write_atomic
+
+    write_atomic(out, json.dumps(res, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:  # the optional extra, checked first: one line saying what to install (scorediff.cli.main)
+        import diffusers  # noqa: F401
+    except ImportError:
+        raise ImportError("scorediff export --diffusers needs the diffusers package: "
+                          "pip install 'scorediff[diffusers]'") from None
     from ..interop import save_diffusers
     from ..runs import load_run
 

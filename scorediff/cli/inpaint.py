@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resample", type=int, default=10, help="RePaint passes per block (default 10)")
     parser.add_argument("--num", type=int, default=8, help="number of completions (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default=None, help="output picture (.png), the raw samples beside it as .npz "
-                        "(default: RUN/samples/inpaint_<method>.png)")
+    parser.add_argument("--out", default=None, help="output picture (.png) or an existing folder, the raw samples beside it as .npz "
+                        "(default: outputs/<run folder name>/inpaint_<method>.png; never inside the run)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
@@ -55,8 +55,11 @@ def read_image(path: str, shape: tuple[int, ...], what: str = "image"):
     return a * 2 - 1
 
 
-def output_path(out: str | None, default: Path) -> Path:
-    p = Path(out) if out else default
+def output_path(out: str | None, run_dir: Path, name: str) -> Path:
+    """The picture's path: outside the run folder (``cli._outputs``: default ``outputs/<run>/name``), ending .png."""
+    from ._outputs import output_path as outside_run
+
+    p = outside_run(out, run_dir, name)
     return p if p.suffix.lower() == ".png" else p.with_suffix(p.suffix + ".png" if p.suffix else ".png")
 
 
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     x = inverse.inpaint(r.denoiser, r.process, known, mask, method=args.method, sampler=args.sampler,
                         steps=args.steps, schedule=args.schedule, jumps=args.jumps, resample=args.resample,
                         seed=args.seed, cond=cond)
-    out = output_path(args.out, r.path / "samples" / f"inpaint_{args.method}.png")
+    out = output_path(args.out, r.path, f"inpaint_{args.method}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), image=image.numpy(), mask=mask.numpy())
     shown = torch.where(mask, image, torch.full_like(image, -1.0))  # the input, unknown pixels black

@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--option s_churn=40, --option rtol=1e-4)")
     parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default=None, help="output picture (.png); the raw samples go beside it as .npz "
-                        "(default: RUN/samples/sample_<sampler>_<steps>.png)")
+    parser.add_argument("--out", default=None, help="output picture (.png), or an existing folder to write it in; the "
+                        "raw samples go beside it as .npz (default: outputs/<run folder name>/sample_<sampler>_<steps>"
+                        ".png under the current folder; never inside the run folder)")
     parser.add_argument("--class", dest="label", type=int, default=None,
                         help="class label for a class-conditional run (default: cycle through the classes)")
     parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
@@ -81,13 +82,19 @@ def _run(args: argparse.Namespace, world) -> int:
     import numpy as np
 
     from .. import plotting
-    from ..generate import Guidance, NonFiniteSamplesError, generate
+    from ..atomic import write_atomic
+    from ..generate import Guidance, NonFiniteSamplesError, auto_batch, generate
     from ..runs import load_run
     from ..utils import parse_key_values
 
     options = parse_key_values(args.options, "--option")
+    _check_numbers(args)
     r = load_run(args.run, ema=not args.raw, device=args.device)
     stages = [load_run(p, ema=not args.raw, device=args.device) for p in args.cascade]
+    sampler = args.sampler or r.config["sample"]["sampler"]
+    steps = args.steps or int(r.config["sample"]["steps"])
+    out_path = _out_path(args, r.path, sampler, steps)  # before the minutes of sampling
+    _warn_long(r.denoiser, r, sampler, steps, args.batch or auto_batch(r.shape), args)
     guide = Guidance(args.guidance, args.guidance_interval, args.guidance_threshold, args.guidance_rescale,
                      args.classifier_guidance, args.classifier)
     try:
@@ -109,19 +116,81 @@ def _run(args: argparse.Namespace, world) -> int:
         print(out.fitted.note, file=sys.stderr)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    path = Path(args.out) if args.out else r.path / "samples" / f"sample_{out.sampler}_{out.steps}.png"
-    if path.suffix.lower() != ".png":
-        path = path.with_suffix(path.suffix + ".png") if path.suffix else path.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = out_path
     arrays = {"samples": out.x.numpy()}
     if out.latents is not None:
         arrays["latents"] = out.latents.numpy()
     if out.labels is not None:
         arrays["labels"] = out.labels.numpy()
-    np.savez(path.with_suffix(".npz"), **arrays)
+    write_atomic(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     fitted = out.fitted is not None and out.fitted.times is not None
     title = (f"{out.sampler}, {out.steps} steps" + (", fitted grid" if fitted else "")
              + (f", {out.stages} super-resolution stage(s)" if out.stages else ""))
-    plotting.save_samples(out.x, out.kind, path, title=title)
+    try:
+        plotting.save_samples(out.x, out.kind, path, title=title)  # written whole (scorediff.atomic)
+    except OSError:  # a full disk: no .npz without its picture
+        path.with_suffix(".npz").unlink(missing_ok=True)
+        raise
     print(path)
     return 0
+
+
+# -- fault handling (issue 22): inputs checked at the door, outputs never in a run folder, long runs announced --
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+LONG_SAMPLING_S = 120.0  # warn when sampling is estimated to take longer than this
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Seeds and guidance scales the sampler could not use, named now rather than as an overflow or NaN later."""
+    import math
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer in 0..{MAX_SEED}, got {args.seed}")
+    for name, value in (("--guidance", args.guidance), ("--classifier-guidance", args.classifier_guidance),
+                        ("--guidance-rescale", args.guidance_rescale), ("--parallel-tol", args.parallel_tol)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def _out_path(args: argparse.Namespace, run_path: Path, sampler: str, steps: int) -> Path:
+    """The picture's path (see ``cli._outputs``), always ending in .png."""
+    from ._outputs import output_path
+
+    out = output_path(args.out, run_path, f"sample_{sampler}_{steps}.png", reads=tuple(Path(p) for p in args.cascade))
+    if out.suffix.lower() != ".png":
+        out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")
+    return out
+
+
+def _warn_long(denoiser, r, sampler: str, steps: int, batch: int, args: argparse.Namespace) -> None:
+    """For a long sampling job, one timed model call gives an estimate of the whole, printed as a warning."""
+    import math
+    import time
+
+    import torch
+
+    from ..samplers import SAMPLERS
+
+    nfe = SAMPLERS[sampler].info.nfe_per_step if sampler in SAMPLERS else 1
+    nfe = nfe if math.isfinite(nfe) else 1
+    batches = math.ceil(args.num / batch)
+    calls = round(steps * nfe * batches)
+    if calls < 1000:  # a few seconds at most on any run we ship: no measurement needed
+        return
+    x = torch.zeros((min(batch, args.num), *r.shape), device=args.device)
+    t = torch.full((len(x),), 0.5 * r.process.t_max, device=args.device)
+    y = torch.zeros(len(x), dtype=torch.long, device=args.device)
+    start = time.perf_counter()
+    try:
+        with torch.enable_grad() if args.classifier_guidance is not None else torch.no_grad():
+            denoiser(x, t, y=y) if (r.class_conditional or args.classifier_guidance is not None) else denoiser(x, t)
+    except Exception:  # an estimate only: the sampling itself reports real errors
+        return
+    per_call = time.perf_counter() - start
+    total = per_call * calls
+    if total > LONG_SAMPLING_S:
+        print(f"warning: {steps} steps x {nfe:g} model call(s) per step x {batches} batch(es) = {calls} model calls, "
+              f"about {total / 60:.0f} minutes at {per_call * 1000:.3g} ms per call (measured once); Ctrl-C stops",
+              file=sys.stderr)
+

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a time budget (= --set optim.max_minutes=M): stop after M minutes of training with a "
                              "checkpoint and a sample grid; the learning-rate schedule anneals within it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="with --resume: continue even though the data files changed since the run was created "
+                             "(the new fingerprint is recorded in info.json and history.json)")
 
 
 def _default_out(name: str) -> Path:
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
 
     try:
-        trainer = train(cfg, out, resume=args.resume, before=warn)
+        trainer = train(cfg, out, resume=args.resume, before=warn, accept_data_change=args.accept_data_change)
     except NonFiniteLossError as e:
         print(f"scorediff train: {e}", file=sys.stderr)
         return 1

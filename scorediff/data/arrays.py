@@ -18,6 +18,7 @@ from .base import ArrayDataset, DataInfo, to_unit
 # ---------------------------------------------------------------------------------------------------
 
 LAYOUTS = ("auto", "nchw", "nhwc")
+MAX_CLASSES = 100_000  # labels are class indices 0..N-1; a larger one is an ID, not a class
 
 
 def _image_layout(shape: tuple[int, ...], layout: str, name: str) -> str:
@@ -37,6 +38,11 @@ def _image_layout(shape: tuple[int, ...], layout: str, name: str) -> str:
 
 def _load_array(p: Path):
     """``np.load`` without pickle; anything that is not a plain .npy / .npz gives one line naming the file."""
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if not (head.startswith(b"\x93NUMPY") or head.startswith(b"PK")):  # numpy would call anything else a pickle
+        raise ValueError(f"array file {str(p)!r} is not a .npy/.npz array (it starts with {head!r}, not the .npy "
+                         "or .npz signature)")
     try:
         return np.load(p, allow_pickle=False)
     except Exception as e:
@@ -150,7 +156,7 @@ def npy(
         )
     if shape[0] == 0:
         raise ValueError(f"array in {p} is empty (shape {shape})")
-    yt, num_classes = _labels(y, x.shape[0], str(p))
+    yt, num_classes = _labels(y, x.shape[0], str(labels) if labels is not None else str(p))
     return ArrayDataset(x, yt, DataInfo(tuple(x.shape[1:]), num_classes, kind))
 
 
@@ -163,6 +169,10 @@ def _labels(y: np.ndarray | None, n: int, name: str) -> tuple[Tensor | None, int
     yt = torch.from_numpy(y.astype(np.int64))
     if n and int(yt.min()) < -1:
         raise ValueError(f"labels for {name} must be >= 0 (or -1 for none), got {int(yt.min())}")
+    if n and int(yt.max()) >= MAX_CLASSES:  # a class embedding has one row per class up to the largest label
+        i = int(yt.argmax())
+        raise ValueError(f"labels for {name} must be class indices below {MAX_CLASSES}, got {int(yt.max())} at index "
+                         f"{i}; renumber the classes 0..N-1")
     return yt, int(yt.max()) + 1 if n else 0
 
 

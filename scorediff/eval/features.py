@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,22 +113,29 @@ def data_digest(data: Tensor) -> str:
 
 def reference_features(data: Tensor, features: Features, cache_dir: str | os.PathLike | None = None,
                        use_cache: bool = True) -> Tensor:
-    """``features(data)``, read from / written to the cache keyed by the data, the network name and weights."""
+    """``features(data)``, read from / written to the cache keyed by the data, the network name and weights.
+
+    The cache file is safetensors (one tensor, "features"), written whole (``scorediff.atomic.write_atomic``); a
+    damaged or foreign file is recomputed and replaced, with a one-line warning.
+    """
     if not use_cache:
         return features(data)
+    from safetensors.torch import load, save
+
+    from ..atomic import write_atomic
+
     key = hashlib.sha256(f"{data_digest(data)}|{features.name}|{features.digest}".encode()).hexdigest()[:32]
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = path / f"{features.name}-{key}.pt"
+    path = path / f"{features.name}-{key}.safetensors"
     if path.is_file():
         try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(cached, Tensor) and cached.shape[0] == data.shape[0]:
+            cached = load(path.read_bytes())["features"]
+            if cached.shape[0] == data.shape[0]:
                 return cached
-        except Exception:  # a truncated or foreign file: recompute and overwrite it
-            pass
+            raise ValueError(f"{cached.shape[0]} rows for {data.shape[0]} examples")
+        except Exception as e:  # safetensors' own error type for truncated or garbage bytes, a missing key
+            print(f"warning: feature cache {str(path)!r} is damaged ({type(e).__name__}); recomputing it",
+                  file=sys.stderr)
     feats = features(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    write_atomic(path, save({"features": feats.detach().to("cpu").contiguous()}))
     return feats

@@ -14,13 +14,14 @@ __all__ = ["figures", "image_grid", "save_image_grid", "save_loss_plot", "save_s
            "to_unit"]
 
 
-def save_samples(x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str | None = None) -> Path:
+def save_samples(x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str | None = None,
+                 root: str | Path | None = None) -> Path:
     """A picture of samples: an image grid for ``kind == "images"``, line plots for "series", a strip of frames
-    for "video", else a scatter plot."""
+    for "video", else a scatter plot; written whole (``root``: the run folder whose symbolic links are refused)."""
     if kind == "images":
-        return save_image_grid(to_unit(x), path)
+        return save_image_grid(to_unit(x), path, root=root)
     if kind == "video":
-        return sequences.save_video_strip(x, path)
+        return sequences.save_video_strip(x, path, root=root)
     if kind == "series":
-        return sequences.save_series(x, path, reference=reference, title=title)
-    return save_scatter(x, path, reference=reference, title=title)
+        return sequences.save_series(x, path, reference=reference, title=title, root=root)
+    return save_scatter(x, path, reference=reference, title=title, root=root)

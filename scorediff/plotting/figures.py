@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import write_atomic
+
 
 def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, pad: int = 2, scale: int | None = None) -> np.ndarray:
     """Tile (N, C, H, W) images with values in [0, 1] into one uint8 array (rows, cols, C') with C' in {1, 3}.
@@ -41,15 +43,15 @@ def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, pad: int = 
     return (grid.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def save_image_grid(images: Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
-    """Write (N, C, H, W) images in [0, 1] as one PNG grid; returns the path."""
+def save_image_grid(images: Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int | None = None,
+                    root: str | Path | None = None) -> Path:
+    """Write (N, C, H, W) images in [0, 1] as one PNG grid, whole (``atomic.write_atomic``; ``root``: the run
+    folder, whose symbolic links are refused); returns the path."""
     from PIL import Image
 
     arr = image_grid(images, nrow=nrow, scale=scale)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(path)
-    return path
+    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    return write_atomic(path, lambda f: img.save(f, format="PNG"), root=root)
 
 
 def _figure(size=(5, 5)):
@@ -62,7 +64,7 @@ def _figure(size=(5, 5)):
 
 
 def save_scatter(points: Tensor | np.ndarray, path: str | Path, reference: Tensor | np.ndarray | None = None,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, root: str | Path | None = None) -> Path:
     """A 2-D scatter plot of (N, D) points (the first two coordinates), optionally over reference data."""
     pts = np.asarray(torch.as_tensor(points).detach().float().cpu().reshape(len(points), -1))
     if pts.shape[1] < 2:
@@ -78,20 +80,26 @@ def save_scatter(points: Tensor | np.ndarray, path: str | Path, reference: Tenso
     ax.set_aspect("equal", adjustable="datalim")
     if title:
         ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    return path
+    return _save_figure(fig, path, root)
 
 
-def save_loss_plot(metrics_path: str | Path, path: str | Path) -> Path:
-    """Plot the training loss (log scale) from a run's ``metrics.jsonl``."""
+def _save_figure(fig, path: str | Path, root: str | Path | None) -> Path:
+    """A figure as a PNG file, written whole (``atomic.write_atomic``)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    return write_atomic(path, lambda f: fig.savefig(f, format=fmt, bbox_inches="tight"), root=root)
+
+
+def save_loss_plot(metrics_path: str | Path, path: str | Path, root: str | Path | None = None) -> Path:
+    """Plot the training loss (log scale) from a run's ``metrics.jsonl`` (lines that are not records skipped)."""
     steps, loss = [], []
-    for line in Path(metrics_path).read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            steps.append(rec["step"])
-            loss.append(rec["loss"])
+    for raw in Path(metrics_path).read_bytes().splitlines():
+        try:
+            rec = json.loads(raw)
+            step, value = float(rec["step"]), float(rec["loss"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        steps.append(step)
+        loss.append(value)
     fig = _figure((6, 3.5))
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(steps, loss)
@@ -100,9 +108,7 @@ def save_loss_plot(metrics_path: str | Path, path: str | Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    path = Path(path)
-    fig.savefig(path, bbox_inches="tight")
-    return path
+    return _save_figure(fig, path, root)
 
 
 def to_unit(x: Tensor) -> Tensor:

@@ -16,32 +16,32 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .figures import _figure, save_image_grid, to_unit
+from .figures import _figure, _save_figure, save_image_grid, to_unit
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(torch.as_tensor(x).detach().double().cpu())
 
 
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    return path
+def _save(fig, path: str | Path, root: str | Path | None = None) -> Path:
+    """Written whole (temp and rename), never through a symbolic link below ``root`` (a run folder)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return _save_figure(fig, path, root)
 
 
-def save_video_strip(x: Tensor, path: str | Path, max_clips: int = 8, scale: int | None = None) -> Path:
+def save_video_strip(x: Tensor, path: str | Path, max_clips: int = 8, scale: int | None = None,
+                     root: str | Path | None = None) -> Path:
     """Clips (N, C, T, H, W) in [-1, 1] as a PNG: one row per clip (at most ``max_clips``), frames left to right."""
     if x.ndim != 5 or x.shape[1] not in (1, 3):
         raise ValueError(f"a video strip needs clips (N, 1|3, T, H, W), got shape {tuple(x.shape)}")
     x = x[:max_clips]
     n, c, t, h, w = x.shape
     frames = x.permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)
-    return save_image_grid(to_unit(frames), path, nrow=t, scale=scale)
+    return save_image_grid(to_unit(frames), path, nrow=t, scale=scale, root=root)
 
 
 def save_series(x: Tensor, path: str | Path, reference: Tensor | None = None, title: str | None = None,
-                max_series: int = 8) -> Path:
+                max_series: int = 8, root: str | Path | None = None) -> Path:
     """Series (N, C, L) as small multiples, one panel per series (at most ``max_series``), a line per channel;
     ``reference`` series (e.g. training data) drawn faintly in every panel for comparison."""
     if x.ndim != 3:
@@ -61,7 +61,7 @@ def save_series(x: Tensor, path: str | Path, reference: Tensor | None = None, ti
         ax.tick_params(labelsize=6)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, root)
 
 
 def save_fan_chart(context: Tensor, samples: Tensor, path: str | Path, truth: Tensor | None = None,

@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..eval import bench
 from ..eval.bench import (
     compare_samplers,  # deprecated here (README users): scorediff.eval.bench.compare_samplers
@@ -142,9 +143,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, **options) 
     if out.resolve().is_relative_to(run_dir.resolve()):
         raise ValueError(f"--out {str(out)!r} lies inside the run folder; the report never writes into a run")
     page = build_report(run_dir, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_atomic(out, page.encode("utf-8"))
 
 
 __all__ = [

@@ -18,21 +18,33 @@ TRAINING_KEYS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "examples_per
 MAX_GRIDS = 8
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (empty if the file is absent); a bad line is a ValueError naming it."""
+    """The records of a ``metrics.jsonl`` (empty if the file is absent).
+
+    The log is not essential to the page: lines that are not JSON records with a 'step' (a damaged or binary
+    file) are skipped, with one warning naming the file, the first such line and their number.
+    """
     if not path.exists():
         return []
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+    records, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{str(path)!r} line {n} is not JSON: {line[:60]!r}") from None
+            rec = json.loads(raw)
+        except ValueError:  # not JSON, or not UTF-8
+            rec = None
         if not isinstance(rec, dict) or "step" not in rec:
-            raise ValueError(f"{str(path)!r} line {n}: expected a JSON object with a 'step', got {line[:60]!r}")
+            bad.append(n)
+            continue
         records.append(rec)
+    if bad:
+        _warn(f"{str(path)!r}: skipped {len(bad)} line(s) that are not JSON records with a 'step' (first: line "
+              f"{bad[0]})")
     return records
 
 
@@ -46,11 +58,12 @@ def sample_grids(run_dir: Path, limit: int = MAX_GRIDS) -> list[tuple[str, bytes
         paths = [paths[i] for i in idx]
     out = []
     for p in paths:
-        data = p.read_bytes()
         try:
+            data = p.read_bytes()
             Image.open(io.BytesIO(data)).verify()
-        except Exception:
-            raise ValueError(f"image {str(p)!r} could not be decoded as PNG") from None
+        except Exception:  # a damaged grid is not essential to the page: skip it, say so
+            _warn(f"sample grid {str(p)!r} could not be decoded as PNG; left out of the report")
+            continue
         out.append((p.stem, data))
     return out
 

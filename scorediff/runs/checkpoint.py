@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..atomic import check_no_symlink, fsync_dir, write_atomic
+
 TMP = ".ckpt-tmp"
 MARKER = "COMPLETE"
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.safetensors", "state.json")
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -50,13 +44,11 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temp file and ``os.replace`` (for single files like config.json)."""
+def write_json_atomic(path: str | Path, obj: Any, root: str | Path | None = None) -> None:
+    """Write JSON to ``path`` whole (``scorediff.atomic.write_atomic``), never through a symlink below ``root``
+    (default: the file's folder, so the file itself is checked)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    _write_bytes(tmp, (json.dumps(obj, indent=2) + "\n").encode())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), root=path.parent if root is None else root)
 
 
 def plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,6 +66,7 @@ def save_files(run_dir: str | Path, tensors: dict[str, dict[str, torch.Tensor]],
     run_dir = Path(run_dir)
     tmp = run_dir / TMP
     current = tmp
+    check_no_symlink(tmp, run_dir)  # a planted .ckpt-tmp link would move an outside folder's files into the run
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -111,6 +104,7 @@ def _commit(run_dir: Path) -> None:
 def recover(run_dir: str | Path) -> None:
     """Finish or discard an interrupted save (see the module docstring); only the lock holder calls this."""
     tmp = Path(run_dir) / TMP
+    check_no_symlink(tmp, run_dir)
     if not tmp.exists():
         return
     if (tmp / MARKER).exists():
@@ -132,7 +126,7 @@ def read_committed(run_dir: str | Path, name: str) -> bytes:
     """
     run_dir = Path(run_dir)
     tmp = run_dir / TMP
-    if (tmp / MARKER).exists():
+    if not tmp.is_symlink() and (tmp / MARKER).exists():  # a planted link is no save of ours
         try:
             return (tmp / name).read_bytes()
         except FileNotFoundError:
@@ -155,30 +149,34 @@ def parse_tensors(data: bytes, name: str | Path) -> tuple[dict[str, torch.Tensor
         raise ValueError(f"{str(name)!r} is not a readable safetensors file ({e})") from None
 
 
-def drop_log_lines_after(path: str | Path, step: int) -> int:
-    """Atomically drop the lines of a JSONL metrics log past ``step`` (or unreadable: cut by a kill).
+def drop_log_lines_after(path: str | Path, step: int, warn: Callable[[str], None] | None = None) -> int:
+    """Atomically drop the lines of a JSONL metrics log past ``step`` (or unreadable: cut by a kill, damaged).
 
     A resumed run repeats the steps after its checkpoint; without this their old records would stay in
-    the log and the loss curve would zig-zag. Returns the number of lines dropped.
+    the log and the loss curve would zig-zag. ``warn`` is told (one line naming the file) when lines were
+    unreadable. Returns the number of lines dropped.
     """
     path = Path(path)
+    check_no_symlink(path, path.parent)
     if not path.exists():
         return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
+    kept, dropped, unreadable = [], 0, 0
+    for raw in path.read_bytes().splitlines():
         try:
+            line = raw.decode()
             ok = int(json.loads(line)["step"]) <= step
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             ok = False
+            unreadable += 1
         if ok:
             kept.append(line)
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp")
-        _write_bytes(tmp, "".join(line + "\n" for line in kept).encode())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic(path, "".join(line + "\n" for line in kept).encode(), root=path.parent)
+    if unreadable and warn is not None:
+        warn(f"{str(path)!r}: dropped {unreadable} unreadable line(s) (not JSON records with a 'step'); "
+             f"{len(kept)} kept")
     return dropped
 
 

@@ -211,8 +211,10 @@ def _validate_values(cfg: dict) -> None:
     _validate_streaming(cfg)
     if not isinstance(cfg["device"], str):
         raise ValueError(f"config device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg['device']!r}")
-    if not isinstance(cfg["seed"], int):
-        raise ValueError(f"config seed must be an integer, got {cfg['seed']!r}")
+    for path, seed in (("seed", cfg["seed"]), ("sample.seed", cfg["sample"]["seed"])):
+        # torch.Generator.manual_seed takes a signed 64-bit integer: name a larger one here, not as an overflow
+        if not isinstance(seed, int) or isinstance(seed, bool) or not -2**63 <= seed < 2**63:
+            raise ValueError(f"config {path} must be an integer in -2^63..2^63-1, got {seed!r}")
 
 
 STRATEGIES = ("ddp", "fsdp")  # dist.strategy: DistributedDataParallel or FSDP2 (training/parallel.py)

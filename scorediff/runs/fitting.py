@@ -14,6 +14,7 @@ import torch
 
 from .. import distill
 from .. import samplers as samplers_mod
+from ..atomic import check_no_symlink, ensure_dir
 from ..samplers._common import bind_cond
 from ..utils import cycle_labels, unknown
 from . import checkpoint as ckpt
@@ -50,6 +51,7 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder (no config.json)")
     lock = RunLock(run_dir, purpose=PURPOSE).acquire()
     try:
+        check_no_symlink(run_dir / SCHEDULES, run_dir)  # before the minutes of fitting
         run = load_run(run_dir, ema=True, device=device)
         run.require_task("diffusion", "scorediff fit-schedule")
         if run.config["loss"]["name"] in distill.OBJECTIVES:
@@ -70,7 +72,7 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
                            fine_steps=fine_steps, sigma_data=sigma_data)
         grids = {n: fit.grid(n) for n in steps}
         cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
-        (run_dir / SCHEDULES).mkdir(exist_ok=True)
+        ensure_dir(run_dir / SCHEDULES, run_dir)  # never into a planted symlink
         written = []
         for name in samplers:
             for n in steps:
@@ -84,7 +86,7 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
                     "process": plain(run.process.config()),
                 }
                 path = schedule_path(run_dir, name, n)
-                ckpt.write_json_atomic(path, record)
+                ckpt.write_json_atomic(path, record, root=run_dir)
                 written.append(path)
         return written
     finally:

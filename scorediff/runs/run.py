@@ -109,7 +109,11 @@ class Run:
         step = self.step
         if not self.ema:
             return f"sampled with the raw weights of step {step}", None
-        init_weight, age = self.ema_average()
+        try:  # only this note needs state.json: a damaged one costs the note, never the samples
+            init_weight, age = self.ema_average()
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return (f"sampled with the EMA weights of step {step} ({str(self.path / 'state.json')!r} is damaged: the "
+                    "average's age is unknown)"), None
         age_text = f", average age {age:.0f} steps" if age is not None else ""
         note = f"sampled with the EMA weights of step {step}{age_text}, {100 * init_weight:.3g}% initial weights"
         warning = None

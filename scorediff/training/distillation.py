@@ -101,7 +101,8 @@ def distill(teacher: str | Path | None, method: str | None, out: str | Path, *, 
         t_cfg = ckpt.read_json(Path(teacher) / "config.json") if (Path(teacher) / "config.json").exists() else None
         if t_cfg is None:
             raise FileNotFoundError(f"{str(teacher)!r} is not a run folder (no config.json)")
-        cfg = distill_config(t_cfg, method, str(teacher), **options)
+        # the teacher pinned by its absolute path: a resume from another directory distils the same teacher
+        cfg = distill_config(t_cfg, method, str(Path(teacher).resolve()), **options)
     t_run = load_run(teacher)
     t_run.require_task("diffusion", "scorediff distill")
     if t_run.latent:

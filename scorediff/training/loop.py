@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from .. import distributed as ddp
 from .. import text_encoders
+from ..atomic import check_no_symlink, open_append
+from ..data.fingerprint import fingerprint
 from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
 from ..runs import checkpoint as ckpt
@@ -35,7 +37,7 @@ from ..runs import config as config_mod
 from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
 from ..runs.lock import RunLock
 from ..utils import cycle_labels
-from . import lr_schedule, parallel, performance
+from . import lr_schedule, parallel, performance, repair
 from .batches import derive_seed, make_batches
 from .ema import EMA, decay_from
 from .evaluation import CheckpointEvaluation
@@ -44,6 +46,10 @@ from .state import TrainingState
 
 __all__ = ["Components", "NonFiniteLossError", "Trainer", "build", "build_net", "build_process_param",
            "derive_seed", "info_dict", "train"]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,8 +92,13 @@ class _StopSignals:
 class Trainer:
     """Train a config into a run folder. ``Trainer(config, out).train()``; see ``train`` for the arguments."""
 
-    def __init__(self, config: dict, out: str | Path, resume: bool = False, components: Components | None = None):
-        self.cfg = cfg = config_mod.resolve(config)
+    def __init__(self, config: dict, out: str | Path, resume: bool = False, components: Components | None = None,
+                 accept_data_change: bool = False):
+        # file paths pinned absolute: a resume from another directory reads the same data (repair.pin_paths)
+        self.cfg = cfg = repair.pin_paths(config_mod.resolve(config))
+        self.accept_data_change = accept_data_change
+        self.data_fingerprint: dict | None = None  # set by a resume's check (repair.check_data)
+        self.data_changed: str | None = None
         self.world, self.device = ddp.setup(cfg["device"])
         self.settings = st = Settings.from_config(cfg)
         if st.threads is not None:
@@ -137,21 +148,24 @@ class Trainer:
         self.step = 0
         self.last_checkpoint_step: int | None = None
         self.last_sample_path: Path | None = None
+        self._redraw_grid = False  # a resume found the checkpoint step's grid damaged (repair.repair)
         self.stopped_by: str | None = None
         self._tb = None
         self._signals = _StopSignals()
         self._lock = RunLock(self.out) if self.is_main else None
         self._acquire()
         try:
+            if self.is_main:
+                repair.refuse_links(self.out)
             if resume:
                 self._load_checkpoint()
+                if self.step > st.optim.steps and self.is_main:  # nothing to train: say so, record no session
+                    _warn(f"run {str(self.out)!r} is at step {self.step}, past optim.steps = {st.optim.steps}: "
+                          f"nothing to train (pass --set optim.steps=N with N > {self.step} to continue it)")
             elif self.is_main:
                 self._check_fresh()  # again under the lock: another trainer may have finished in between
                 ckpt.write_json_atomic(self.out / "config.json", cfg)
-                ckpt.write_json_atomic(self.out / "info.json", {
-                    "data": self.info, "parameters": sum(p.numel() for p in self.net.parameters()),
-                    "world_size": self.world.world_size,
-                })
+                ckpt.write_json_atomic(self.out / "info.json", self._info_record())
             self._begin_session()
         except BaseException:
             self._release()
@@ -179,8 +193,18 @@ class Trainer:
             raise FileNotFoundError(f"cannot resume: run folder {str(self.out)!r} does not exist")
         if not (self.out / "config.json").exists():
             raise FileNotFoundError(f"cannot resume {str(self.out)!r}: config.json is missing (not a run folder?)")
-        stored = config_mod.resolve(ckpt.read_json(self.out / "config.json"))
-        return config_mod.resume_changes(stored, cfg)
+        stored = repair.pin_paths(config_mod.resolve(ckpt.read_json(self.out / "config.json")))
+        changes = config_mod.resume_changes(stored, cfg)
+        self.data_fingerprint, self.data_changed = repair.check_data(
+            self.out, cfg["data"].get("options") or {}, self.accept_data_change, "cannot resume")
+        return changes
+
+    def _info_record(self) -> dict:
+        """info.json: the data's description and fingerprint, the parameter count, the number of processes."""
+        fp = self.data_fingerprint
+        if fp is None:
+            fp = fingerprint(self.cfg["data"].get("options") or {})
+        return repair.info_record(self.info, sum(p.numel() for p in self.net.parameters()), self.world.world_size, fp)
 
     def _acquire(self) -> None:
         if self._lock is not None and not self._lock.held:
@@ -204,16 +228,22 @@ class Trainer:
         if not self.is_main:
             return
         history = self._history()
+        if history and isinstance(history[-1], dict) and "outcome" not in history[-1]:
+            # the last session ended without recording it (kill -9, a full disk): the checkpoint says where
+            history[-1].update(end_step=self.step, outcome="interrupted")
         earlier = {k for h in history for k in h.get("changes", {})} - set(self.changes)
         if self.resuming and earlier:
             print(f"note: earlier sessions of this run changed {', '.join(sorted(earlier))}; such changes apply to "
                   "their session only (pass --set again to keep one)", file=sys.stderr)
+        if self.step > self.settings.optim.steps:  # nothing to train: no session to record
+            return
         history.append({"session": len(history) + 1, "start_step": self.step, "changes": self.changes,
-                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         **({"data_changed": self.data_changed} if self.data_changed else {})})
         ckpt.write_json_atomic(self.out / "history.json", history)
 
     def _end_session(self, outcome: str) -> None:
-        if not self.is_main:
+        if not self.is_main or self.step > self.settings.optim.steps:  # no session was begun
             return
         try:
             history = self._history()
@@ -391,7 +421,15 @@ class Trainer:
         self.elapsed = float(self.state.extra.get("elapsed_s", 0.0))
         self.last_checkpoint_step = self.step
         if self.is_main:
-            ckpt.drop_log_lines_after(self.out / "metrics.jsonl", self.step)
+            ckpt.drop_log_lines_after(self.out / "metrics.jsonl", self.step, warn=_warn)
+            self._redraw_grid = repair.repair(self.out, self._info_record(), self.step, _warn)
+            every = self.settings.sample.every
+            if every and self.step and self.step % every == 0 and not self._grid_path().exists():
+                self._redraw_grid = True  # a kill between the checkpoint and its grid: the weights are here
+            recorded = repair.recorded_info(self.out) or {}
+            if self.data_changed or "data_fingerprint" not in recorded:
+                # an accepted change (--accept-data-change), or a run older than fingerprints: record the data now
+                ckpt.write_json_atomic(self.out / "info.json", {**recorded, **self._info_record()}, root=self.out)
 
     # -- samples and logs ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -428,14 +466,19 @@ class Trainer:
         kind = self.kind
         if kind == "latents":  # latent diffusion: the grid shows the decoded samples
             x, kind = self.components.dataset.decode(x), self.info["latent"]["image_kind"]
+        path = self._grid_path()
         reference = None
         if kind != "images":
             reference = self.batches.x[: 2000].cpu() if self.batches.preloaded else None
-        plotting.save_samples(x.cpu(), kind, path, reference=reference, title=f"step {self.step}")
+        plotting.save_samples(x.cpu(), kind, path, reference=reference, title=f"step {self.step}", root=self.out)
+        self.last_sample_path = path
         return path
 
+    def _grid_path(self) -> Path:
+        return self.out / "samples" / f"step_{self.step:06d}.png"
+
     def _log(self, record: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
+        with open_append(self.out / "metrics.jsonl", self.out) as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for k, v in record.items():
@@ -449,6 +492,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return
+        check_no_symlink(self.out / "tensorboard", self.out)
         self._tb = SummaryWriter(str(self.out / "tensorboard"))
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -483,6 +527,9 @@ class Trainer:
 
             bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self._open_tensorboard()
+        if self.is_main and self._redraw_grid:  # the checkpoint's grid, lost or damaged: redrawn from its weights
+            self.save_samples()
+            self._redraw_grid = False
         window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
         budget_base, budget_t0, warned = self.elapsed, self.clock(), False
         try:
@@ -533,12 +580,12 @@ class Trainer:
                 bar.close()
             if self._tb is not None:
                 self._tb.close()
-        if (self.is_main or self.sharded) and self.step == total and self.last_sample_path is None:
+        if (self.is_main or self.sharded) and self.last_sample_path is None and self.step == total:
             self.save_samples()  # a finished run resumed without new steps still ends with its grid
         if self.is_main and self.step == total and (self.out / "metrics.jsonl").exists():
             from ..plotting import save_loss_plot
 
-            save_loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
+            save_loss_plot(self.out / "metrics.jsonl", self.out / "loss.png", root=self.out)
 
     def close(self) -> None:
         self._release()
@@ -547,7 +594,7 @@ class Trainer:
 
 def train(config: dict | None = None, out: str | Path = "runs/run", resume: bool = False,
           stop_after: int | None = None, components: Components | None = None,
-          before: Callable[[Trainer], None] | None = None) -> Trainer:
+          before: Callable[[Trainer], None] | None = None, accept_data_change: bool = False) -> Trainer:
     """Train ``config`` (a partial or resolved config dict; see ``config.DEFAULTS``) into the run folder ``out``.
 
     ``resume=True`` continues the checkpoint in ``out`` exactly; ``stop_after`` stops (with a checkpoint)
@@ -555,7 +602,7 @@ def train(config: dict | None = None, out: str | Path = "runs/run", resume: bool
     ``.last_sample_path``). Under torchrun every rank calls this; only rank 0 writes. ``before(trainer)`` runs
     once everything is built and checked, before the first step (the CLI prints its warnings there).
     """
-    trainer = Trainer(config or {}, out, resume=resume, components=components)
+    trainer = Trainer(config or {}, out, resume=resume, components=components, accept_data_change=accept_data_change)
     try:
         if before is not None:
             before(trainer)
