@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--key", default=None, help="the array's name in an .npz context")
     parser.add_argument("--out", default=None,
-                        help="output picture (.png), the samples beside it as .npz (default RUN/forecasts/forecast_<method>.png)")
+                        help="output picture (.png), the samples beside it as .npz (default outputs/<run>/forecast_<method>.png)")
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
 
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..forecast import forecast_run
+    from .inpaint import output_path
     from ..plotting import sequences as sequence_plots
     from ..runs import load_run
 
@@ -67,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
         options.update(jumps=args.jumps, resample=args.resample)
     x = forecast_run(r, context, args.horizon, num=args.num, method=method, **options)
     used = method or ("conditional" if (r.config.get("conditioning") or {}).get("task") else "repaint")
-    default = r.path / "forecasts" / f"forecast_{used}.png"
-    out = Path(args.out) if args.out else default
-    out = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    out = output_path(args.out, r.path, f"forecast_{used}.png")  # never into the run folder (cli._outputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), context=context.numpy())
     if r.info.get("kind") == "video":

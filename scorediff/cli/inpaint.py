@@ -121,7 +121,7 @@ def _run_sequence(args: argparse.Namespace, r) -> int:
         options.update(jumps=args.jumps, resample=args.resample)
     x = impute_run(r, observed, mask, num=args.num, method=args.method, **options)
     used = args.method or ("conditional" if conditional else "repaint")
-    out = output_path(args.out, r.path / "forecasts" / f"inpaint_{used}.png")
+    out = output_path(args.out, r.path, f"inpaint_{used}.png")  # never into the run folder
     out.parent.mkdir(parents=True, exist_ok=True)
     m = torch.isfinite(observed) if mask is None else mask
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), observed=observed.numpy(), mask=m.numpy())

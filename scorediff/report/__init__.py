@@ -9,7 +9,6 @@ so it can be mailed or archived and opened offline. Sections:
 - training curves from ``metrics.jsonl``: loss (log scale), learning rate, gradient norm;
 - evaluation metrics over training: every other numeric key logged in ``metrics.jsonl`` (e.g. FID);
 - sample grids across training (``samples/step_*.png``; line plots for series, frame strips for video);
-- forecasts and imputations made on the run (``forecasts/*.png``: fan charts, imputed series, frame strips);
 - a sampler comparison, computed only when asked (``compare`` samplers at ``nfe`` budgets): quality
   against the number of model evaluations, measured by the sliced Wasserstein-2 distance
   (Rabin et al. 2011; Bonneel et al. 2015) between ``num`` model samples and ``num`` training
@@ -92,12 +91,6 @@ def build_report(
         figs = "".join(f"<figure>{_img(data, name)}<figcaption>{html.escape(name)}</figcaption></figure>"
                        for name, data in grids)
         sections.append(("Samples across training", f'<div class="grids">{figs}</div>'))
-
-    made = sorted((run_dir / "forecasts").glob("*.png"))  # `scorediff forecast` / `inpaint` on sequences, video
-    if made:
-        figs = "".join(f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{html.escape(p.stem)}</figcaption></figure>"
-                       for p in made)
-        sections.append(("Forecasts and imputations", f'<div class="grids">{figs}</div>'))
 
     if compare:
         grid = schedule or "each sampler's default"
