@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..forecast import forecast_run
-    from .inpaint import output_path
     from ..plotting import sequences as sequence_plots
     from ..runs import load_run
+    from .inpaint import output_path
 
     r = load_run(args.run, ema=not args.raw)
     context = read_context(args.context, tuple(r.shape), args.key)
