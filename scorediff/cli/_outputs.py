@@ -39,3 +39,9 @@ def output_path(out: str | None, run_dir: Path, name: str, option: str = "--out"
             raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} does not exist, nor its parent "
                              f"{str(parent.parent)!r}; create it first")
     return path
+
+
+def png_output_path(out: str | None, run_dir: Path, name: str, **options) -> Path:
+    """``output_path`` for a picture: the path always ends in .png."""
+    p = output_path(out, run_dir, name, **options)
+    return p if p.suffix.lower() == ".png" else p.with_suffix(p.suffix + ".png" if p.suffix else ".png")

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import inverse, plotting
     from ..runs import load_run
     from ..utils import cycle_labels
-    from .inpaint import output_path, read_image
+    from ._outputs import png_output_path
+    from .inpaint import read_image
 
     if not 0.0 <= args.strength <= 1.0:
         raise ValueError(f"--strength must lie in [0, 1], got {args.strength}")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     cond = {"y": cycle_labels(0, args.num, int(r.info.get("num_classes") or 1))} if r.class_conditional else None
     x = inverse.sdedit(r.denoiser, r.process, guide.expand(args.num, *r.shape).contiguous(), args.strength,
                        sampler=args.sampler, steps=args.steps, schedule=args.schedule, seed=args.seed, cond=cond)
-    out = output_path(args.out, r.path, f"edit_{args.strength:g}.png")
+    out = png_output_path(args.out, r.path, f"edit_{args.strength:g}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), guide=guide.numpy())
     plotting.save_image_grid(plotting.to_unit(torch.cat([guide[None], x])), out, nrow=args.num + 1)

@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     r = load_run(run_dir, ema=not args.raw_weights, device=args.device)
     r.require_task("diffusion", "scorediff eval")
     if args.ref is None:  # the run's own data: the files must still be the ones it was trained on
-        from ..training.repair import check_data
+        from ..runs.repair import check_data
 
         check_data(run_dir, r.config["data"].get("options") or {}, args.accept_data_change, "scorediff eval")
     reference, ref_desc = _reference(args, r)

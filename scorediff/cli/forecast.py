@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..forecast import forecast_run
     from ..plotting import sequences as sequence_plots
     from ..runs import load_run
-    from .inpaint import output_path
+    from ._outputs import png_output_path
 
     r = load_run(args.run, ema=not args.raw)
     context = read_context(args.context, tuple(r.shape), args.key)
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         options.update(jumps=args.jumps, resample=args.resample)
     x = forecast_run(r, context, args.horizon, num=args.num, method=method, **options)
     used = method or ("conditional" if (r.config.get("conditioning") or {}).get("task") else "repaint")
-    out = output_path(args.out, r.path, f"forecast_{used}.png")  # never into the run folder (cli._outputs)
+    out = png_output_path(args.out, r.path, f"forecast_{used}.png")  # never into the run folder (cli._outputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), context=context.numpy())
     if r.info.get("kind") == "video":

@@ -7,7 +7,8 @@ On a series or video run, ``--image`` is the series (.npy/.npz (C, L), .csv rows
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from ._outputs import png_output_path
 
 HELP = "fill in the unknown pixels of an image with a trained image model (replace, RePaint or SMC)"
 
@@ -55,14 +56,6 @@ def read_image(path: str, shape: tuple[int, ...], what: str = "image"):
     return a * 2 - 1
 
 
-def output_path(out: str | None, run_dir: Path, name: str) -> Path:
-    """The picture's path: outside the run folder (``cli._outputs``: default ``outputs/<run>/name``), ending .png."""
-    from ._outputs import output_path as outside_run
-
-    p = outside_run(out, run_dir, name)
-    return p if p.suffix.lower() == ".png" else p.with_suffix(p.suffix + ".png" if p.suffix else ".png")
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -89,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     x = inverse.inpaint(r.denoiser, r.process, known, mask, method=args.method, sampler=args.sampler,
                         steps=args.steps, schedule=args.schedule, jumps=args.jumps, resample=args.resample,
                         seed=args.seed, cond=cond)
-    out = output_path(args.out, r.path, f"inpaint_{args.method}.png")
+    out = png_output_path(args.out, r.path, f"inpaint_{args.method}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), image=image.numpy(), mask=mask.numpy())
     shown = torch.where(mask, image, torch.full_like(image, -1.0))  # the input, unknown pixels black
@@ -121,7 +114,7 @@ def _run_sequence(args: argparse.Namespace, r) -> int:
         options.update(jumps=args.jumps, resample=args.resample)
     x = impute_run(r, observed, mask, num=args.num, method=args.method, **options)
     used = args.method or ("conditional" if conditional else "repaint")
-    out = output_path(args.out, r.path, f"inpaint_{used}.png")  # never into the run folder
+    out = png_output_path(args.out, r.path, f"inpaint_{used}.png")  # never into the run folder
     out.parent.mkdir(parents=True, exist_ok=True)
     m = torch.isfinite(observed) if mask is None else mask
     np.savez(out.with_suffix(".npz"), samples=x.numpy(), observed=observed.numpy(), mask=m.numpy())

@@ -34,10 +34,11 @@ from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
 from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
+from ..runs import repair
 from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
 from ..runs.lock import RunLock
 from ..utils import cycle_labels
-from . import lr_schedule, parallel, performance, repair
+from . import lr_schedule, parallel, performance
 from .batches import derive_seed, make_batches
 from .ema import EMA, decay_from
 from .evaluation import CheckpointEvaluation

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..atomic import check_no_symlink, sweep_temp
 from ..data.fingerprint import absolute_paths, difference, fingerprint
-from ..runs import checkpoint as ckpt
+from . import checkpoint as ckpt
 
 ACCEPT_FLAG = "--accept-data-change"
 
