@@ -233,7 +233,7 @@ def refine_schedule(
     refinement of its nodes): the RMS distance, over the pilot starts ``x``, between ``sampler``'s result on
     the grid and ``target`` (the pilot's reference end states, e.g. a 128-step DPM-Solver++(3M) solution).
     Coordinate descent: each interior node in turn is moved a fraction ``move`` of the way towards either
-    neighbour, the move kept when the error falls; the fraction halves every round. Endpoints stay fixed, the
+    neighbour in log-SNR (in t where a neighbour's log-SNR is infinite), the move kept when the error falls; the fraction halves every round. Endpoints stay fixed, the
     grid stays strictly decreasing. Cost: up to ``rounds * 2 * (steps - 1) + 1`` sampler runs on the pilot.
 
     Returns (grid, pilot error before, pilot error after).
@@ -252,13 +252,21 @@ def refine_schedule(
         e = float((y - target).reshape(n, -1).pow(2).sum(1).mean().sqrt())
         return e if math.isfinite(e) else math.inf
 
+    def moved(t: float, t_nb: float, frac: float) -> float:
+        # in log-SNR (lambda) where both ends are finite, so that a node can approach sigma ~ 0 geometrically;
+        # else (pure noise at t_max, or t = 0) in t
+        lam, lam_nb = (float(process.log_snr(torch.tensor(v, dtype=torch.float64))) for v in (t, t_nb))
+        if math.isfinite(lam) and math.isfinite(lam_nb):
+            return float(process.t_of_log_snr(torch.tensor(lam + frac * (lam_nb - lam), dtype=torch.float64)))
+        return t + frac * (t_nb - t)
+
     best = before = err(ts)
     frac = float(move)
     for _ in range(int(rounds)):
         for i in range(1, ts.numel() - 1):
             for nb in (i - 1, i + 1):
                 trial = ts.clone()
-                trial[i] = ts[i] + frac * (ts[nb] - ts[i])
+                trial[i] = moved(float(ts[i]), float(ts[nb]), frac)
                 if not bool((trial[1:] < trial[:-1]).all()):
                     continue
                 e = err(trial)
