@@ -2,7 +2,8 @@
 
 Chosen by protocol 2c of benchmarks/README.md ("Default time grids": protocol 2 with the ``power`` grid added (2b),
 measured on 1024 starts against an exact reference (2c); ``python benchmarks/defaults.py --per-process``) and copied
-from its output unedited; a (sampler, process) pair not listed uses the sampler's
+from its output unedited, then protocol 5 (docs/results/defaults-protocol-5.md: a generated distribution of problems,
+``python benchmarks/defaults_protocol5.py``) for the cells of ``PROTOCOL_5``; a (sampler, process) pair not listed uses the sampler's
 ``SamplerInfo.default_schedule``. The process key is the process's name, with "-cosine" for the cosine
 schedules of ``vp`` and ``vp-discrete``.
 """
@@ -35,6 +36,17 @@ PROCESS_DEFAULTS: dict[str, dict[str, str]] = {
 # (tests/test_gap.py). 2c's pick for PLMS on sub-VP (its global `uniform`) gave a gap of -0.16 nats at 50 calls,
 # so PLMS keeps protocol 2b's grid there (-0.09).
 PROCESS_DEFAULTS["plms"]["sub-vp"] = "power"
+# Protocol 5 (docs/results/defaults-protocol-5.md): issue 28's four samplers on its three processes, chosen by the
+# 95th-percentile ratio to the best over a generated sample of problems (benchmarks/defaults_protocol5.py), printed
+# selection copied unedited; every other cell is protocol 2c's.
+PROTOCOL_5 = {
+    "ddim": {"vp-discrete": "power", "edm": "karras", "ve": "logsnr"},
+    "heun": {"edm": "karras", "ve": "karras"},
+    "dpm_solver_pp_2m": {"vp-discrete": "logsnr", "edm": "logsnr", "ve": "power"},
+    "unipc_bh2": {"vp-discrete": "logsnr", "edm": "logsnr", "ve": "power"},
+}
+for _name, _cells in PROTOCOL_5.items():
+    PROCESS_DEFAULTS[_name].update(_cells)
 
 
 def process_key(process: Process) -> str:
