@@ -33,6 +33,14 @@ PROCESS_SET = ("vp-discrete", "edm", "ve")  # issue 28's three
 BUDGETS = (10, 20)
 KEEP_WITHIN = 1.10  # the current default stays if its 95th-percentile ratio is within 10% of the best one's
 QUANTILE = 0.95
+# protocol 2c's grids for these cells (the defaults before protocol 5): protocol 5c's baseline (``--baseline 2c``)
+PROTOCOL_2C = {
+    ("ddim", "vp-discrete"): "quadratic", ("ddim", "edm"): "logsnr_cosine", ("ddim", "ve"): "logsnr_cosine",
+    ("heun", "vp-discrete"): "power", ("heun", "edm"): "logsnr", ("heun", "ve"): "uniform",
+    ("dpm_solver_pp_2m", "vp-discrete"): "quadratic", ("dpm_solver_pp_2m", "edm"): "logsnr_cosine",
+    ("dpm_solver_pp_2m", "ve"): "logsnr_cosine", ("unipc_bh2", "vp-discrete"): "quadratic",
+    ("unipc_bh2", "edm"): "logsnr_cosine", ("unipc_bh2", "ve"): "logsnr_cosine",
+}
 
 
 def case_errors(mix, proc, n: int, samplers, budgets) -> dict[tuple[str, str, int], float]:
@@ -56,12 +64,12 @@ def case_errors(mix, proc, n: int, samplers, budgets) -> dict[tuple[str, str, in
     return out
 
 
-def measure(problems, n: int, samplers, processes, budgets, cache: dict, tag: str) -> dict:
+def measure(problems, n: int, samplers, processes, budgets, cache: dict) -> dict:
     """table[(sampler, process, problem seed, nfe, grid)] = error; cached by key in ``cache``."""
     table = {}
     for pr in problems:
         for pname in processes:
-            key = f"{tag}|{pr.seed}|{pname}|{n}"
+            key = f"{pr.seed}|{pname}|{n}"
             if key not in cache:
                 t0 = time.perf_counter()
                 errs = case_errors(pr.mixture, P.make(pname), n, samplers, budgets)
@@ -95,26 +103,33 @@ def q(v: list[float], level: float = QUANTILE) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=10, help="problems per sample (selection and fresh)")
+    ap.add_argument("--n", type=int, default=10, help="problems per sample seed")
     ap.add_argument("--max-dim", type=int, default=256)
     ap.add_argument("--starts", type=int, default=256)
     ap.add_argument("--samplers", default=",".join(SAMPLER_SET))
     ap.add_argument("--processes", default=",".join(PROCESS_SET))
     ap.add_argument("--cache", default=None, help="JSON file of measured errors (read and extended)")
+    ap.add_argument("--select-seeds", default="1", help="sample seeds of the selection sample (protocol 5c: 1,2)")
+    ap.add_argument("--fresh-seed", type=int, default=2, help="sample seed of the fresh sample (protocol 5c: 3)")
+    ap.add_argument("--baseline", choices=("current", "2c"), default="current",
+                    help="the grid the keep-margin protects: the current default, or protocol 2c's (protocol 5c)")
     args = ap.parse_args()
     samplers, processes = args.samplers.split(","), args.processes.split(",")
     cache = json.loads(Path(args.cache).read_text()) if args.cache and Path(args.cache).exists() else {}
+    cache = {(k.split("|", 1)[1] if k.startswith(("sel|", "fresh|")) else k): v for k, v in cache.items()}
     t0 = time.perf_counter()
-    sel = sample_problems(args.n, seed=1, max_dim=args.max_dim)
-    fresh = sample_problems(args.n, seed=2, max_dim=args.max_dim)
+    sel = [p for seed in args.select_seeds.split(",") for p in sample_problems(args.n, int(seed), args.max_dim)]
+    fresh = sample_problems(args.n, seed=args.fresh_seed, max_dim=args.max_dim)
+    if {p.seed for p in sel} & {p.seed for p in fresh}:
+        raise SystemExit("the fresh sample must not overlap the selection sample")
     print("Selection sample:", "; ".join(p.name for p in sel))
-    sel_table = measure(sel, args.starts, samplers, processes, BUDGETS, cache, "sel")
+    sel_table = measure(sel, args.starts, samplers, processes, BUDGETS, cache)
     if args.cache:
         Path(args.cache).write_text(json.dumps(cache))
 
     # -- selection (the rule), before the fresh sample is drawn into the measurements
     chosen = {}
-    print(f"\n### Selection ({args.n} problems x {len(BUDGETS)} budgets per cell; each cell: 95th-percentile / worst "
+    print(f"\n### Selection ({len(sel)} problems x {len(BUDGETS)} budgets per cell; each cell: 95th-percentile / worst "
           "ratio to the per-case best)\n")
     print("| sampler | process | current | " + " | ".join(CANDIDATES) + " | selected |")
     print("|---|---|---|" + "---:|" * len(CANDIDATES) + "---|")
@@ -123,19 +138,19 @@ def main() -> None:
             r = ratios(sel_table, s, pname)
             score = {g: (q(v), max(v)) for g, v in r.items()}
             best = min(CANDIDATES, key=lambda g: score[g])
-            current = default_schedule(s, P.make(pname))
+            current = PROTOCOL_2C[(s, pname)] if args.baseline == "2c" else default_schedule(s, P.make(pname))
             pick = current if score[current][0] <= KEEP_WITHIN * score[best][0] else best
             chosen[(s, pname)] = (current, pick)
             cells = " | ".join(f"{score[g][0]:.2f} / {score[g][1]:.2f}" for g in CANDIDATES)
             print(f"| {s} | {pname} | {current} | {cells} | **{pick}** |")
 
     print("\nFresh sample:", "; ".join(p.name for p in fresh))
-    fresh_table = measure(fresh, args.starts, samplers, processes, BUDGETS, cache, "fresh")
+    fresh_table = measure(fresh, args.starts, samplers, processes, BUDGETS, cache)
     if args.cache:
         Path(args.cache).write_text(json.dumps(cache))
     print(f"\n### Generalisation on the fresh sample ({args.n} problems drawn after the choice; 95th-percentile / "
           "worst ratio to the per-case best)\n")
-    print("| sampler | process | current default | its fresh ratio | selected | its fresh ratio | change |")
+    print("| sampler | process | baseline | its fresh ratio | selected | its fresh ratio | change |")
     print("|---|---|---|---:|---|---:|---|")
     changes = []
     for (s, pname), (current, pick) in chosen.items():

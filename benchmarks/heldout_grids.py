@@ -18,19 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from defaults import image64  # noqa: E402
-from defaults_protocol5 import CANDIDATES, PROCESS_SET, SAMPLER_SET, case_errors  # noqa: E402
+from defaults_protocol5 import CANDIDATES, PROCESS_SET, PROTOCOL_2C, SAMPLER_SET, case_errors  # noqa: E402
 
 import scorediff.processes as P  # noqa: E402
 from scorediff.samplers import default_schedule  # noqa: E402
-
-# protocol 2c's grids for these cells (the "current" column of protocol 5's selection table)
-PROTOCOL_2C = {
-    ("ddim", "vp-discrete"): "quadratic", ("ddim", "edm"): "logsnr_cosine", ("ddim", "ve"): "logsnr_cosine",
-    ("heun", "vp-discrete"): "power", ("heun", "edm"): "logsnr", ("heun", "ve"): "uniform",
-    ("dpm_solver_pp_2m", "vp-discrete"): "quadratic", ("dpm_solver_pp_2m", "edm"): "logsnr_cosine",
-    ("dpm_solver_pp_2m", "ve"): "logsnr_cosine", ("unipc_bh2", "vp-discrete"): "quadratic",
-    ("unipc_bh2", "edm"): "logsnr_cosine", ("unipc_bh2", "ve"): "logsnr_cosine",
-}
 
 
 def main() -> None:
