@@ -33,7 +33,7 @@ def main() -> None:
     t0 = time.perf_counter()
     mix = image64()
     print(f"image64, {args.starts} starts; each cell: default's RMS error / best grid's (its name), ratio\n")
-    print("| sampler | process | NFE | protocol 2c default | protocol 5 default | best grid |")
+    print("| sampler | process | NFE | protocol 2c default | protocol 5c default (current) | best grid |")
     print("|---|---|---:|---|---|---|")
     far = {"2c": 0, "5": 0}
     for pname in PROCESS_SET:
@@ -50,7 +50,7 @@ def main() -> None:
                 print(f"| {s} | {pname} | {b} | {old} {r_old:.2f} | {new} {r_new:.2f} | {best} {e_best:.4f} |",
                       flush=True)
     n = len(PROCESS_SET) * len(SAMPLER_SET) * len(budgets)
-    print(f"\nDefaults more than 1.3x from the best grid: protocol 2c {far['2c']} of {n}, protocol 5 {far['5']} of {n}")
+    print(f"\nDefaults more than 1.3x from the best grid: protocol 2c {far['2c']} of {n}, protocol 5c {far['5']} of {n}")
     print(f"\nTotal time {time.perf_counter() - t0:.0f} s")
 
 
