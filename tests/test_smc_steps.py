@@ -51,3 +51,16 @@ def test_smc_gp_forecast_does_not_degrade_with_steps():
     # proposal this replaced gave 0.91 here, and 0.23 / 0.23 pooled over the 2048 samples (measured 0.11 / 0.10)
     assert float(many_sd.mean()) < 0.7, many_sd
     assert pooled_mean < 0.2 and pooled_sd < 0.2, (pooled_mean, pooled_sd)
+
+
+def test_inpaint_step_count_defaults_per_method():
+    from scorediff.analytic import ring2d
+    from scorediff.inverse._common import DEFAULT_STEPS
+
+    gm, proc = ring2d(), processes.make("vp")
+    known, mask = torch.tensor([[0.6, 0.0]]).repeat(8, 1), torch.tensor([True, False])
+    for method in ("smc", "replace"):
+        den = gm.denoiser(proc)
+        inverse.inpaint(den, proc, known, mask, method=method)
+        assert den.nfe == DEFAULT_STEPS[method] + (1 if method == "smc" else 0)  # smc also denoises its start
+    assert DEFAULT_STEPS["smc"] == 400 and DEFAULT_STEPS["repaint"] == 100  # protocol 5b (smc); RePaint unmeasured

@@ -14,7 +14,7 @@ INPAINT_METHODS = ("replace", "repaint", "smc")
 LINEAR_METHODS = ("dps", "pigdm", "smc")
 # default grid steps per method when ``steps`` is not given; smc's chosen by protocol 5b
 # (docs/results/defaults-protocol-5.md, ``benchmarks/smc_steps.py``), the others as before
-DEFAULT_STEPS = {"replace": 100, "repaint": 100, "dps": 100, "pigdm": 100, "smc": 100}
+DEFAULT_STEPS = {"replace": 100, "repaint": 100, "dps": 100, "pigdm": 100, "smc": 400}
 
 
 def default_steps(method: str, steps: int | None) -> int:
