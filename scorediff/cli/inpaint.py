@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default="ddpm", help="the sampler for replace / repaint (default ddpm)")
     parser.add_argument("--schedule", default="karras",
                         help="time grid (see scorediff.schedules; default karras: even in noise level on every process)")
-    parser.add_argument("--steps", type=int, default=100, help="grid steps (default 100)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="grid steps (default: per method, smc 400, others 100)")
     parser.add_argument("--jumps", type=int, default=10, help="RePaint jump length in steps (default 10)")
     parser.add_argument("--resample", type=int, default=10, help="RePaint passes per block (default 10)")
     parser.add_argument("--num", type=int, default=8, help="number of completions (default 8)")

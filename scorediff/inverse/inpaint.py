@@ -12,7 +12,7 @@ from ..processes.base import Process
 from ..samplers import sample
 from ..samplers._common import Denoiser, Grid, bind_cond
 from ..utils import unknown
-from ._common import INPAINT_METHODS, _check_inputs, _coeffs, _grid, _Replace
+from ._common import INPAINT_METHODS, _check_inputs, _coeffs, _grid, _Replace, default_steps
 from .operators import mask_operator
 from .smc import _smc
 
@@ -27,7 +27,7 @@ def inpaint(
     *,
     method: str = "repaint",
     sampler: str = "ddpm",
-    steps: int = 100,
+    steps: int | None = None,
     jumps: int = 10,
     resample: int = 10,
     schedule: str | None = None,
@@ -42,7 +42,8 @@ def inpaint(
         known: (B, *event), the images to complete (values under ~mask are ignored); B = number of samples.
         mask: event-shaped or (B, *event), True (or 1) where a pixel is known.
         method: "replace", "repaint" or "smc".
-        sampler, steps, schedule, **options: the sampler driving replace / repaint (any registered one).
+        sampler, steps, schedule, **options: the sampler driving replace / repaint (any registered one);
+            steps defaults per method (``inverse._common.DEFAULT_STEPS``: smc chosen by protocol 5b, else 100).
         jumps, resample: RePaint's jump length j (steps per block) and number of passes r per block
             (r = 1 is plain replacement). Model calls: about r * steps * (the sampler's calls per step).
         particles: smc only: particles per particle system; the batch is cut into B / particles independent
@@ -54,6 +55,7 @@ def inpaint(
     known, m = _check_inputs(known, mask)
     if method not in INPAINT_METHODS:
         raise unknown("inpainting method", method, INPAINT_METHODS)
+    steps = default_steps(method, steps)
     if method == "smc":
         if not bool((m == m[:1]).all()):
             raise ValueError("inpaint method 'smc' needs the same mask for every row of the batch")

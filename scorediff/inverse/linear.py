@@ -11,7 +11,7 @@ from ..processes.base import Process
 from ..samplers import sample
 from ..samplers._common import Denoiser, bind_cond
 from ..utils import append_dims, unknown
-from ._common import LINEAR_METHODS, _coeffs, _grid
+from ._common import LINEAR_METHODS, _coeffs, _grid, default_steps
 from .operators import Operator, _apply, as_matrix
 from .smc import _smc
 
@@ -28,7 +28,7 @@ def solve_linear(
     shape: tuple[int, ...],
     method: str = "pigdm",
     sampler: str = "ddpm",
-    steps: int = 100,
+    steps: int | None = None,
     scale: float = 1.0,
     schedule: str | None = None,
     seed: int = 0,
@@ -44,11 +44,13 @@ def solve_linear(
         shape: (B, *event), the output shape.
         method: "dps", "pigdm" or "smc".
         scale: dps's step size zeta (Chung et al. use 0.3-1), pigdm's guidance weight (1 = the formula).
-        sampler, steps, schedule, **options: the sampler driving dps / pigdm (any registered one).
+        sampler, steps, schedule, **options: the sampler driving dps / pigdm (any registered one); steps
+            defaults per method (``inverse._common.DEFAULT_STEPS``: smc chosen by protocol 5b, else 100).
         particles: smc only, as in :func:`inpaint` (y must then be the same within each particle system).
     """
     if method not in LINEAR_METHODS:
         raise unknown("inverse-problem method", method, LINEAR_METHODS)
+    steps = default_steps(method, steps)
     shape = tuple(shape)
     a = as_matrix(A, shape[1:])
     yv = torch.as_tensor(y, dtype=torch.float64)
