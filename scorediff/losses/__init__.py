@@ -12,6 +12,7 @@ from ..processes.base import Process
 from ..utils import check_options, unknown
 from .base import Loss
 from .dsm import TIME_SAMPLINGS, WEIGHTINGS, DSMLoss
+from .hsm import HSMLoss
 from .vlb import (
     DECODERS,
     VARIANCES,
@@ -25,16 +26,20 @@ from .vlb import (
 LOSSES: dict[str, Callable[..., Loss]] = {
     "dsm": DSMLoss,
     "vlb": VLBLoss,
+    "hsm": HSMLoss,
 }
 
 _OPTIONS = {
     "dsm": ("weighting", "time_sampling", "importance", "gamma", "sigma_data", "P_mean", "P_std", "t_min", "t_max"),
     "vlb": ("variance", "decoder"),
+    "hsm": ("weighting", "time_sampling", "t_min", "t_max"),
 }
 
 
 def make(name: str, process: Process, param: Parameterization, **options) -> Loss:
     """Build a loss by name ("dsm", "vlb"); an unknown name or option raises a ValueError naming it."""
+    if name == "dsm" and getattr(process, "phase_space", False):
+        name = "hsm"  # denoising score matching in CLD's phase space is hybrid score matching (losses/hsm.py)
     if name not in LOSSES:
         raise unknown("loss", name, LOSSES)
     check_options(f"loss '{name}'", options, _OPTIONS[name])
@@ -48,6 +53,6 @@ def from_config(config: dict, process: Process, param: Parameterization) -> Loss
 
 
 __all__ = [
-    "DECODERS", "LOSSES", "TIME_SAMPLINGS", "VARIANCES", "VLB", "WEIGHTINGS", "DSMLoss", "Loss", "VLBLoss", "ddpm_vlb",
+    "DECODERS", "LOSSES", "HSMLoss", "TIME_SAMPLINGS", "VARIANCES", "VLB", "WEIGHTINGS", "DSMLoss", "Loss", "VLBLoss", "ddpm_vlb",
     "discretized_gaussian_log_likelihood", "from_config", "make", "strided_steps",
 ]

@@ -141,13 +141,14 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         if num_classes < 1:
             raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
         overrides.setdefault("num_classes", num_classes)
-    return nets.make(spec, shape=info["shape"], **overrides)
+    shape = processes.make(cfg["process"]["name"], **cfg["process"]["options"]).state_shape(info["shape"])
+    return nets.make(spec, shape=shape, **overrides)
 
 
 def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations.Parameterization]:
     process = processes.make(cfg["process"]["name"], **cfg["process"]["options"])
     param = parameterizations.make(cfg["parameterization"]["name"], **cfg["parameterization"]["options"])
-    return process, param
+    return process, parameterizations.for_process(param, process)
 
 
 def check_sampler_options(name: str, options: dict) -> None:
@@ -184,6 +185,15 @@ def _expected_type(value: Any, default: Any) -> str | None:
 def check_sampler(cfg: dict) -> None:
     """Fail now, not at the first sample grid hours later, on a bad sampler name or option."""
     check_sampler_options(cfg["sample"]["sampler"], cfg["sample"]["options"])
+    _runs_on(cfg["sample"]["sampler"], processes.make(cfg["process"]["name"], **cfg["process"]["options"]))
+
+
+def _runs_on(sampler: str, process: processes.Process) -> None:
+    from ..samplers import SAMPLERS
+
+    if not SAMPLERS[sampler].info.runs_on(process):
+        ok = ", ".join(n for n, f in SAMPLERS.items() if f.info.runs_on(process))
+        raise ValueError(f"sample.sampler '{sampler}' does not run on process '{process.name}'; one of: {ok}")
 
 
 def build(cfg: dict) -> Components:
