@@ -432,12 +432,8 @@ class NetDenoiser(nn.Module):
 def pf_ode_velocity(denoiser: Callable[..., Tensor], process: Process, x: Tensor, t: Tensor | float, **cond) -> Tensor:
     """dx/dt of the probability-flow ODE, f x - g^2/2 score = alpha' x0_hat + sigma' eps_hat.
 
-    Written in x0_hat so it stays finite where alpha = 0 (flow and cosine VP at t = 1). On the phase-space process
-    (CLD) x is the phase state and this is its ODE, ``CLD.pf_ode_velocity``.
+    Written in x0_hat so it stays finite where alpha = 0 (flow and cosine VP at t = 1).
     """
-    if getattr(process, "phase_space", False):
-        tb = batch_time(t, x)
-        return process.pf_ode_velocity(x, denoiser(x, tb, **cond), tb)
     a, s, da, ds = coefficients(process, t, x, derivatives=True)
     return velocity_from_x0(x, denoiser(x, batch_time(t, x), **cond), a, s, da, ds)
 

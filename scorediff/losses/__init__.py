@@ -38,8 +38,6 @@ _OPTIONS = {
 
 def make(name: str, process: Process, param: Parameterization, **options) -> Loss:
     """Build a loss by name ("dsm", "vlb"); an unknown name or option raises a ValueError naming it."""
-    if name == "dsm" and getattr(process, "phase_space", False):
-        name = "hsm"  # denoising score matching in CLD's phase space is hybrid score matching (losses/hsm.py)
     if name not in LOSSES:
         raise unknown("loss", name, LOSSES)
     check_options(f"loss '{name}'", options, _OPTIONS[name])

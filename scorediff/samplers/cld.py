@@ -102,7 +102,7 @@ def _ou_half(grid: PhaseGrid, u: Tensor, ds: float, generator, noise: bool) -> T
     return p.join(x_new, v_new)
 
 
-@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform", processes=CLD_ONLY,
+@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="logsnr_cosine", processes=CLD_ONLY,
               description="Symmetric splitting CLD sampler SSCS (Dockhorn et al. 2022, Algorithm 1)")
 def sample_sscs(
     denoiser: Denoiser,
@@ -132,7 +132,7 @@ def sample_sscs(
     return _run(step, denoiser, process, x, ts, generator, callback, hook, "sscs")
 
 
-@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="uniform", processes=CLD_ONLY,
+@sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="logsnr_cosine", processes=CLD_ONLY,
               description="Euler-Maruyama on CLD's reverse SDE (Dockhorn et al. 2022, eq. 6)")
 def sample_cld_euler_maruyama(
     denoiser: Denoiser,
@@ -162,7 +162,7 @@ def sample_cld_euler_maruyama(
     return _run(step, denoiser, process, x, ts, generator, callback, hook, "cld_euler_maruyama")
 
 
-@sampler_info(order=2, stochastic=False, nfe_per_step=2, default_schedule="uniform", processes=CLD_ONLY,
+@sampler_info(order=2, stochastic=False, nfe_per_step=2, default_schedule="logsnr_cosine", processes=CLD_ONLY,
               description="Heun's method on CLD's probability-flow ODE (Dockhorn et al. 2022, Sec. 3)")
 def sample_cld_heun(
     denoiser: Denoiser,
@@ -188,7 +188,7 @@ def sample_cld_heun(
     return _run(step, denoiser, process, x, ts, generator, callback, hook, "cld_heun")
 
 
-@sampler_info(order=5, stochastic=False, nfe_per_step=float("nan"), default_schedule="uniform", processes=CLD_ONLY,
+@sampler_info(order=5, stochastic=False, nfe_per_step=float("nan"), default_schedule="logsnr_cosine", processes=CLD_ONLY,
               description="Adaptive CLD probability-flow ODE (torchdiffeq dopri5)")
 def sample_cld_ode(
     denoiser: Denoiser,

@@ -235,7 +235,9 @@ def build(cfg: dict) -> Components:
     elif cfg["loss"]["name"] in distill.OBJECTIVES:  # a few-step objective (distillation, consistency training)
         loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
-        loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+        name = cfg["loss"]["name"]
+        name = "hsm" if name == "dsm" and getattr(process, "phase_space", False) else name  # cld: DSM in phase space
+        loss = losses.make(name, process, param, **cfg["loss"]["options"])
     factor = int(cfg["cascade"]["factor"])
     if factor:
         if not isinstance(net, nets.SuperResolution) or net.factor != factor:
