@@ -30,7 +30,8 @@ LOSSES: dict[str, Callable[..., Loss]] = {
 }
 
 _OPTIONS = {
-    "dsm": ("weighting", "time_sampling", "importance", "gamma", "sigma_data", "P_mean", "P_std", "t_min", "t_max"),
+    "dsm": ("weighting", "time_sampling", "importance", "gamma", "sigma_data", "P_mean", "P_std", "t_min", "t_max",
+            "coupling", "sinkhorn_reg", "sinkhorn_iters"),
     "vlb": ("variance", "decoder"),
     "hsm": ("weighting", "time_sampling", "t_min", "t_max"),
 }
