@@ -4,6 +4,7 @@
   denoiser, log p_t, class posteriors, conditionals and linear-Gaussian posteriors); ``ring2d``,
   ``mixture64``, ``sliced_wasserstein``.
 * ``gp``: Gaussian processes on a grid (one-component mixtures) for forecasting and imputation.
+* ``transport``: optimal transport between Gaussians and the straight flow it induces (flow-matching couplings).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from .gaussian import (
     sliced_wasserstein,
 )
 from .gp import KERNELS, gaussian_process, kernel_matrix
+from .transport import OTFlowDenoiser, gaussian_ot_map, gaussian_w2_squared
 
 __all__ = [
-    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "gaussian_process", "kernel_matrix",
-    "mixture64", "ring2d", "sliced_wasserstein",
+    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "OTFlowDenoiser", "gaussian_ot_map",
+    "gaussian_process", "gaussian_w2_squared", "kernel_matrix", "mixture64", "ring2d", "sliced_wasserstein",
 ]
