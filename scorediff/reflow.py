@@ -63,10 +63,10 @@ class Reflow(Objective):
     def __call__(self, model, x0: Tensor, generator: torch.Generator | None = None, **cond) -> Tensor:
         data, noise = self.draw_pairs(x0.device)
         b = x0.shape[0]
-        idx = torch.randint(0, self.pairs, (b,), generator=generator).to(x0.device)
-        y0, y1 = data[idx].to(x0.dtype), noise[idx].to(x0.dtype)
-        u = torch.rand(b, generator=generator, dtype=torch.float64)
-        t = (self.t_lo + (self.t_hi - self.t_lo) * u).to(x0.device, x0.dtype)
+        idx = torch.randint(0, self.pairs, (b,), generator=generator, device=x0.device)
+        y0, y1 = data.to(x0.device)[idx].to(x0.dtype), noise.to(x0.device)[idx].to(x0.dtype)
+        u = torch.rand(b, generator=generator, device=x0.device, dtype=torch.float64)
+        t = (self.t_lo + (self.t_hi - self.t_lo) * u).to(x0.dtype)
         x_t = self.process.marginal(y0, t, y1)
         target = self.param.target(y0, y1, x_t, t, self.process)
         # the velocity MSE on the raw output's scale: w = x0_weight(velocity) / x0_weight(param)

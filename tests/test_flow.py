@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+import scorediff
 import scorediff.analytic as A
 import scorediff.parameterizations as PZ
 import scorediff.processes as P
@@ -169,3 +170,87 @@ def test_reflow_cli_repeats(tmp_path, capsys):
                  *fast]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "coupling 'sinkhorn' unknown" in err
+
+
+# -- stochastic interpolants / bridges (losses/bridge.py) ----------------------------------------------------------
+
+M1 = torch.tensor([-1.0, 1.5], dtype=torch.float64)
+S1 = torch.tensor([[0.2, -0.05], [-0.05, 0.4]], dtype=torch.float64)
+
+
+class _BridgeModel:
+    def __init__(self, den, d=0.0):
+        self.den, self.d = den, d
+
+    def raw(self, x, t, **cond):
+        return self.den.velocity(x, t) + self.d
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_bridge_loss_is_minimal_at_the_closed_form_velocity(gamma):
+    # Gaussian target N(M, S) and unpaired Gaussian source N(M1, S1): with common random numbers
+    # L(+d) + L(-d) - 2 L(0) = 2 d^2 exactly, and L(+-d) > L(0), at the closed-form interpolant velocity
+    g = torch.Generator().manual_seed(0)
+    source = M1 + torch.randn(4096, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(S1).T
+    x0, _ = _gaussian_batch(g, 2048)
+    loss = make_loss("bridge", P.make("flow"), PZ.make("velocity"), source=source, gamma=gamma)
+    den = A.GaussianBridgeDenoiser(M, S, M1, S1, gamma)
+    vals = {d: float(loss(_BridgeModel(den, d), x0, torch.Generator().manual_seed(1)).mean()) for d in (-0.1, 0, 0.1)}
+    assert vals[0.1] + vals[-0.1] - 2 * vals[0] == pytest.approx(2 * 0.1**2, rel=1e-6)
+    assert vals[0.1] > vals[0] and vals[-0.1] > vals[0]
+
+
+def test_bridge_transports_source_to_target_with_the_registry():
+    # the closed-form bridge's probability-flow ODE, integrated by the registered Heun sampler from source samples
+    flow, g = P.make("flow"), torch.Generator().manual_seed(4)
+    x1 = M1 + torch.randn(2000, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(S1).T
+    y = scorediff.sample(A.GaussianBridgeDenoiser(M, S, M1, S1, 0.5), flow, x1, sampler="heun", steps=32,
+                         dtype=torch.float64)
+    target, _ = _gaussian_batch(torch.Generator().manual_seed(5), 2000)
+    floor, _ = _gaussian_batch(torch.Generator().manual_seed(6), 2000)
+    sw = lambda a, b: float(A.sliced_wasserstein(a, b, 128, torch.Generator().manual_seed(0)))
+    assert sw(y, target) < 2 * sw(floor, target)
+    torch.testing.assert_close(y.mean(0), M, atol=0.05, rtol=0)
+
+
+def test_bridge_paired_degradations_and_errors():
+    from scorediff.losses.bridge import degrade
+
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    blurred = degrade(x, "blur", std=1.0, size=5)
+    low = degrade(x, "downsample", factor=2)
+    assert blurred.shape == low.shape == x.shape
+    torch.testing.assert_close(low[:, :, ::2, ::2], torch.nn.functional.avg_pool2d(x, 2))
+    # a constant image stays constant under the (normalised) blur away from the border
+    assert float((degrade(torch.ones(1, 1, 9, 9), "blur", std=1.0, size=3)[0, 0, 1:-1, 1:-1] - 1).abs().max()) < 1e-6
+    flow, v = P.make("flow"), PZ.make("velocity")
+    loss = make_loss("bridge", flow, v, degrade={"name": "downsample", "factor": 2})
+    assert loss(_ZeroImages(), x, torch.Generator().manual_seed(0)).shape == (3,)
+    for kwargs, msg in [({}, "exactly one of source"), ({"degrade": {"name": "sharpen"}}, "degrade 'sharpen' unknown"),
+                        ({"source": "moons", "gamma": -1.0}, "gamma must be >= 0")]:
+        with pytest.raises(ValueError, match=msg):
+            make_loss("bridge", flow, v, **kwargs)
+    with pytest.raises(ValueError, match="parameterization 'velocity', got 'eps'"):
+        make_loss("bridge", flow, PZ.make("eps"), source="moons")
+    with pytest.raises(ValueError, match="on the 'flow' process's time, got 'vp'"):
+        make_loss("bridge", P.make("vp"), v, source="moons")
+
+
+class _ZeroImages:
+    def raw(self, x, t, **cond):
+        return torch.zeros_like(x)
+
+
+def test_bridge_config_trains_and_translates(tmp_path):
+    from scorediff.cli import main
+    from scorediff.data import make as make_data
+    from scorediff.training.run import load_run
+
+    out = tmp_path / "bridge"
+    assert main(["train", "toy2d-bridge", "--out", str(out), "--set", "optim.steps=4", "--set", "log.progress=false",
+                 "--set", "log.tensorboard=false", "--set", "sample.num=16", "--set", "sample.steps=2",
+                 "--set", "data.options.n=300"]) == 0
+    run = load_run(out)
+    x1 = make_data("moons", n=32, seed=3).x
+    y = scorediff.sample(run.denoiser, run.process, x1, sampler="heun", steps=4)
+    assert y.shape == x1.shape and torch.isfinite(y).all()

@@ -266,7 +266,7 @@ def test_errors_and_config():
     with pytest.raises(ValueError, match=r"t must lie in"):
         loss(model, x0, t=-0.1)
     assert loss(model, x0, torch.Generator().manual_seed(0), t=0.5).shape == (3,)
-    assert set(LOSSES) == {"dsm", "vlb", "hsm"}
+    assert set(LOSSES) == {"dsm", "vlb", "hsm", "bridge"}
     import json
 
     for name, proc, opts in [

@@ -18,9 +18,9 @@ from .gaussian import (
     sliced_wasserstein,
 )
 from .gp import KERNELS, gaussian_process, kernel_matrix
-from .transport import OTFlowDenoiser, gaussian_ot_map, gaussian_w2_squared
+from .transport import GaussianBridgeDenoiser, OTFlowDenoiser, gaussian_ot_map, gaussian_w2_squared
 
 __all__ = [
-    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "OTFlowDenoiser", "gaussian_ot_map",
+    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianBridgeDenoiser", "GaussianMixture", "OTFlowDenoiser", "gaussian_ot_map",
     "gaussian_process", "gaussian_w2_squared", "kernel_matrix", "mixture64", "ring2d", "sliced_wasserstein",
 ]

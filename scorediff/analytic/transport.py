@@ -7,6 +7,10 @@ Flow matching with the OT coupling of noise x1 ~ N(0, I) and data x0 ~ N(m, S) (
 batch grows, ``scorediff.couplings``) pairs x0 = T(x1) = m + S^{1/2} x1, so x_t = (1 - t) x0 + t x1 moves on straight
 lines at constant speed and its velocity is, with x1 = ((1 - t) S^{1/2} + t I)^{-1} (x_t - (1 - t) m),
     v_t(x_t) = x1 - T(x1),    and the flow's denoiser E[x0 | x_t] = x_t - t v_t(x_t)    (``OTFlowDenoiser``).
+A stochastic interpolant between Gaussians with independent ends (``losses.bridge``), x_t = (1 - t) x0 + t x1 +
+gamma(t) z, x0 ~ N(m0, S0), x1 ~ N(m1, S1), is jointly Gaussian, so its velocity E[x1 - x0 + gamma' z | x_t] is affine:
+    b_t(x) = m1 - m0 + C_vx C_x^{-1} (x - (1 - t) m0 - t m1),
+    C_x = (1 - t)^2 S0 + t^2 S1 + gamma^2 I,  C_vx = t S1 - (1 - t) S0 + gamma gamma' I     (``GaussianBridgeDenoiser``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,30 @@ class OTFlowDenoiser:
         rhs = x.to(torch.float64) - (1 - t64[:, :, 0]) * self.b
         x1 = torch.linalg.solve(m, rhs)
         return (x1 - x1 @ self.a.T - self.b).to(x.dtype)
+
+    def __call__(self, x: Tensor, t: Tensor, **cond) -> Tensor:
+        self.nfe += 1
+        return x - t.reshape(-1, 1).to(x.dtype) * self.velocity(x, t)
+
+
+class GaussianBridgeDenoiser:
+    """The ``flow``-process denoiser x - t b_t(x) of the Gaussian stochastic interpolant (module docstring) with
+    gamma(t) = gamma sqrt(t (1 - t)); x of shape (B, D). ``nfe`` counts calls."""
+
+    def __init__(self, m0, s0, m1, s1, gamma: float = 0.0):
+        self.m0, self.m1 = (torch.as_tensor(v, dtype=torch.float64) for v in (m0, m1))
+        self.s0, self.s1 = (torch.as_tensor(v, dtype=torch.float64) for v in (s0, s1))
+        self.gamma, self.nfe = float(gamma), 0
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        t64 = t.to(torch.float64).reshape(-1, 1, 1)
+        eye = torch.eye(self.m0.shape[0], dtype=torch.float64)
+        g2, g_dg = self.gamma**2 * t64 * (1 - t64), self.gamma**2 * (1 - 2 * t64) / 2  # gamma^2, gamma gamma': finite
+        c_x = (1 - t64) ** 2 * self.s0 + t64**2 * self.s1 + g2 * eye
+        c_vx = t64 * self.s1 - (1 - t64) * self.s0 + g_dg * eye
+        mu = (1 - t64[:, :, 0]) * self.m0 + t64[:, :, 0] * self.m1
+        sol = torch.linalg.solve(c_x, (x.to(torch.float64) - mu)[..., None])
+        return (self.m1 - self.m0 + (c_vx @ sol)[..., 0]).to(x.dtype)
 
     def __call__(self, x: Tensor, t: Tensor, **cond) -> Tensor:
         self.nfe += 1
