@@ -103,7 +103,7 @@ def _ou_half(grid: PhaseGrid, u: Tensor, ds: float, generator, noise: bool) -> T
 
 
 @sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="logsnr_cosine", processes=CLD_ONLY,
-              description="Symmetric splitting CLD sampler SSCS (Dockhorn et al. 2022, Algorithm 1)")
+              description="Symmetric splitting CLD sampler SSCS (Dockhorn et al. 2022, Algorithm 1); cld only")
 def sample_sscs(
     denoiser: Denoiser,
     process: Process,
@@ -133,7 +133,7 @@ def sample_sscs(
 
 
 @sampler_info(order=1, stochastic=True, nfe_per_step=1, default_schedule="logsnr_cosine", processes=CLD_ONLY,
-              description="Euler-Maruyama on CLD's reverse SDE (Dockhorn et al. 2022, eq. 6)")
+              description="Euler-Maruyama on CLD's reverse SDE (Dockhorn et al. 2022, eq. 6); cld only")
 def sample_cld_euler_maruyama(
     denoiser: Denoiser,
     process: Process,
@@ -163,7 +163,7 @@ def sample_cld_euler_maruyama(
 
 
 @sampler_info(order=2, stochastic=False, nfe_per_step=2, default_schedule="logsnr_cosine", processes=CLD_ONLY,
-              description="Heun's method on CLD's probability-flow ODE (Dockhorn et al. 2022, Sec. 3)")
+              description="Heun's method on CLD's probability-flow ODE (Dockhorn et al. 2022, Sec. 3); cld only")
 def sample_cld_heun(
     denoiser: Denoiser,
     process: Process,
@@ -189,7 +189,7 @@ def sample_cld_heun(
 
 
 @sampler_info(order=5, stochastic=False, nfe_per_step=float("nan"), default_schedule="logsnr_cosine", processes=CLD_ONLY,
-              description="Adaptive CLD probability-flow ODE (torchdiffeq dopri5)")
+              description="Adaptive CLD probability-flow ODE (torchdiffeq dopri5); cld only")
 def sample_cld_ode(
     denoiser: Denoiser,
     process: Process,
