@@ -90,8 +90,9 @@ class _Dynamics:
     """The augmented PF-ODE: state (x, int div_1..M); one call evaluates v and M probe products."""
 
     def __init__(self, denoiser, process: Process, probes: Tensor | None, cond: dict, sum_probes: bool, bar=None,
-                 t_span=(0.0, 1.0), chunk: int = 64):
+                 t_span=(0.0, 1.0), chunk: int = 64, velocity: Callable[..., Tensor] = pf_ode_velocity):
         self.denoiser, self.process, self.probes, self.cond, self.chunk = denoiser, process, probes, cond, chunk
+        self.velocity = velocity  # (denoiser, process, x, t, **cond) -> dx/dt; CLD's phase-space one in likelihood_cld
         self.sum_probes, self.bar, self.t_span, self.nfe = sum_probes, bar, t_span, 0
 
     def _cond(self, m: int) -> dict:
@@ -107,14 +108,14 @@ class _Dynamics:
             self.bar.refresh()
         if self.probes is None:  # plain encoding/decoding: no divergence
             with torch.no_grad():
-                return (pf_ode_velocity(self.denoiser, self.process, x, t, **self.cond),)
+                return (self.velocity(self.denoiser, self.process, x, t, **self.cond),)
         b, divs, v0 = x.shape[0], [], None
         for probes in self.probes.split(self.chunk):
             m = probes.shape[0]
             with torch.enable_grad():
                 # one forward and one backward over the batch tiled m times, probe k in tile k
                 xr = x.detach().repeat(m, *([1] * (x.ndim - 1))).requires_grad_(True)
-                v = pf_ode_velocity(self.denoiser, self.process, xr, t, **self._cond(m))
+                v = self.velocity(self.denoiser, self.process, xr, t, **self._cond(m))
                 p = probes.reshape(m * b, *x.shape[1:])
                 (vjp,) = torch.autograd.grad(v, xr, p)
             divs.append(sum_flat(vjp * p).reshape(m, b).detach())
@@ -179,6 +180,15 @@ def log_likelihood(
     cond = dict(cond or {})
     if method not in METHODS:
         raise unknown("likelihood method", method, METHODS)
+    if getattr(process, "phase_space", False):  # CLD: a bound through phase space (likelihood_cld)
+        from .likelihood_cld import log_likelihood_bound
+
+        if method != "ode":
+            raise ValueError(f"likelihood method {method!r} needs a vp-discrete process; on '{process.name}' use 'ode'")
+        check_options("likelihood on a phase-space process", vlb_options, ("velocities",))
+        return log_likelihood_bound(denoiser, process, x, trace=trace, probes=probes, noise=noise, rtol=rtol, atol=atol,
+                                    t_min=t_min, solver=solver, chunk=chunk, generator=generator, cond=cond,
+                                    progress=progress, **vlb_options)
     if method == "vlb":
         if not isinstance(process, VPDiscrete):
             raise ValueError(f"likelihood method 'vlb' needs a vp-discrete process, got '{process.name}'")

@@ -312,6 +312,78 @@ class ConsistencyParam(EDMPrecond):
         return 1 / self._cm_skip_out(st, process, x)[1] ** 2
 
 
+class CLDParam(Parameterization):
+    """Critically-damped Langevin diffusion's output (Dockhorn et al. 2022, Sec. 3.3 and App. B.2): the network sees
+    the phase state u = (x_t, v_t) (``processes.cld``) and predicts the velocity noise eps_v of
+    u_t = m_t x0 + L_t eps, so that the velocity score is grad_v log p_t = -eps_v / ell_t (ell_t = L_vv). With the
+    mixed score (``mixed``, the paper's default) the network adds to the score of the Gaussian of v alone:
+        alpha_theta = ell_t v_t / Sigma_t^vv + F_v(u_t, t),   s_theta = -alpha_theta / ell_t,
+    where F_v is the velocity half of the raw output (the network maps u to u's shape). x0_hat follows by solving
+    u_t = m_t x0 + L_t eps for x0 with eps_v = alpha_theta (``CLD.x0_from_eps_v``)."""
+
+    name = "cld"
+
+    def __init__(self, noise_input: str = "t1000", mixed: bool = True):
+        super().__init__(noise_input)
+        self.mixed = bool(mixed)
+
+    @staticmethod
+    def _check(process: Process) -> None:
+        if not getattr(process, "phase_space", False):
+            raise ValueError(f"parameterization 'cld' needs the phase-space process 'cld', got '{process.name}'")
+
+    def _gaussian_part(self, u: Tensor, t: Tensor, process) -> Tensor:
+        """ell_t v_t / Sigma_t^vv (the mixed score's fixed part), 0 without the mixed score."""
+        _, v = process.split(u)
+        if not self.mixed:
+            return torch.zeros_like(v)
+        t = batch_time(t, u)
+        ell = append_dims(process.cholesky(t)[2], v.ndim).to(v.dtype)
+        svv = append_dims(process.kernel(t)[4], v.ndim).to(v.dtype)
+        return ell * v / svv
+
+    def output(self, raw: Tensor, process) -> Tensor:
+        """The part of the raw (phase-shaped) output that is read: its velocity half F_v."""
+        return process.split(raw)[1]
+
+    def to_x0(self, raw, x, t, process):
+        self._check(process)
+        eps_v = self._gaussian_part(x, t, process) + self.output(raw, process)
+        return process.x0_from_eps_v(x, eps_v, batch_time(t, x))
+
+    def target(self, x0, eps, x_t, t, process):
+        """The target of F_v given the phase noise eps that made x_t: eps_v minus the mixed score's part."""
+        self._check(process)
+        return process.split(eps)[1] - self._gaussian_part(x_t, t, process)
+
+    def x0_weight(self, x, t, process):
+        # eps_v error = (phi_vx - phi_xx Lvx / Lxx) / ell x0 error (the inverse of ``CLD.x0_from_eps_v``)
+        self._check(process)
+        t = batch_time(t, x)
+        p_xx, p_vx = process.kernel(t)[:2]
+        lxx, lvx, lvv = process.cholesky(t)
+        return append_dims(((p_vx - p_xx * lvx / lxx) / lvv) ** 2, x.ndim).to(x.dtype)
+
+    def config(self):
+        return {**super().config(), "mixed": self.mixed}
+
+
+def for_process(param: Parameterization, process: Process) -> Parameterization:
+    """The parameterization a network of ``process`` uses: on the phase-space process "cld", "eps" is CLD's own
+    eps prediction (``CLDParam``, the velocity noise with the mixed score); any other there is a ValueError, as is
+    "cld" on a data-space process."""
+    if getattr(process, "phase_space", False):
+        if isinstance(param, CLDParam):
+            return param
+        if param.name == "eps":
+            return CLDParam(noise_input=param.noise_input)
+        raise ValueError(f"process '{process.name}' trains with parameterization 'cld' (or 'eps', the same: the "
+                         f"velocity noise, Dockhorn et al. 2022), got '{param.name}'")
+    if isinstance(param, CLDParam):
+        raise ValueError(f"parameterization 'cld' needs the phase-space process 'cld', got '{process.name}'")
+    return param
+
+
 PARAMETERIZATIONS: dict[str, Callable[..., Parameterization]] = {
     "eps": EpsParam,
     "x0": X0Param,
@@ -320,11 +392,12 @@ PARAMETERIZATIONS: dict[str, Callable[..., Parameterization]] = {
     "velocity": VelocityParam,
     "edm": EDMPrecond,
     "consistency": ConsistencyParam,
+    "cld": CLDParam,
 }
 
 
 def make(name: str, **options) -> Parameterization:
-    """Build a parameterization by name: eps, x0, v, score, velocity, edm, consistency."""
+    """Build a parameterization by name: eps, x0, v, score, velocity, edm, consistency, cld."""
     if name not in PARAMETERIZATIONS:
         raise unknown("parameterization", name, PARAMETERIZATIONS)
     try:

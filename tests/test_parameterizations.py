@@ -64,6 +64,8 @@ def test_conversions_agree_with_truth(process):
 @pytest.mark.parametrize("name", sorted(PZ.PARAMETERIZATIONS))
 def test_target_inverts_to_x0(process, name):
     """to_x0(target(x0, eps)) == x0, and ||raw - target||^2 = x0_weight ||x0_hat - x0||^2."""
+    if name == "cld":
+        pytest.skip("the phase-space parameterization: tests/test_cld.py::test_cld_param_target_inverts_to_x0")
     param = PZ.make(name)
     t, x0, eps, xt = _state(process)
     target = param.target(x0, eps, xt, t, process)

@@ -17,7 +17,7 @@ import scorediff
 import scorediff.analytic as A
 import scorediff.processes as P
 from scorediff import schedules
-from scorediff.samplers import SAMPLERS, sample, sampler_table
+from scorediff.samplers import SAMPLERS, options_of, sample, sampler_table
 from scorediff.samplers._common import Grid
 
 NAMES = list(SAMPLERS)
@@ -36,6 +36,12 @@ def info(name):
     return SAMPLERS[name].info
 
 
+def proc_for(name, default="vp", **options):
+    """``default`` if the sampler runs on it, else the first process it declares (cld's samplers: cld)."""
+    p = P.make(default, **options)
+    return p if info(name).runs_on(p) else P.make(info(name).processes[0])
+
+
 def deterministic(name) -> bool:
     return not info(name).stochastic and math.isfinite(info(name).nfe_per_step)
 
@@ -51,7 +57,7 @@ def sw(x, y):
 def test_reaches_truth_at_high_nfe(name):
     # VP (linear), ring2d, 600 samples, ~240 model evaluations (adaptive ODE: default tolerances).
     # Pass: sliced W2 to a true sample within 2x the true-vs-true noise floor (mean over 3 pairs).
-    mix, p, n = A.ring2d(), P.make("vp"), 600
+    mix, p, n = A.ring2d(), proc_for(name), 600
     nfe = info(name).nfe_per_step
     opts = FAST.get(name, {})
     per_step = opts.get("n_steps_each", nfe)
@@ -79,8 +85,8 @@ def order_reference(case_id: int):
 
 
 @pytest.mark.parametrize("case", ORDER_CASES, ids=[c[0] for c in ORDER_CASES])
-@pytest.mark.parametrize("name", [n for n in NAMES if deterministic(n)])
-def test_convergence_order(name, case):
+@pytest.mark.parametrize("name", [n for n in NAMES if deterministic(n) and info(n).processes is None])
+def test_convergence_order(name, case):  # (cld's samplers, which draw a velocity: tests/test_cld.py)
     # On the 8-D mixture, from the same start, against the adaptive PF-ODE at rtol = atol = 1e-10 (float64).
     # Grid: logsnr (uniform in lambda) from t_max to t_min = 0.02 with 16, 32, 64 steps; at t_min = 0.02 the
     # components are still resolved smoothly, so the asymptotic regime holds (measured slopes: DDIM/Euler
@@ -105,8 +111,9 @@ def _per_coordinate(denoiser):
     return lambda x, t: denoiser(x.reshape(-1, 1), t.repeat_interleave(x.shape[1])).reshape(x.shape)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if info(n).stochastic and info(n).denoiser == "any"])
-def test_weak_order(name):
+@pytest.mark.parametrize("name", [n for n in NAMES if info(n).stochastic and info(n).denoiser == "any"
+                                  and info(n).processes is None])
+def test_weak_order(name):  # (cld's: tests/test_cld.py)
     # SamplerInfo.order of a stochastic sampler is its weak order. Target N(0.5, 0.3^2 I) in D = 50 dimensions
     # (the Langevin corrector's step uses per-example norms, which must concentrate), 1000 samples, VP, logsnr
     # grids to t_min with 16, 32, 64 steps; the error is the moments' distance to the exact marginal at
@@ -146,7 +153,7 @@ def test_ode_reaches_its_tolerance():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_samples(name):
-    mix, p = mixture8(), P.make("vp")
+    mix, p = mixture8(), proc_for(name)
     opts = {**FAST.get(name, {})}
     run = lambda seed: sample(mix.denoiser(p), p, (8, 2, 4), sampler=name, steps=4, seed=seed, **opts)
     a, b = run(3), run(3)
@@ -168,8 +175,7 @@ def test_runs_on_every_process(name, process, to_zero):
     mix = A.ring2d()
     run = functools.partial(sample, mix.denoiser(process), process, (16, 2), sampler=name, steps=5, seed=0,
                             dtype=torch.float64, schedule_options={"denoise_to_zero": to_zero}, **FAST.get(name, {}))
-    declared = info(name).processes
-    if declared is not None and process.name not in declared:
+    if not info(name).runs_on(process):
         with pytest.raises(ValueError, match=process.name):
             run()
         return
@@ -179,6 +185,8 @@ def test_runs_on_every_process(name, process, to_zero):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_in_float32_on_every_process(name, process):
+    if not info(name).runs_on(process):
+        pytest.skip(f"{name} does not run on {process.name}")
     # float32 at sigma(t_min) ~ 1e-5 is where x - alpha x0_hat rounds to 0 (pc's corrector once gave NaN there)
     if float(process.sigma(torch.tensor(0.0, dtype=torch.float64))) > 0:
         opts = {}
@@ -192,9 +200,9 @@ def test_finite_in_float32_on_every_process(name, process):
 @pytest.mark.parametrize("name", NAMES)
 def test_nfe_matches_declaration(name):
     # away from the special steps (uniform grid on linear VP: alpha(t_max) > 0, sigma(t_min) > 0)
-    mix, p = A.ring2d(), P.make("vp")
+    mix, p = A.ring2d(), proc_for(name)
     d, stats, steps = mix.denoiser(p), {}, 6
-    opts = {"stats": stats} if name == "ode" else {}
+    opts = {"stats": stats} if "stats" in options_of(name) else {}
     x = p.prior_sample((4, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
     SAMPLERS[name](d, p, x, schedules.make("uniform", steps, p), **opts)
     nfe = info(name).nfe_per_step
@@ -314,8 +322,9 @@ def test_callback_hook_and_cond_pass_through():
 
 def test_hook_result_is_used():
     # a hook that pins x to zero after every step leaves zero (what inpainting relies on)
-    mix, p = A.ring2d(), P.make("vp")
+    mix = A.ring2d()
     for name in NAMES:
+        p = proc_for(name)
         x = sample(mix.denoiser(p), p, (4, 2), sampler=name, steps=3, hook=lambda x, t, x0: torch.zeros_like(x),
                    **FAST.get(name, {}))
         assert torch.equal(x, torch.zeros_like(x)), name
@@ -379,7 +388,7 @@ def test_no_tensor_is_written_after_it_is_handed_out(name):
     """The samplers update their state in place for speed (see _common's "Per-step cost"); that must never
     reach the caller: the start tensor is left as it was, and every x the callback receives is a distinct
     tensor that keeps its value for the rest of the run."""
-    mix, p = A.ring2d(), P.make("vp")
+    mix, p = A.ring2d(), proc_for(name)
     x = p.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
     start = x.clone()
     seen = []

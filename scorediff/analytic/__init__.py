@@ -5,6 +5,7 @@
   ``mixture64``, ``sliced_wasserstein``.
 * ``prompts``: a mixture whose "prompt" selects components: the exact denoiser taking ``context``.
 * ``gp``: Gaussian processes on a grid (one-component mixtures) for forecasting and imputation.
+* ``transport``: optimal transport between Gaussians and the straight flow it induces (flow-matching couplings).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from .gaussian import (
 )
 from .gp import KERNELS, MaskedDenoiser, gaussian_process, kernel_matrix
 from .prompts import PromptDenoiser, prompt_tokens
+from .transport import GaussianBridgeDenoiser, OTFlowDenoiser, gaussian_ot_map, gaussian_w2_squared
 
 __all__ = [
-    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianMixture", "MaskedDenoiser", "PromptDenoiser",
-    "gaussian_process", "kernel_matrix", "mixture64", "prompt_tokens", "ring2d", "sliced_wasserstein",
+    "KERNELS", "ConditionalDenoiser", "ExactDenoiser", "GaussianBridgeDenoiser", "GaussianMixture", "MaskedDenoiser",
+    "OTFlowDenoiser", "PromptDenoiser", "gaussian_ot_map", "gaussian_process", "gaussian_w2_squared", "kernel_matrix",
+    "mixture64", "prompt_tokens", "ring2d", "sliced_wasserstein",
 ]

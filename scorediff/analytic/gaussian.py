@@ -193,10 +193,33 @@ class GaussianMixture:
         m = self.means[None] + torch.einsum("kde,bke->bkd", self.evecs, gain * z)
         return self._unflat((post[..., None] * m).sum(1), x)
 
+    # -- phase space (critically-damped Langevin, ``processes.cld``) ------------------------------------------
+    def _phase(self, u: Tensor, t, process) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The phase state reduced to its equivalent reading y = x0 + sigma_eff n (``CLD.observation``): the
+        mixture's data-space posterior under (alpha = 1, sigma_eff) is the phase-space one."""
+        y, s_eff, log_c = process.observation(u, batch_time(t, u))
+        yf = self._flat(y)
+        ones = torch.ones_like(s_eff)
+        z, var = self._rotated(yf, ones, s_eff)
+        logj = self._component_log_prob(z, var) + torch.log(self.weights)[None]
+        return y, ones, z, var, logj, log_c
+
+    def phase_log_prob_t(self, u: Tensor, t, process: Process) -> Tensor:
+        """log p_t(x, v) of the mixture diffused by CLD in phase space (v0 ~ N(0, gamma M)), shape (B,)."""
+        *_, logj, log_c = self._phase(u, t, process)
+        return torch.logsumexp(logj, dim=1) + log_c
+
+    def phase_x0_mean(self, u: Tensor, t, process: Process) -> Tensor:
+        """The exact CLD denoiser E[x0 | x_t, v_t], data-shaped, in u's dtype."""
+        y, ones, z, var, logj, _ = self._phase(u, t, process)
+        return self._posterior_mean(y, ones, z, var, logj).to(u.dtype)
+
     def denoiser(self, process: Process):
         """An exact Denoiser D(x, t) = E[x0 | x_t] for ``process``, usable wherever a trained model is.
 
-        It accepts (and ignores) conditioning keywords; ``D.nfe`` counts its calls.
+        It accepts (and ignores) conditioning keywords; ``D.nfe`` counts its calls. For a phase-space process
+        (CLD) it takes the phase state u = (x, v) and returns E[x0 | x_t, v_t], as a CLD network does; given a
+        data-shaped x it answers E[x0 | x_t] of the position marginal (v integrated out), as for any process.
         """
         return ExactDenoiser(self, process)
 
@@ -297,6 +320,8 @@ class ExactDenoiser:
 
     def __call__(self, x: Tensor, t, **cond) -> Tensor:
         self.nfe += 1
+        if getattr(self.process, "phase_space", False) and tuple(x.shape[1:]) != self.mixture.event_shape:
+            return self.mixture.phase_x0_mean(x, t, self.process)
         return self.mixture.x0_mean(x, t, self.process)
 
 

@@ -1,4 +1,4 @@
-"""``scorediff distill {progressive,consistency} RUN --out DIR [options]``: a few-step run from a trained one."""
+"""``scorediff distill {progressive,consistency,reflow} RUN --out DIR [options]``: a few-step run from a trained one."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ def _steps_list(text: str) -> int | list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("method", choices=["progressive", "consistency"],
-                        help="progressive (Salimans & Ho 2022) or consistency (Song et al. 2023) distillation")
+    parser.add_argument("method", choices=["progressive", "consistency", "reflow"],
+                        help="progressive (Salimans & Ho 2022) or consistency (Song et al. 2023) distillation, or "
+                             "reflow (rectified flow, Liu et al. 2023; flow runs)")
     parser.add_argument("run", nargs="?", default=None, help="the teacher's run folder (not needed with --resume)")
     parser.add_argument("--out", required=True, help="the student's run folder")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
@@ -45,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--s1", type=int, default=18, help="curriculum: final N - 1 (default 18; = s0: a fixed N)")
     g.add_argument("--distance", default="l2", help="l2 or pseudo_huber")
     g.add_argument("--sample-steps", type=int, default=1, help="the run's default sampling steps (default 1)")
+    g = parser.add_argument_group("reflow (also --steps, --sample-steps: Euler steps)")
+    g.add_argument("--pairs", type=int, default=4096, help="(noise, sample) pairs drawn from the teacher (default 4096)")
+    g.add_argument("--pair-sampler", default="heun", help="the teacher's deterministic sampler for the pairs (heun)")
+    g.add_argument("--pair-steps", type=int, default=32, help="its steps (default 32)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: a quarter of the teacher's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the student's config, e.g. --set optim.batch_size=128")
@@ -65,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         options.update(to_steps=args.to_steps, teacher_steps=args.teacher_steps, steps_per_stage=args.steps_per_stage,
                        schedule=args.schedule, weighting=args.weighting, teacher_solver=args.teacher_solver,
                        lr_anneal=args.lr_anneal)
+    elif args.method == "reflow":
+        options.update(steps=args.steps, sample_steps=args.sample_steps, pairs=args.pairs,
+                       pair_sampler=args.pair_sampler, pair_steps=args.pair_steps)
     else:
         options.update(steps=args.steps, solver=args.solver, mu=args.mu, s0=args.s0, s1=args.s1,
                        distance=args.distance, sample_steps=args.sample_steps)

@@ -11,7 +11,9 @@ from ..parameterizations import Parameterization
 from ..processes.base import Process
 from ..utils import check_options, unknown
 from .base import Loss
+from .bridge import BridgeLoss
 from .dsm import TIME_SAMPLINGS, WEIGHTINGS, DSMLoss
+from .hsm import HSMLoss
 from .vlb import (
     DECODERS,
     VARIANCES,
@@ -25,11 +27,16 @@ from .vlb import (
 LOSSES: dict[str, Callable[..., Loss]] = {
     "dsm": DSMLoss,
     "vlb": VLBLoss,
+    "hsm": HSMLoss,
+    "bridge": BridgeLoss,
 }
 
 _OPTIONS = {
-    "dsm": ("weighting", "time_sampling", "importance", "gamma", "sigma_data", "P_mean", "P_std", "t_min", "t_max"),
+    "dsm": ("weighting", "time_sampling", "importance", "gamma", "sigma_data", "P_mean", "P_std", "t_min", "t_max",
+            "coupling", "sinkhorn_reg", "sinkhorn_iters"),
     "vlb": ("variance", "decoder"),
+    "hsm": ("weighting", "time_sampling", "t_min", "t_max"),
+    "bridge": ("source", "degrade", "gamma", "t_min", "t_max"),
 }
 
 
@@ -48,6 +55,6 @@ def from_config(config: dict, process: Process, param: Parameterization) -> Loss
 
 
 __all__ = [
-    "DECODERS", "LOSSES", "TIME_SAMPLINGS", "VARIANCES", "VLB", "WEIGHTINGS", "DSMLoss", "Loss", "VLBLoss", "ddpm_vlb",
+    "DECODERS", "LOSSES", "BridgeLoss", "HSMLoss", "TIME_SAMPLINGS", "VARIANCES", "VLB", "WEIGHTINGS", "DSMLoss", "Loss", "VLBLoss", "ddpm_vlb",
     "discretized_gaussian_log_likelihood", "from_config", "make", "strided_steps",
 ]

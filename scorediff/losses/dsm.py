@@ -42,6 +42,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..couplings import check_coupling, couple
 from ..parameterizations import ConsistencyParam, EDMPrecond, Parameterization
 from ..processes.base import Process
 from ..processes.vp import VPDiscrete
@@ -77,6 +78,10 @@ class DSMLoss(Loss):
         sigma_data: EDM's sigma_data (default: the parameterization's, else 0.5).
         P_mean, P_std: EDM's log-normal (-1.2, 1.2).
         t_min, t_max: the range of continuous time sampling (default the process's t_min and t_max).
+        coupling: how noise pairs with data in a batch (``scorediff.couplings``): "independent" (default), "ot"
+            (exact minibatch optimal transport) or "ot-sinkhorn" (entropic, ``sinkhorn_reg`` times the mean cost,
+            ``sinkhorn_iters`` iterations); the last two on the flow process (flow matching), sampled with the
+            deterministic (probability-flow) samplers, since x_t given x0 is then no longer N(alpha x0, sigma^2).
     """
 
     name = "dsm"
@@ -94,8 +99,13 @@ class DSMLoss(Loss):
         P_std: float = 1.2,
         t_min: float | None = None,
         t_max: float | None = None,
+        coupling: str = "independent",
+        sinkhorn_reg: float = 0.05,
+        sinkhorn_iters: int = 200,
     ):
         super().__init__(process, param)
+        check_coupling(coupling, process.name, sinkhorn_reg, sinkhorn_iters)
+        self.coupling, self.sinkhorn_reg, self.sinkhorn_iters = coupling, float(sinkhorn_reg), int(sinkhorn_iters)
         if weighting not in WEIGHTINGS:
             raise unknown("weighting", weighting, WEIGHTINGS)
         if importance:
@@ -154,6 +164,10 @@ class DSMLoss(Loss):
             opts["t_min"] = self.t_lo
         if self._user_range[1] is not None:
             opts["t_max"] = self.t_hi
+        if self.coupling != "independent":
+            opts["coupling"] = self.coupling
+        if self.coupling == "ot-sinkhorn":
+            opts.update(sinkhorn_reg=self.sinkhorn_reg, sinkhorn_iters=self.sinkhorn_iters)
         return opts
 
     # -- time sampling -----------------------------------------------------------------------------
@@ -241,6 +255,7 @@ class DSMLoss(Loss):
         weight = self.raw_weight(t).to(x0.dtype)
         t = t.to(x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = couple(self.coupling, x0, eps, generator, reg=self.sinkhorn_reg, iters=self.sinkhorn_iters)
         x_t = self.process._marginal(x0, t, eps)  # t was sampled or checked above
         target = self.param.target(x0, eps, x_t, t, self.process)
         raw = model.raw(x_t, t, **cond)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..utils import unknown
 from .base import Process
+from .cld import CLD
 from .ve import EDM, VE, Flow
 from .vp import SubVP, VPCosine, VPDiscrete, VPLinear, cosine_betas, linear_betas, scaled_linear_betas
 
@@ -25,11 +26,12 @@ PROCESSES: dict[str, Callable[..., Process]] = {
     "ve": VE,
     "edm": EDM,
     "flow": Flow,
+    "cld": CLD,  # critically-damped Langevin: a phase-space state (processes/cld.py)
 }
 
 
 def make(name: str, **options) -> Process:
-    """Build a process by name: "vp-discrete" (DDPM), "vp", "sub-vp", "ve", "edm", "flow"."""
+    """Build a process by name: "vp-discrete" (DDPM), "vp", "sub-vp", "ve", "edm", "flow", "cld"."""
     if name not in PROCESSES:
         raise unknown("process", name, PROCESSES)
     try:
@@ -45,6 +47,6 @@ def from_config(config: dict) -> Process:
 
 
 __all__ = [
-    "EDM", "PROCESSES", "VE", "Flow", "Process", "SubVP", "VPCosine", "VPDiscrete", "VPLinear",
+    "CLD", "EDM", "PROCESSES", "VE", "Flow", "Process", "SubVP", "VPCosine", "VPDiscrete", "VPLinear",
     "cosine_betas", "from_config", "linear_betas", "make", "scaled_linear_betas",
 ]

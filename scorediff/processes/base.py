@@ -166,6 +166,12 @@ class Process:
         d = x[0].numel()
         return -0.5 * sum_flat(x**2) / s**2 - d * (math.log(s) + 0.5 * math.log(2 * math.pi))
 
+    @staticmethod
+    def state_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-example shape of the state a network sees for data of per-example ``shape`` (the same here;
+        a phase-space process doubles the channels, ``processes.cld``)."""
+        return tuple(shape)
+
     # -- description ---------------------------------------------------------------------------------
     def config(self) -> dict:
         """The options that rebuild this process through ``processes.make``."""

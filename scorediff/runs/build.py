@@ -156,14 +156,15 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         base = {**(spec if isinstance(spec, dict) else nets.PRESETS.get(spec) or nets.make(spec).config), **overrides}
         net = nets.make({"type": "masked", "base": base}, shape=info["shape"])
     else:
-        net = nets.make(spec, shape=info["shape"], **overrides)
+        shape = processes.make(cfg["process"]["name"], **cfg["process"]["options"]).state_shape(info["shape"])
+        net = nets.make(spec, shape=shape, **overrides)  # cld: the network sees the phase state (x, v)
     return text_encoders.wrap_net(net, cfg["text"])
 
 
 def build_process_param(cfg: dict) -> tuple[processes.Process, parameterizations.Parameterization]:
     process = processes.make(cfg["process"]["name"], **cfg["process"]["options"])
     param = parameterizations.make(cfg["parameterization"]["name"], **cfg["parameterization"]["options"])
-    return process, param
+    return process, parameterizations.for_process(param, process)
 
 
 def read_net(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict, dict, int]:
@@ -243,6 +244,15 @@ def _expected_type(value: Any, default: Any) -> str | None:
 def check_sampler(cfg: dict) -> None:
     """Fail now, not at the first sample grid hours later, on a bad sampler name or option."""
     check_sampler_options(cfg["sample"]["sampler"], cfg["sample"]["options"])
+    _runs_on(cfg["sample"]["sampler"], processes.make(cfg["process"]["name"], **cfg["process"]["options"]))
+
+
+def _runs_on(sampler: str, process: processes.Process) -> None:
+    from ..samplers import SAMPLERS
+
+    if not SAMPLERS[sampler].info.runs_on(process):
+        ok = ", ".join(n for n, f in SAMPLERS.items() if f.info.runs_on(process))
+        raise ValueError(f"sample.sampler '{sampler}' does not run on process '{process.name}'; one of: {ok}")
 
 
 def build(cfg: dict) -> Components:
@@ -280,7 +290,9 @@ def build(cfg: dict) -> Components:
     elif cfg["loss"]["name"] in distill.OBJECTIVES:  # a few-step objective (distillation, consistency training)
         loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
-        loss = losses.make(cfg["loss"]["name"], process, param, **cfg["loss"]["options"])
+        name = cfg["loss"]["name"]
+        name = "hsm" if name == "dsm" and getattr(process, "phase_space", False) else name  # cld: DSM in phase space
+        loss = losses.make(name, process, param, **cfg["loss"]["options"])
     c = cfg.get("conditioning") or {}
     if c.get("task"):
         from ..masking import MaskedConditionLoss

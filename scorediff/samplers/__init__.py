@@ -23,6 +23,7 @@ from ..utils import check_options, unknown
 from . import consistency, ddim, ddpm, dpm_solver, dpm_solver_pp, edm, langevin, ode, pc, pndm, sde, unipc
 from ._common import Callback, Denoiser, Hook, SamplerInfo, bind_cond, ode_to_zero
 from ._defaults import PROCESS_DEFAULTS, process_key
+from .cld import sample_cld_euler_maruyama, sample_cld_heun, sample_cld_ode, sample_sscs
 from .parallel import parallel
 
 # name -> sampler function; one line per sampler (no import side effects)
@@ -46,6 +47,10 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "pndm": pndm.sample_pndm,
     "plms": pndm.sample_plms,
     "consistency": consistency.sample_consistency,
+    "sscs": sample_sscs,
+    "cld_euler_maruyama": sample_cld_euler_maruyama,
+    "cld_heun": sample_cld_heun,
+    "cld_ode": sample_cld_ode,
 }
 
 # The sampler (and its budget in model calls) used wherever the library picks one for the user: chosen by
@@ -53,6 +58,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 # (sampler, ending) pair within 0.1 nats of log-density gap at 50 calls on every process that reaches sigma = 0.
 DEFAULT_SAMPLER = "plms"
 DEFAULT_NFE = 50
+DEFAULT_PHASE_SAMPLER = "sscs"  # on a phase-space process (cld): the paper's sampler
 
 # How a grid ends (``sample(..., ending=)``): "t_min" (the last node is t_min; noise of size sigma(t_min) is left
 # in), "zero" (``denoise_to_zero``: the last step returns x0_hat = D(x, t_min)), "midpoint" (the last step is the
@@ -147,6 +153,8 @@ def _grid(sampler: str, process: Process, schedule, steps: int, schedule_options
         ending = "t_min" if given else default_ending(sampler, process)
     if ending not in ENDINGS:
         raise unknown("ending", ending, ENDINGS)
+    if ending == "midpoint" and getattr(process, "phase_space", False):
+        raise ValueError(f"ending 'midpoint' is a data-space step; on process '{process.name}' use 't_min' or 'zero'")
     if ending == "midpoint" and SAMPLERS[sampler].info.stochastic:
         raise ValueError(f"ending 'midpoint' is the probability-flow ODE's last step; sampler '{sampler}' is "
                          "stochastic (use ending 'zero' or 't_min')")
@@ -207,10 +215,14 @@ def sample(
         callback, hook: see ``scorediff.samplers._common``.
         **options: the sampler's own options (``options_of(name)``); unknown ones are a ValueError.
     """
-    sampler = DEFAULT_SAMPLER if sampler is None else sampler
+    if sampler is None:
+        sampler = DEFAULT_PHASE_SAMPLER if getattr(process, "phase_space", False) else DEFAULT_SAMPLER
     if sampler not in SAMPLERS:
         raise unknown("sampler", sampler, SAMPLERS)
     fn = SAMPLERS[sampler]
+    if not fn.info.runs_on(process):
+        raise ValueError(f"sampler '{sampler}' does not run on process '{process.name}'; samplers that do: "
+                         f"{', '.join(n for n, f in SAMPLERS.items() if f.info.runs_on(process))}")
     check_options(f"sampler '{sampler}'", options, options_of(sampler))
     steps = default_steps(sampler) if steps is None else steps
     if torch.is_tensor(shape):
@@ -257,6 +269,6 @@ def sample(
             bar.close()
 
 
-__all__ = ["DEFAULT_ENDINGS", "DEFAULT_NFE", "DEFAULT_SAMPLER", "ENDINGS", "PROCESS_DEFAULTS", "SAMPLERS",
+__all__ = ["DEFAULT_ENDINGS", "DEFAULT_NFE", "DEFAULT_PHASE_SAMPLER", "DEFAULT_SAMPLER", "ENDINGS", "PROCESS_DEFAULTS", "SAMPLERS",
            "SamplerInfo", "ScheduleFit", "default_ending", "default_schedule", "default_steps", "fit_schedule", "optimize_schedule", "options_of", "parallel", "sample",
            "sampler_table"]

@@ -86,8 +86,8 @@ class SamplerInfo:
     description: one line: the paper and algorithm.
     nfe_extra: evaluations beyond ``nfe_per_step * steps`` on such a grid (e.g. a multistep method's
         warm-up), so that a run of N >= 4 steps costs exactly ``nfe_per_step * N + nfe_extra``.
-    processes: the process names it can run on (None: every process); on any other it raises a ValueError
-        naming the process.
+    processes: the process names it can run on (None: every data-space process, i.e. all but the phase-space
+        ``cld``, whose samplers declare it); on any other it raises a ValueError naming the process.
     denoiser: what the sampler needs: "any" Denoiser (E[x0 | x_t]), or "consistency", a consistency
         function f(x, t) (the probability-flow map to t_min; ``scorediff.distill``).
     """
@@ -100,6 +100,12 @@ class SamplerInfo:
     nfe_extra: int = 0
     processes: tuple[str, ...] | None = None
     denoiser: str = "any"
+
+    def runs_on(self, process: Process) -> bool:
+        """Whether the sampler runs on ``process`` (see ``processes``)."""
+        if self.processes is None:
+            return not getattr(process, "phase_space", False)
+        return process.name in self.processes
 
 
 def sampler_info(
@@ -133,6 +139,9 @@ class Grid:
         if not bool((ts[1:] < ts[:-1]).all()):
             raise ValueError(f"ts must be strictly decreasing (from noise to data), got {ts.tolist()[:6]}...")
         process.check_t(ts)
+        if getattr(process, "phase_space", False):
+            raise ValueError(f"process '{process.name}' carries a velocity; this sampler works in data space (use a "
+                             f"sampler declared for '{process.name}', e.g. sscs)")
         self.process = process
         self.steps = ts.numel() - 1
         self.ts = ts

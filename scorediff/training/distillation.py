@@ -21,7 +21,7 @@ from ..runs.build import Components, build_net, build_process_param, check_sampl
 from ..runs.run import load_run
 from .loop import Trainer
 
-METHODS = ("progressive", "consistency")
+METHODS = ("progressive", "consistency", "reflow")
 
 
 def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_steps: int = 4, teacher_steps: int = 16,
@@ -29,7 +29,8 @@ def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_step
                    teacher_solver: str = "heun", lr_anneal: bool = True,
                    steps: int = 2000, solver: str = "heun", mu: float = 0.95, s0: int = 18, s1: int = 18,
                    distance: str = "l2", sample_steps: int = 1, time_groups: int = 4, lr: float | None = None,
-                   overrides: list[str] | None = None) -> dict:
+                   overrides: list[str] | None = None, pairs: int = 4096, pair_sampler: str = "heun",
+                   pair_steps: int = 32) -> dict:
     """The student run's config: the teacher's, with the objective, its length and the few-step sampler.
 
     Progressive defaults (measured on the default digits run, README "Few-step generation"): the first
@@ -58,6 +59,11 @@ def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_step
             "time_groups": time_groups}}
         total = steps
         cfg["sample"].update(sampler="consistency", steps=sample_steps, options={})
+    elif method == "reflow":  # scorediff.reflow: flow matching on the teacher's (ODE image, noise) pairs
+        cfg["loss"] = {"name": "reflow", "options": {"teacher": teacher_path, "pairs": pairs, "sampler": pair_sampler,
+                                                     "sampler_steps": pair_steps, "seed": int(cfg["seed"])}}
+        total = steps
+        cfg["sample"].update(sampler="euler", steps=sample_steps, options={})
     else:
         raise ValueError(f"distillation method {method!r} unknown; one of: {', '.join(METHODS)}")
     cfg["optim"]["steps"] = int(total)
@@ -65,7 +71,7 @@ def distill_config(teacher_cfg: dict, method: str, teacher_path: str, *, to_step
     # the student starts trained: a quarter of the teacher's learning rate unless told
     cfg["optim"]["lr"] = lr if lr is not None else cfg["optim"]["lr"] / 4
     cfg["ema"] = {"decay": None, "half_life_steps": max(1.0, min(100.0, total / 20))}
-    cfg["sample"]["every"] = cfg["ckpt"]["every"] = int(total if method == "consistency" else per_stage)
+    cfg["sample"]["every"] = cfg["ckpt"]["every"] = int(total if method != "progressive" else per_stage)
     return config_mod.resolve(cfg, overrides or [])
 
 
@@ -75,12 +81,17 @@ def _objective(cfg: dict, process, param, teacher, student_net):
     try:
         if name == "progressive":
             return distill_mod.ProgressiveDistillation(process, param, teacher.denoiser, student_net, **opts)
+        if name == "reflow":
+            from ..reflow import Reflow
+
+            return Reflow(process, param, teacher.denoiser, tuple(teacher.info["shape"]), **opts)
         if name == "consistency_distillation":
             return distill_mod.ConsistencyDistillation(process, param, teacher.denoiser, student_net,
                                                        total_steps=int(cfg["optim"]["steps"]), **opts)
     except TypeError as e:
         raise ValueError(f"loss '{name}': bad option(s) {sorted(opts)}: {e}") from None
-    raise ValueError(f"run config's loss {name!r} is not a distillation; one of: progressive, consistency_distillation")
+    raise ValueError(f"run config's loss {name!r} is not a distillation; one of: progressive, consistency_distillation, "
+                     "reflow")
 
 
 def distill(teacher: str | Path | None, method: str | None, out: str | Path, *, resume: bool = False,

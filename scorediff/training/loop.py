@@ -257,7 +257,7 @@ class Trainer:
     # -- setup helpers -------------------------------------------------------------------------------------
     def _check_forward(self) -> None:
         """One tiny forward pass so that a net that does not fit the data fails now, with a clear message."""
-        x = torch.zeros((2, *self.shape), device=self.device)
+        x = torch.zeros((2, *self.process.state_shape(self.shape)), device=self.device)  # cld: phase state
         cond = {**self._cond(torch.zeros(2, dtype=torch.long, device=self.device)), **self._stage_cond(x),
                 **self._prompt_cond(["", "a"], self.text)}
         try:

@@ -90,6 +90,8 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
 
             raise unknown("sampler", name, SAMPLERS)
         info = SAMPLERS[name].info
+        if not info.runs_on(process):
+            continue  # e.g. cld's samplers on a data-space process
         adaptive = not math.isfinite(info.nfe_per_step)
         seen = set()
         for grid in grids:
