@@ -17,6 +17,9 @@ digits          scikit-learn's 8x8 digits (1797 images, shipped with scikit-lear
 folder          PNG/JPEG/BMP/WebP files under ``path``, recursively; labels from first-level sub-folders
 npy             a ``.npy`` / ``.npz`` array of points (N, D) or images (N, H, W), (N, C, H, W), (N, H, W, C)
 mnist           MNIST IDX files the user has (``images``, ``labels``; optionally .gz), or ``path`` + ``split``
+text            token sequences (L,) of the UTF-8 text ``files``; ``tokenizer`` char / byte / JSON file, ``length``
+pydoc-text      the same over the standard library's ``pydoc_data.topics`` (no download)
+digits-tokens   the 8x8 digits as 64 tokens over 17 grey levels (kind "tokens", vocab 17)
 ==============  ==============================================================================
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
@@ -40,12 +43,13 @@ from ..utils import check_options, unknown
 from .arrays import LAYOUTS, npy
 from .base import ArrayDataset, DataInfo, _gen, from_unit, to_unit
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
+from .text import TokenInfo, digits_tokens, pydoc_text, text
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
 
 __all__ = [
     "DATASETS", "IMAGE_EXTENSIONS", "LAYOUTS", "SPLITS", "TOY_OPTIONS", "ArrayDataset", "DataInfo", "FolderDataset",
     "checkerboard", "digits", "eight_gaussians", "from_unit", "make", "mnist", "moons", "npy", "read_idx", "rings",
-    "split_indices", "swissroll", "to_unit",
+    "split_indices", "swissroll", "to_unit", "TokenInfo", "text", "pydoc_text", "digits_tokens",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,6 +66,9 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "folder": FolderDataset,
     "npy": npy,
     "mnist": mnist,
+    "text": text,  # token data (discrete diffusion): scorediff.data.text
+    "pydoc-text": pydoc_text,
+    "digits-tokens": digits_tokens,
 }
 
 

@@ -29,6 +29,7 @@ from .classifier import EncoderClassifier, MLPClassifier
 from .dit import DiT
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
 from .mlp import MLP
+from .token_transformer import TokenTransformer
 from .unet import UNet
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "NoiseEmbedding",
     "SinusoidalEmbedding",
     "SuperResolution",
+    "TokenTransformer",
     "UNet",
     "count_parameters",
     "default_config",
@@ -58,6 +60,7 @@ NULL_LABEL = -1
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet, "dit": DiT, "mlp": MLP, "autoencoder": Autoencoder, "super_resolution": SuperResolution,
     "unet-classifier": EncoderClassifier, "mlp-classifier": MLPClassifier,
+    "token_transformer": TokenTransformer,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -116,6 +119,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base": {"type": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_levels": [],
                  "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8},
     },
+    # token transformers (discrete diffusion; causal=True: the autoregressive baseline); vocab and length
+    # come from the data. tiny: tests; digits: 64-token digits; small: CPU text runs (~0.8 M parameters);
+    # gpt2-small: GPT-2 small's shape (~125 M parameters at vocab 50257, length 1024), documented, not trained here.
+    "tokens-tiny": {"type": "token_transformer", "hidden": 32, "depth": 2, "heads": 2, "emb_features": 32},
+    "tokens-digits": {"type": "token_transformer", "hidden": 96, "depth": 4, "heads": 4, "emb_features": 64},
+    "tokens-small": {"type": "token_transformer", "hidden": 128, "depth": 4, "heads": 4},
+    "tokens-gpt2-small": {"type": "token_transformer", "vocab": 50257, "length": 1024, "hidden": 768, "depth": 12,
+                          "heads": 12, "emb_features": 256},
     # toy 2-D data (scorediff.data "8gaussians", "moons", ...).
     "mlp-2d": {
         "type": "mlp", "dim": 2, "width": 128, "depth": 4, "emb_dim": 64, "embedding": "sinusoidal",

@@ -116,8 +116,9 @@ class Components:
     process: processes.Process
     param: parameterizations.Parameterization
     loss: Any
-    task: str = "diffusion"  # "diffusion" | "autoencoder" (a KL autoencoder for latent diffusion)
+    task: str = "diffusion"  # "diffusion" | "autoencoder" (a KL autoencoder for latent diffusion) | "discrete" | "autoregressive"
     cascade_factor: int = 0  # > 0: a super-resolution stage conditioned on the data downsampled by this factor
+    model: Any = None  # token runs: net -> the callable the loss takes (training/tokens.py); None: NetDenoiser
 
 
 def build_net(cfg: dict, info: dict) -> nn.Module:
@@ -195,7 +196,10 @@ def build(cfg: dict) -> Components:
     ``scorediff.cascade.SuperResolutionLoss``). An autoencoder network trains with ``loss.name = "autoencoder"``.
     """
     from .. import data, distill, losses, nets
+    from . import tokens
 
+    if tokens.is_token_config(cfg):  # discrete diffusion or its autoregressive baseline on token data
+        return tokens.build(cfg)
     process, param = build_process_param(cfg)
     check_sampler(cfg)
     try:

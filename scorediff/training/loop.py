@@ -121,7 +121,8 @@ class Trainer:
             self.train_net: nn.Module = DistributedDataParallel(self.net, device_ids=ids)
         else:
             self.train_net = self.net
-        self.denoiser = NetDenoiser(self.train_net, self.process, self.param)
+        self.denoiser = (c.model(self.train_net) if c.model is not None
+                         else NetDenoiser(self.train_net, self.process, self.param))
         self.batches = Batches(c.dataset, o.batch_size, st.seed, self.world, self.device)
         r = self.world.rank
         self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "loss", r))
@@ -221,6 +222,10 @@ class Trainer:
     # -- setup helpers -------------------------------------------------------------------------------------
     def _check_forward(self) -> None:
         """One tiny forward pass so that a net that does not fit the data fails now, with a clear message."""
+        if self.components.model is not None:  # token runs
+            from .tokens import check_forward
+
+            return check_forward(self)
         x = torch.zeros((2, *self.shape), device=self.device)
         cond = {**self._cond(torch.zeros(2, dtype=torch.long, device=self.device)), **self._stage_cond(x)}
         try:
@@ -376,6 +381,10 @@ class Trainer:
 
         s = self.settings.sample
         num = num or s.num
+        if self.components.model is not None:  # token runs: discrete diffusion or autoregressive
+            from .tokens import sample as sample_tokens
+
+            return sample_tokens(self, num)
         if self.components.task == "autoencoder":  # an autoencoder's grid: reconstructions of training data
             return self.ema.model.eval()(self._data_head(num))[0]
         den = NetDenoiser(self.ema.model, self.process, self.param).eval()
@@ -393,6 +402,11 @@ class Trainer:
         from .. import plotting
 
         x = self.sample()
+        if self.components.model is not None:  # token runs: text (and pixel-token grids)
+            from .tokens import save_samples
+
+            self.last_sample_path = save_samples(self, x)
+            return self.last_sample_path
         kind = self.kind
         if kind == "latents":  # latent diffusion: the grid shows the decoded samples
             x, kind = self.components.dataset.decode(x), self.info["latent"]["image_kind"]

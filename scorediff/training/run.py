@@ -119,13 +119,17 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
         info = ckpt.read_json(path / "info.json")["data"]
     except (KeyError, TypeError):
         raise ValueError(f"{str(path / 'info.json')!r} has no 'data' entry") from None
-    net = build_net(cfg, info)
-    ckpt.load_state(net, state, path / name)
-    process, param = build_process_param(cfg)
     try:
         step = int(meta.get("step", 0))
     except ValueError:
         raise ValueError(f"{str(path / name)!r}: metadata step {meta.get('step')!r} is not an integer") from None
+    from . import tokens
+
+    if tokens.is_token_config(cfg):  # discrete diffusion / autoregressive: a TokenRun
+        return tokens.load_token_run(path, cfg, info, state, step, ema, device)
+    net = build_net(cfg, info)
+    ckpt.load_state(net, state, path / name)
+    process, param = build_process_param(cfg)
     denoiser = NetDenoiser(net.to(device), process, param).eval().requires_grad_(False)
     return Run(denoiser, process, cfg, info, path, step, ema)
 
