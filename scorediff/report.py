@@ -409,6 +409,11 @@ def build_report(
                        for name, data in grids)
         sections.append(("Samples across training", f'<div class="grids">{figs}</div>'))
 
+    texts = sorted((run_dir / "samples").glob("step_*.txt"))  # token runs: the decoded samples, latest
+    if texts:
+        sections.append(("Text samples", f'<p class="note">{html.escape(texts[-1].name)}</p>'
+                         f"<pre>{html.escape(texts[-1].read_text(encoding='utf-8')[:4000])}</pre>"))
+
     if compare:
         grid = schedule or "each sampler's default"
         rows, floor = run_comparison(run, list(compare), list(nfe), num=num, seed=seed, device=device, schedule=schedule)

@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     r = load_run(args.run, ema=not args.raw, device=args.device)
+    if r.kind == "tokens":  # discrete diffusion / autoregressive: text (and pixel-token grids)
+        from ._tokens import sample_run
+
+        return sample_run(args, r)
     r.require_task("diffusion", "scorediff sample")
     stages = [load_run(p, ema=not args.raw, device=args.device) for p in args.cascade]
     for st in stages:
