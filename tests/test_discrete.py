@@ -133,13 +133,18 @@ def test_every_sampler_reaches_the_exact_distribution(sampler, name):
         assert tv[2] > tv[32], tv
 
 
-def test_first_hitting_and_caching_cost_one_call_per_token():
+def test_first_hitting_and_caching_cost_one_evaluation_per_token():
+    """Each sequence is evaluated at most once per unmasked token (L), however many steps the grid has."""
     p = discrete.make("absorbing", vocab=V)
     model = random_mixture(V, 6, seed=1).model(p)
     for sampler, steps in (("first_hitting", 1), ("ancestral", 500)):
         stats = {}
-        discrete.sample(model, p, (1, 6), sampler=sampler, steps=steps, seed=0, stats=stats)
-        assert stats["model_calls"] <= 6, (sampler, stats)
+        x = discrete.sample(model, p, (50, 6), sampler=sampler, steps=steps, seed=0, stats=stats)
+        assert int(x.max()) < V
+        assert stats["sequence_evaluations"] <= 6 * 50, (sampler, stats)
+    stats = {}
+    discrete.sample(model, p, (50, 6), sampler="ancestral", steps=500, seed=0, stats=stats, cache=False)
+    assert stats["sequence_evaluations"] > 6 * 50
 
 
 def test_infilling_matches_the_exact_conditional():
@@ -192,3 +197,28 @@ def test_bad_input_one_line():
     with pytest.raises(ValueError, match="absorbing"):
         discrete.sample(random_mixture(3, 2).model(discrete.make("uniform", vocab=3)),
                         discrete.make("uniform", vocab=3), (2, 2), sampler="ancestral")
+
+
+@pytest.mark.parametrize("name", ["absorbing", "uniform"])
+def test_score_entropy_of_a_ratio_model_equals_that_of_its_mean_model(name):
+    """SEDD's ratio parameterisation: the same exact model given as concrete scores has the same bound."""
+    p = discrete.make(name, vocab=V)
+    exact = random_mixture(V, L, seed=12).model(p)
+
+    class RatioModel:
+        parameterization = "ratio"
+
+        def log_ratios(self, x, t):
+            return models.ratios(exact(x, t).double(), x, t.double(), p).log()
+
+        def __call__(self, x, t):
+            return models.ratios_to_log_p0(self.log_ratios(x, t), x, t, p)
+
+    x0 = random_mixture(V, L, seed=12).sample(32, _gen(1))
+    t = torch.rand(32, generator=_gen(2), dtype=torch.float64) * 0.98 + 0.01
+    x_t = p.sample_marginal(x0, t, _gen(3))
+    from scorediff.discrete.losses import score_entropy
+
+    a = score_entropy(exact, p, x0, t, x_t)
+    b = score_entropy(RatioModel(), p, x0, t, x_t)
+    assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)

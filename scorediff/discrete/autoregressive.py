@@ -20,9 +20,10 @@ class ARModel(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.vocab = int(getattr(net, "module", net).vocab)  # (a DDP wrapper keeps the network in .module)
 
     def forward(self, x: Tensor, t: Tensor | None = None, **cond) -> Tensor:
-        start = torch.full_like(x[:, :1], self.net.vocab)
+        start = torch.full_like(x[:, :1], self.vocab)
         inp = torch.cat([start, x[:, :-1]], dim=1)
         logits = self.net(inp, torch.zeros(x.shape[0], device=x.device), **cond)
         return torch.log_softmax(logits.float(), dim=-1)

@@ -26,16 +26,21 @@ import torch
 from torch import Tensor
 
 from ..utils import unknown
-from .models import reverse_rates
+from .models import rates_from_ratios, reverse_rates
 from .processes import DiscreteProcess
 
 
 def score_entropy(model: Callable, process: DiscreteProcess, x0: Tensor, t: Tensor, x_t: Tensor, **cond) -> Tensor:
     """The integrand of the score-entropy bound at (t, x_t) (B,) in nats: sum over positions and y != x_t^i."""
-    log_p0 = model(x_t, t, **cond)
-    t = t.to(log_p0.dtype)
-    exact = torch.nn.functional.one_hot(x0, process.vocab).to(log_p0.dtype).log()  # p(x0 | x_t, x0) = delta
-    R_hat = reverse_rates(log_p0, x_t, t, process)
+    if getattr(model, "parameterization", "mean") == "ratio":  # SEDD's network: its rates come from its ratios
+        log_s = model.log_ratios(x_t, t, **cond)
+        t = t.to(log_s.dtype)
+        R_hat = rates_from_ratios(log_s, x_t, t, process)
+    else:
+        log_p0 = model(x_t, t, **cond)
+        t = t.to(log_p0.dtype)
+        R_hat = reverse_rates(log_p0, x_t, t, process)
+    exact = torch.nn.functional.one_hot(x0, process.vocab).to(R_hat.dtype).log()  # p(x0 | x_t, x0) = delta
     R = reverse_rates(exact, x_t, t, process)
     tiny = torch.finfo(R.dtype).tiny
     kl = torch.where(R > 0, R * (torch.log(R.clamp_min(tiny)) - torch.log(R_hat.clamp_min(tiny))), torch.zeros_like(R))

@@ -61,6 +61,8 @@ def ratios_to_log_p0(log_ratios: Tensor, x: Tensor, t: Tensor, process: Discrete
     W = sum_y s_y, w_a = (s_a - (1 - alpha) pi_a W) / alpha, p(a) = w_a K(a -> x^i); a network's inconsistent
     ratios are clipped at 0 and renormalised.
     """
+    # float64: at alpha ~ 1e-8 (uniform near t = 1) the ratios differ from 1 by ~alpha, below float32's resolution
+    log_ratios = log_ratios.double()
     alpha = _alpha(process, t, log_ratios)
     s = log_ratios.exp().scatter(-1, x[..., None], 1.0)
     W = s.sum(-1, keepdim=True)
@@ -88,6 +90,14 @@ def reverse_rates(log_p0: Tensor, x: Tensor, t: Tensor, process: DiscreteProcess
     jump = torch.where(ok, (-dalpha / alpha.clamp_min(1e-30)) * (1 - alpha) * pi * w.sum(-1, keepdim=True),
                        torch.zeros_like(w[..., :1]))
     rates = pi[x][..., None] * (-dalpha * torch.cat([w, pad], dim=-1) + jump)
+    return rates.scatter(-1, x[..., None], 0.0)
+
+
+def rates_from_ratios(log_ratios: Tensor, x: Tensor, t: Tensor, process: DiscreteProcess) -> Tensor:
+    """R_t(x -> x^{i<-y}) = sigma(t) pi_{x^i} s_y (B, L, S) straight from log concrete scores (SEDD's network),
+    0 at y = x^i; the score-entropy loss of a ratio network uses this, never the ill-conditioned inverse map."""
+    sigma = process.schedule.sigma(t.to(log_ratios.dtype))[:, None, None]
+    rates = sigma * process.pi.to(log_ratios)[x][..., None] * log_ratios.exp()
     return rates.scatter(-1, x[..., None], 0.0)
 
 
@@ -140,10 +150,14 @@ class NetModel(nn.Module):
             raise ValueError(f"discrete parameterization {parameterization!r} unknown; one of: mean, ratio")
         self.net, self.process, self.parameterization = net, process, parameterization
 
+    def log_ratios(self, x: Tensor, t: Tensor, **cond) -> Tensor:
+        """The ratio network's log concrete scores (B, L, S) (``parameterization="ratio"`` only)."""
+        return self.net(x, noise_input(self.process, t), **cond).float()
+
     def forward(self, x: Tensor, t: Tensor, **cond) -> Tensor:
         out = self.net(x, noise_input(self.process, t), **cond).float()
         if self.parameterization == "ratio":
-            log_p0 = ratios_to_log_p0(out, x, t.float(), self.process)
+            log_p0 = ratios_to_log_p0(out, x, t, self.process).float()
         else:
             log_p0 = torch.log_softmax(out, dim=-1)
         return carry_over(log_p0, x, self.process)

@@ -8,7 +8,7 @@ Every sampler has one signature, as on the continuous side:
 log p(x0^i | x_t) (``models``). ``fixed`` (B, L) bool marks positions kept at their value in ``x`` throughout
 (infilling: a prefix, a suffix, any mask); for the absorbing process this samples the model's exact conditional
 (an unmasked token is observed data), for the uniform process it is SEDD's replacement heuristic. ``stats`` (a
-dict) receives ``model_calls``.
+dict) receives ``model_calls`` (batched calls) and ``sequence_evaluations`` (sequences evaluated in them).
 
 =============  =============================================================================================
 name           algorithm
@@ -53,9 +53,12 @@ def _time(t: Tensor, x: Tensor) -> Tensor:
     return t.to(x.device, torch.float64).expand(x.shape[0])
 
 
-def _count(stats: dict | None, n: int = 1) -> None:
+def _count(stats: dict | None, rows: int | None = None) -> None:
+    """One batched model call (of ``rows`` sequences; None: the whole batch, counted by the caller's shape)."""
     if stats is not None:
-        stats["model_calls"] = stats.get("model_calls", 0) + n
+        stats["model_calls"] = stats.get("model_calls", 0) + 1
+        if rows is not None:
+            stats["sequence_evaluations"] = stats.get("sequence_evaluations", 0) + rows
 
 
 def _euler_step(x: Tensor, rates: Tensor, dt: Tensor, generator) -> Tensor:
@@ -71,7 +74,7 @@ def sample_euler(model: Callable, process: DiscreteProcess, x: Tensor, ts: Tenso
     for t, s in zip(ts[:-1], ts[1:]):
         tt = _time(t, x)
         log_p0 = model(x, tt).double()
-        _count(stats)
+        _count(stats, rows=x.shape[0])
         x = _keep(_euler_step(x, reverse_rates(log_p0, x, tt, process), (t - s).double(), generator), x, fixed)
     return x
 
@@ -82,7 +85,7 @@ def sample_tweedie(model: Callable, process: DiscreteProcess, x: Tensor, ts: Ten
     for t, s in zip(ts[:-1], ts[1:]):
         tt, ss = _time(t, x), _time(s, x)
         log_p0 = model(x, tt).double()
-        _count(stats)
+        _count(stats, rows=x.shape[0])
         x = _keep(_categorical(reverse_step_probs(log_p0, x, tt, ss, process), generator), x, fixed)
     return x
 
@@ -95,19 +98,24 @@ def _require_absorbing(process: DiscreteProcess, name: str) -> None:
 def sample_ancestral(model: Callable, process: DiscreteProcess, x: Tensor, ts: Tensor, *, generator=None,
                      fixed=None, stats=None, cache: bool = True) -> Tensor:
     """MDLM's ancestral sampler (Sahoo et al. 2024, section 3.3): the tweedie step of the absorbing chain; with
-    ``cache``, the model output is reused while no token unmasks (a step that changes nothing costs no call)."""
+    ``cache``, a sequence's model output is reused while none of its tokens unmasks, so only the sequences that
+    changed are evaluated (``stats["sequence_evaluations"]`` counts them; at most L per sequence)."""
     _require_absorbing(process, "ancestral")
     log_p0 = None
+    stale = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for t, s in zip(ts[:-1], ts[1:]):
         if not bool((x == process.mask_index).any()):
             break  # everything unmasked: the remaining steps change nothing
         tt, ss = _time(t, x), _time(s, x)
         if log_p0 is None or not cache:
             log_p0 = model(x, tt).double()
-            _count(stats)
+            _count(stats, rows=x.shape[0])
+        elif bool(stale.any()):
+            log_p0 = log_p0.clone()
+            log_p0[stale] = model(x[stale], tt[stale]).double()
+            _count(stats, rows=int(stale.sum()))
         x_new = _keep(_categorical(reverse_step_probs(log_p0, x, tt, ss, process), generator), x, fixed)
-        if not torch.equal(x_new, x):
-            log_p0 = None
+        stale = (x_new != x).any(-1) & (x_new == process.mask_index).any(-1)  # changed, and still to finish
         x = x_new
     return x
 
@@ -134,8 +142,10 @@ def sample_first_hitting(model: Callable, process: DiscreteProcess, x: Tensor, t
         t = torch.where(n > 0, process.schedule.t_of_alpha(1 - one_minus), t)
         # the position: uniform among the masked ones (a draw of the Gumbel-free kind: argmax of masked uniforms)
         pick = torch.where(masked, torch.rand(x.shape, generator=generator, device=x.device), -1.0).argmax(-1)
-        log_p0 = model(x, t).double()
-        _count(stats)
+        active = n > 0  # sequences that still have a masked token
+        log_p0 = torch.zeros(*x.shape, process.vocab, dtype=torch.float64, device=x.device)
+        log_p0[active] = model(x[active], t[active]).double()
+        _count(stats, rows=int(active.sum()))
         token = _categorical(log_p0[rows, pick].exp()[:, None], generator)[:, 0]
         x = x.clone()
         x[rows, pick] = torch.where(n > 0, token, x[rows, pick])
@@ -149,13 +159,13 @@ def sample_pc(model: Callable, process: DiscreteProcess, x: Tensor, ts: Tensor, 
     for t, s in zip(ts[:-1], ts[1:]):
         tt, ss = _time(t, x), _time(s, x)
         log_p0 = model(x, tt).double()
-        _count(stats)
+        _count(stats, rows=x.shape[0])
         x = _keep(_categorical(reverse_step_probs(log_p0, x, tt, ss, process), generator), x, fixed)
         if float(s) <= 0:
             continue
         for _ in range(corrector_steps):
             log_p0 = model(x, ss).double()
-            _count(stats)
+            _count(stats, rows=x.shape[0])
             rates = reverse_rates(log_p0, x, ss, process) + forward_rates(x, ss, process, log_p0)
             x = _keep(_euler_step(x, rates, corrector_scale * (t - s).double(), generator), x, fixed)
     return x
@@ -177,8 +187,9 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "pc": SamplerInfo(sample_pc, ("absorbing", "uniform"), True, 2),
 }
 
-# Defaults by the protocol of docs/results/discrete.md (the oracle suite, TV at equal model calls).
-DEFAULTS: dict[str, tuple[str, int]] = {"absorbing": ("ancestral", 256), "uniform": ("tweedie", 256)}
+# Defaults by the protocol of benchmarks/discrete_samplers.py (the oracle suite: worst TV at 64 steps, ties within
+# 0.005 to fewer evaluations per sequence); the table is in docs/results/discrete.md. first_hitting ignores steps.
+DEFAULTS: dict[str, tuple[str, int]] = {"absorbing": ("first_hitting", 64), "uniform": ("tweedie", 64)}
 
 
 def time_grid(steps: int, device: torch.device | str | None = None) -> Tensor:

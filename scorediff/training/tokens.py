@@ -53,7 +53,9 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         raise ValueError(f"a token run needs a token_transformer network (net.preset tokens-tiny, tokens-small, ...), "
                          f"got {spec!r}")
     ar = cfg["process"]["name"] == "autoregressive"
-    out = info["vocab"] + 1 if cfg["parameterization"]["name"] == "ratio" else info["vocab"]
+    # the ratio network scores every state (S = V + 1 with the absorbing mask, V for uniform)
+    ratio = cfg["parameterization"]["name"] == "ratio" and not ar
+    out = info["vocab"] + (cfg["process"]["name"] == "absorbing") if ratio else info["vocab"]
     opts = {"vocab": int(info["vocab"]), "length": int(info["shape"][0]), "out": out, "causal": ar,
             **ncfg["overrides"]}
     if ncfg["class_conditional"]:
