@@ -188,8 +188,8 @@ SAMPLERS: dict[str, SamplerInfo] = {
 }
 
 # Defaults by the protocol of benchmarks/discrete_samplers.py (the oracle suite: worst TV at 64 steps, ties within
-# 0.005 to fewer evaluations per sequence); the table is in docs/results/discrete.md. first_hitting ignores steps.
-DEFAULTS: dict[str, tuple[str, int]] = {"absorbing": ("first_hitting", 64), "uniform": ("tweedie", 64)}
+# 0.005 to fewer evaluations per sequence); the table is in docs/results/discrete.md.
+DEFAULTS: dict[str, tuple[str, int]] = {"absorbing": ("ancestral", 64), "uniform": ("tweedie", 64)}
 
 
 def time_grid(steps: int, device: torch.device | str | None = None) -> Tensor:
