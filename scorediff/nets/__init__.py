@@ -120,8 +120,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "dropout": 0.0, "time_injection": "scale_shift", "norm_groups": 8},
     },
     # token transformers (discrete diffusion; causal=True: the autoregressive baseline); vocab and length
-    # come from the data. tiny: tests; digits: 64-token digits; small: CPU text runs (~0.8 M parameters);
-    # gpt2-small: GPT-2 small's shape (~125 M parameters at vocab 50257, length 1024), documented, not trained here.
+    # come from the data. tiny: tests; digits: 64-token digits; small: CPU text runs (1.3 M parameters);
+    # gpt2-small: GPT-2 small's shape (208 M parameters at vocab 50257, length 1024: untied head, adaLN),
+    # documented, not trained here.
     "tokens-tiny": {"type": "token_transformer", "hidden": 32, "depth": 2, "heads": 2, "emb_features": 32},
     "tokens-digits": {"type": "token_transformer", "hidden": 96, "depth": 4, "heads": 4, "emb_features": 64},
     "tokens-small": {"type": "token_transformer", "hidden": 128, "depth": 4, "heads": 4},

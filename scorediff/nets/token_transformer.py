@@ -8,9 +8,11 @@ adaLN and a linear head to ``out`` logits (vocab for the mean parameterisation, 
 ``causal=True`` makes the same network the autoregressive baseline (GPT-style masked self-attention); its noise
 input is a constant 0, so the adaLN reduces to learned per-block scales.
 
-Presets (``scorediff.nets.PRESETS``): ``tokens-tiny`` (tests), ``tokens-digits``, ``tokens-small`` (the CPU text
-runs; 0.8 M parameters), ``tokens-gpt2-small`` (GPT-2 small's shape: hidden 768, 12 blocks, 12 heads, length 1024,
-vocab 50257; about 125 M parameters; documented, not trained here).
+Presets (``scorediff.nets.PRESETS``; parameters at the vocabularies shown): ``tokens-tiny`` (tests; 63 k at
+vocab 103), ``tokens-digits`` (0.77 M at vocab 17), ``tokens-small`` (the CPU text runs; 1.3 M at vocab 103),
+``tokens-gpt2-small`` (GPT-2 small's shape: hidden 768, 12 blocks, 12 heads, length 1024, vocab 50257; 208 M
+parameters, GPT-2's 124 M plus an untied output head (39 M) and the adaLN modulation (42 M); documented, not
+trained here).
 """
 
 from __future__ import annotations
