@@ -193,10 +193,22 @@ def test_cli_sample_likelihood_report(tmp_path, capsys):
     assert "vocabulary" in capsys.readouterr().err
     assert main(["train", "text-chars", "--out", str(tmp_path / "z"), "--set", "data.options.length=0"]) == 2
     assert "sequence length must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "run"), "--num", "2", "--steps", "8", "--prefix", "the lazy"]) == 0
+    assert capsys.readouterr().out.count("\nthe lazy") == 2
+    assert main(["sample", str(tmp_path / "run"), "--prefix", "the lazy Q"]) == 2  # Q is not in the vocabulary
+    assert "'Q' is not in the vocabulary" in capsys.readouterr().err
     from scorediff.training.tokens import likelihood
 
     with pytest.raises(ValueError, match="vocabulary is 0..27"):
         likelihood(load_run(tmp_path / "run"), torch.full((2, 16), 99))
+
+
+def test_resume_refuses_a_changed_vocabulary(tmp_path):
+    cfg = tiny_text(tmp_path, **{"optim.steps": 4})
+    train(cfg, tmp_path / "r", stop_after=2)
+    (tmp_path / "corpus.txt").write_text("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG! " * 40, encoding="utf-8")
+    with pytest.raises(ValueError, match="does not match run .*vocabulary of 28 characters"):
+        train(cfg, tmp_path / "r", resume=True)
 
 
 def test_digits_tokens_run_draws_a_grid(tmp_path):

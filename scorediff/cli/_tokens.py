@@ -39,6 +39,17 @@ def sample_run(args: argparse.Namespace, r) -> int:
         labels = torch.arange(args.num) % int(r.info["num_classes"]) if args.label is None else \
             torch.full((args.num,), int(args.label))
         cond = {"y": labels.to(args.device)}
+    if args.prefix is not None:  # infilling: the prefix's tokens are fixed, the rest sampled from the conditional
+        if r.process is None or r.info.get("image"):
+            raise ValueError("--prefix needs a discrete diffusion run on text")
+        from ..data.text import tokenizer_from_record
+
+        ids = tokenizer_from_record(r.info["tokenizer"]).encode(args.prefix)
+        if not 0 < len(ids) < r.shape[0]:
+            raise ValueError(f"--prefix must hold 1 to {r.shape[0] - 1} tokens, got {len(ids)}")
+        values = torch.zeros(r.shape[0], dtype=torch.long)
+        values[: len(ids)] = torch.tensor(ids)
+        options.update(fixed=torch.arange(r.shape[0]) < len(ids), values=values)
     x = sample_tokens(r.model, r.process, args.num, r.shape[0], sampler, steps, args.seed, args.device, cond,
                       **(options if r.process is not None else {}))
     texts = r.decode(x)
@@ -72,7 +83,7 @@ def likelihood_run(args: argparse.Namespace, r, data_options: dict, samples: int
     info = info_dict(ds.info)
     if info.get("kind") != "tokens":
         raise ValueError(f"data {name!r} is not token data (kind {info.get('kind')!r}); the run models tokens")
-    check_data(r, info, name)
+    check_data(r, info, f"data {name!r}")
     g = torch.Generator().manual_seed(args.seed)
     x = ds.x[torch.randperm(len(ds), generator=g)[: args.num]]
     res = likelihood(r, x, samples=samples, seed=args.seed, batch=args.batch)

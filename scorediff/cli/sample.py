@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(each sampled with its own run's sampler and steps)")
     parser.add_argument("--parallel", type=int, default=None, metavar="WINDOW",
                         help="parallel (Picard / ParaDiGMS) sampling: WINDOW model calls batched per round")
+    parser.add_argument("--prefix", default=None, metavar="TEXT",
+                        help="token runs (discrete diffusion): keep TEXT at the start of every sample and infill the rest")
     parser.add_argument("--parallel-tol", type=float, default=1e-3,
                         help="tolerance of parallel sampling, relative to each step's noise level (default 1e-3)")
 

@@ -98,6 +98,10 @@ class Trainer:
         torch.manual_seed(st.seed)
         c = components or build(cfg)
         self.components = c
+        if resume and c.model is not None:  # a token run: the data's vocabulary must still be the run's
+            from .tokens import check_resume
+
+            check_resume(self.out, info_dict(c.info))
         self.info, self.process, self.param = c.info, c.process, c.param
         self.loss_fn = c.loss
         self.net = c.net.to(self.device)

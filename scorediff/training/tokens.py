@@ -256,7 +256,7 @@ def load_token_run(path: Path, cfg: dict, info: dict, state: dict, step: int, em
     return TokenRun(model, process, cfg, info, path, step, ema)
 
 
-def check_data(run: TokenRun, info: dict, name: str) -> None:
+def check_data(run: TokenRun, info: dict, what_data: str) -> None:
     """One line when data do not fit a run: another vocabulary, tokenizer or sequence length."""
     for key in ("vocab", "tokenizer", "shape"):
         if info.get(key) != run.info.get(key):
@@ -264,8 +264,19 @@ def check_data(run: TokenRun, info: dict, name: str) -> None:
             a, b = run.info.get(key), info.get(key)
             if key == "tokenizer":
                 a, b = _vocab_summary(a), _vocab_summary(b)
-            raise ValueError(f"data {name!r} does not match run {str(run.path)!r}: {what} {b} in the data, "
+            raise ValueError(f"{what_data} does not match run {str(run.path)!r}: {what} {b} in the data, "
                              f"{a} in the run")
+
+
+def check_resume(out: Path, info: dict) -> None:
+    """Resuming a token run on data whose vocabulary, tokenizer or length differ from the run's: one line, before
+    anything is written (the config may be unchanged while a text file under it changed)."""
+    from . import checkpoint as ckpt
+
+    path = Path(out) / "info.json"
+    stored = ckpt.read_json(path).get("data", {}) if path.exists() else {}
+    run = TokenRun(None, None, {}, stored, Path(out), 0, True)
+    check_data(run, info, "the data of this session (a changed file?)")
 
 
 def _vocab_summary(record: dict | None) -> str:
