@@ -382,7 +382,7 @@ def build_report(
     run = load_run(run_dir, ema=ema, device=device)
     sections: list[tuple[str, str]] = []
 
-    summary = {"run folder": run_dir.name, "step": run.step, "process": run.process.name,
+    summary = {"run folder": run_dir.name, "step": run.step, "process": getattr(run.process, "name", run.config["process"]["name"]),
                "parameterization": run.param.name, "data": run.config["data"]["name"],
                "example shape": "x".join(map(str, run.shape)),
                "parameters": f"{sum(p.numel() for p in run.net.parameters()):,}"}
