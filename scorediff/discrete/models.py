@@ -151,13 +151,22 @@ class NetModel(nn.Module):
         self.net, self.process, self.parameterization = net, process, parameterization
 
     def log_ratios(self, x: Tensor, t: Tensor, **cond) -> Tensor:
-        """The ratio network's log concrete scores (B, L, S) (``parameterization="ratio"`` only)."""
-        return self.net(x, noise_input(self.process, t), **cond).float()
+        """The ratio network's log concrete scores (B, L, S) (``parameterization="ratio"`` only).
+
+        Absorbing: from a mask the ratios are alpha / (1 - alpha) p(y | x_t), so the network's output is offset by
+        log(alpha / (1 - alpha)) there (SEDD's absorb scaling, out - log(e^sigma_bar - 1)); it then reads as
+        logits of p and starts at the right scale.
+        """
+        out = self.net(x, noise_input(self.process, t), **cond).float()
+        if self.process.mask_index is None:
+            return out
+        a = self.process.alpha(t.double()).clamp(1e-12, 1 - 1e-12)
+        offset = torch.log(a / (1 - a)).float()[:, None, None]
+        return out + torch.where((x == self.process.mask_index)[..., None], offset, torch.zeros_like(offset))
 
     def forward(self, x: Tensor, t: Tensor, **cond) -> Tensor:
-        out = self.net(x, noise_input(self.process, t), **cond).float()
         if self.parameterization == "ratio":
-            log_p0 = ratios_to_log_p0(out, x, t, self.process).float()
-        else:
-            log_p0 = torch.log_softmax(out, dim=-1)
-        return carry_over(log_p0, x, self.process)
+            log_p0 = ratios_to_log_p0(self.log_ratios(x, t, **cond), x, t, self.process).float()
+            return carry_over(log_p0, x, self.process)
+        out = self.net(x, noise_input(self.process, t), **cond).float()
+        return carry_over(torch.log_softmax(out, dim=-1), x, self.process)
