@@ -236,3 +236,23 @@ def test_token_config_errors_one_line(tmp_path, capsys):
         with pytest.raises(ValueError, match=msg):
             train(tiny_text(tmp_path, **over), tmp_path / "x")
     del cfg
+
+
+def test_tokenizer_file(tmp_path):
+    """A Hugging Face tokenizers file (the optional 'text' extra): skipped where the package is absent."""
+    f = tmp_path / "t.txt"
+    f.write_text("hello world " * 50, encoding="utf-8")
+    try:
+        import tokenizers
+    except ModuleNotFoundError:
+        with pytest.raises(ValueError, match="'tokenizers' package is not installed"):
+            data.make("text", files=str(f), tokenizer=str(tmp_path / "tok.json"), length=4)
+        return
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tok = tokenizers.Tokenizer(WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(str(tmp_path / "tok.json"))
+    d = data.make("text", files=str(f), tokenizer=str(tmp_path / "tok.json"), length=4)
+    assert d.info.vocab == 3 and d.x[0].tolist() == [0, 1, 0, 1]

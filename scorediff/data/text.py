@@ -87,7 +87,7 @@ class FileTokenizer(Tokenizer):
             from tokenizers import Tokenizer as HFTokenizer
         except ModuleNotFoundError:
             raise ValueError(f"tokenizer {path!r} is a tokenizers file, but the 'tokenizers' package is not "
-                             "installed (pip install tokenizers); or use tokenizer 'char' or 'byte'") from None
+                             "installed (pip install 'scorediff[text]'); or use tokenizer 'char' or 'byte'") from None
         try:
             self.tok = HFTokenizer.from_file(str(path))
         except Exception as e:  # the Rust side raises its own exception type
