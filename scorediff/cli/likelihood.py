@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--json", default=None, help="also write the results (and per-example values) to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--elbo-samples", type=int, default=16,
+                        help="token runs: Monte Carlo times per sequence of the discrete diffusion bound (default 16)")
 
 
 def _data_options(items: list[str]) -> dict:
@@ -70,6 +72,8 @@ def _load(args):
     from ..runs import load_run
 
     r = load_run(args.run, ema=not args.raw, device=args.device)
+    if r.kind == "tokens":  # bits/token of the test split (discrete diffusion bound or autoregressive)
+        return None, r, None, None, None
     r.require_task("diffusion", "scorediff likelihood")
     if r.latent:
         raise ValueError(f"scorediff likelihood: run {args.run!r} is a latent diffusion model; its decoder is not "
@@ -104,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "vlb" and args.stride is not None and args.stride < 1:
         raise ValueError(f"--stride must be >= 1, got {args.stride}")
     denoiser, process, x, info, mix = _load(args)
+    if denoiser is None:  # a token run
+        from ._tokens import likelihood_run
+
+        return likelihood_run(args, process, _data_options(args.data_option), args.elbo_samples)
     if args.method == "vlb" and not isinstance(process, VPDiscrete):
         raise ValueError(f"--method vlb needs a vp-discrete process, got '{process.name}'")
 

@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(each sampled with its own run's sampler and steps)")
     parser.add_argument("--parallel", type=int, default=None, metavar="WINDOW",
                         help="parallel (Picard / ParaDiGMS) sampling: WINDOW model calls batched per round")
+    parser.add_argument("--prefix", default=None, metavar="TEXT",
+                        help="token runs (discrete diffusion): keep TEXT at the start of every sample and infill the rest")
     parser.add_argument("--parallel-tol", type=float, default=1e-3,
                         help="tolerance of parallel sampling, relative to each step's noise level (default 1e-3)")
 
@@ -90,6 +92,10 @@ def _run(args: argparse.Namespace, world) -> int:
     options = parse_key_values(args.options, "--option")
     _check_numbers(args)
     r = load_run(args.run, ema=not args.raw, device=args.device)
+    if r.kind == "tokens":  # discrete diffusion / autoregressive: text (and pixel-token grids)
+        from ._tokens import sample_run
+
+        return sample_run(args, r) if world.is_main else 0
     stages = [load_run(p, ema=not args.raw, device=args.device) for p in args.cascade]
     sampler = args.sampler or r.config["sample"]["sampler"]
     steps = args.steps or int(r.config["sample"]["steps"])

@@ -26,6 +26,9 @@ sinusoids       sums of damped sinusoids with noise (C, L) (``data.series``)
 gp-series       sample paths of a Gaussian process with a known kernel (C, L) (``data.series.gp_oracle``)
 video           clips (C, T, H, W): a folder of frame folders or a .npy / .npz array (``data.video``)
 moving-digits   scikit-learn's digits bouncing in a small frame (1, T, size, size), labels 0..9 (``data.video``)
+text            token sequences (L,) of the UTF-8 text ``files``; ``tokenizer`` char / byte / JSON file, ``length``
+pydoc-text      the same over the standard library's ``pydoc_data.topics`` (no download)
+digits-tokens   the 8x8 digits as 64 tokens over 17 grey levels (kind "tokens", vocab 17)
 ==============  ==============================================================================
 
 Toy sets are drawn from a ``torch.Generator`` seeded by ``seed``: same seed, same points. Their
@@ -53,6 +56,7 @@ from .hf import HFShards
 from .images import IMAGE_EXTENSIONS, FolderDataset, digits, mnist, read_idx
 from .series import gp_series, series, sinusoids
 from .shards import TarShards
+from .text import TokenInfo, digits_tokens, pydoc_text, text
 from .toys import TOY_OPTIONS, checkerboard, eight_gaussians, moons, rings, swissroll
 from .video import moving_digits, video
 
@@ -60,6 +64,7 @@ __all__ = [
     "DATASETS", "IMAGE_EXTENSIONS", "LAYOUTS", "SPLITS", "TOY_OPTIONS", "ArrayDataset", "CaptionedDataset", "CaptionedFolder", "DataInfo", "FolderDataset",
     "checkerboard", "digits", "digits_text", "eight_gaussians", "from_unit", "make", "mnist", "moons", "npy", "read_idx", "rings",
     "split_indices", "swissroll", "to_unit",
+    "TokenInfo", "digits_tokens", "pydoc_text", "text",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -85,6 +90,9 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "gp-series": gp_series,
     "video": video,
     "moving-digits": moving_digits,
+    "text": text,  # token data (discrete diffusion): scorediff.data.text
+    "pydoc-text": pydoc_text,
+    "digits-tokens": digits_tokens,
 }
 
 

@@ -30,6 +30,7 @@ from .dit import DiT
 from .embeddings import FourierEmbedding, LabelEmbedding, NoiseEmbedding, SinusoidalEmbedding
 from .masked import MaskedConditional
 from .mlp import MLP
+from .token_transformer import TokenTransformer
 from .unet import UNet
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "NoiseEmbedding",
     "SinusoidalEmbedding",
     "SuperResolution",
+    "TokenTransformer",
     "UNet",
     "count_parameters",
     "default_config",
@@ -61,6 +63,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet, "dit": DiT, "mlp": MLP, "autoencoder": Autoencoder, "super_resolution": SuperResolution,
     "unet-classifier": EncoderClassifier, "mlp-classifier": MLPClassifier,
     "masked": MaskedConditional,  # CSDI-style conditioning on observed entries (forecasting, imputation)
+    "token_transformer": TokenTransformer,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -162,6 +165,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_res_blocks": 2, "attention_levels": [2, 3], "num_heads": 4, "dropout": 0.1,
         "time_injection": "scale_shift",
     },
+    # token transformers (discrete diffusion; causal=True: the autoregressive baseline); vocab and length
+    # come from the data. tiny: tests; digits: 64-token digits; small: CPU text runs (1.3 M parameters);
+    # gpt2-small: GPT-2 small's shape (208 M parameters at vocab 50257, length 1024: untied head, adaLN),
+    # documented, not trained here.
+    "tokens-tiny": {"type": "token_transformer", "hidden": 32, "depth": 2, "heads": 2, "emb_features": 32},
+    "tokens-digits": {"type": "token_transformer", "hidden": 96, "depth": 4, "heads": 4, "emb_features": 64},
+    "tokens-small": {"type": "token_transformer", "hidden": 128, "depth": 4, "heads": 4},
+    "tokens-gpt2-small": {"type": "token_transformer", "vocab": 50257, "length": 1024, "hidden": 768, "depth": 12,
+                          "heads": 12, "emb_features": 256},
     # toy 2-D data (scorediff.data "8gaussians", "moons", ...).
     "mlp-2d": {
         "type": "mlp", "dim": 2, "width": 128, "depth": 4, "emb_dim": 64, "embedding": "sinusoidal",

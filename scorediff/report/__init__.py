@@ -65,7 +65,7 @@ def build_report(
     run = load_run(run_dir, ema=ema, device=device)
     sections: list[tuple[str, str]] = []
 
-    summary = {"run folder": run_dir.name, "step": run.step, "process": run.process.name,
+    summary = {"run folder": run_dir.name, "step": run.step, "process": getattr(run.process, "name", run.config["process"]["name"]),
                "parameterization": run.param.name, "data": run.config["data"]["name"],
                "example shape": "x".join(map(str, run.shape)),
                "parameters": f"{sum(p.numel() for p in run.net.parameters()):,}"}
@@ -91,6 +91,11 @@ def build_report(
         figs = "".join(f"<figure>{_img(data, name)}<figcaption>{html.escape(name)}</figcaption></figure>"
                        for name, data in grids)
         sections.append(("Samples across training", f'<div class="grids">{figs}</div>'))
+
+    texts = sorted((run_dir / "samples").glob("step_*.txt"))  # token runs: the decoded samples, latest
+    if texts:
+        sections.append(("Text samples", f'<p class="note">{html.escape(texts[-1].name)}</p>'
+                         f"<pre>{html.escape(texts[-1].read_text(encoding='utf-8', errors='replace')[:4000])}</pre>"))
 
     if compare:
         grid = schedule or "each sampler's default"

@@ -7,7 +7,7 @@ folder.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +20,8 @@ from ..samplers import options_of
 from ..utils import check_options
 from . import checkpoint as ckpt
 from . import config as config_mod
-
-
-def info_dict(info: Any) -> dict:
-    """A dataset's ``info`` as a plain JSON-able dict."""
-    if hasattr(info, "to_dict"):
-        info = info.to_dict()
-    elif is_dataclass(info):
-        info = asdict(info)
-    out = dict(info)
-    for k, v in out.items():
-        if isinstance(v, tuple):
-            out[k] = list(v)
-    return out
-
+from . import tokens
+from .components import Components, info_dict
 
 # -- typed settings ------------------------------------------------------------------------------------------
 
@@ -114,20 +102,10 @@ class Settings:
 # -- components -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Components:
-    dataset: Any
-    info: dict
-    net: nn.Module
-    process: processes.Process
-    param: parameterizations.Parameterization
-    loss: Any
-    task: str = "diffusion"  # "diffusion" | "autoencoder" (a KL autoencoder for latent diffusion)
-    cascade_factor: int = 0  # > 0: a super-resolution stage conditioned on the data downsampled by this factor
-
-
 def build_net(cfg: dict, info: dict) -> nn.Module:
     """The network of a config (``net.preset`` or ``net.config`` with ``net.overrides``)."""
+    if tokens.is_token_config(cfg):  # a token transformer (discrete diffusion or its autoregressive baseline)
+        return tokens.build_net(cfg, info)
     ncfg = cfg["net"]
     spec = ncfg["config"] if ncfg["config"] is not None else ncfg["preset"]
     overrides = dict(ncfg["overrides"])
@@ -263,6 +241,8 @@ def build(cfg: dict) -> Components:
     ``cascade.factor`` (a super-resolution stage: the loss adds the augmented low-resolution conditioning,
     ``scorediff.cascade.SuperResolutionLoss``). An autoencoder network trains with ``loss.name = "autoencoder"``.
     """
+    if tokens.is_token_config(cfg):  # discrete diffusion or its autoregressive baseline on token data
+        return tokens.build(cfg)
     process, param = build_process_param(cfg)
     check_sampler(cfg)
     try:

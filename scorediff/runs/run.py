@@ -13,7 +13,7 @@ from ..distributed import pick_device
 from ..nets import Autoencoder
 from ..parameterizations import NetDenoiser
 from . import checkpoint as ckpt
-from . import fitted
+from . import fitted, tokens
 from .build import build_process_param, load_codec, read_net
 
 EMA_DOMINATED = 0.5  # Run.weights_note warns when the EMA still puts more than this weight on the initial weights
@@ -144,6 +144,8 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
     path = Path(path)
     device = pick_device(device)
     net, cfg, info, step = read_net(path, ema)
+    if tokens.is_token_config(cfg):  # discrete diffusion / autoregressive: a TokenRun
+        return tokens.token_run(net, cfg, info, path, step, ema, device)
     process, param = build_process_param(cfg)
     denoiser = NetDenoiser(net.to(device), process, param).eval().requires_grad_(False)
     return Run(denoiser, process, cfg, info, path, step, ema)

@@ -37,7 +37,8 @@ class Batches:
         self.dataset = dataset
         self.preloaded = True
         if torch.is_tensor(getattr(dataset, "x", None)) and torch.is_tensor(getattr(dataset, "y", None)):
-            self.x, self.y = dataset.x.to(device, torch.float32), dataset.y.to(device)
+            dtype = torch.float32 if dataset.x.is_floating_point() else torch.long  # token ids stay integers
+            self.x, self.y = dataset.x.to(device, dtype), dataset.y.to(device)
         else:
             item_bytes = torch.as_tensor(dataset[0][0]).numel() * 4
             self.preloaded = self.n * item_bytes <= 2**31

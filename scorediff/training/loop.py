@@ -115,6 +115,10 @@ class Trainer:
         c = components or build(cfg)
         self.components = c
         self.evaluation: CheckpointEvaluation | None = None  # the config's eval section, built at its first use
+        if resume and c.model is not None:  # a token run: the data's vocabulary must still be the run's
+            from ..runs.tokens import check_resume
+
+            check_resume(self.out, info_dict(c.info))
         self.info, self.process, self.param = c.info, c.process, c.param
         self.loss_fn = c.loss
         self.net = performance.prepare(c.net.to(self.device), cfg["perf"], self.device)
@@ -138,7 +142,8 @@ class Trainer:
         self.precision = st.precision
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
-        self.denoiser = NetDenoiser(self.train_net, self.process, self.param)
+        self.denoiser = (c.model(self.train_net) if c.model is not None
+                         else NetDenoiser(self.train_net, self.process, self.param))
         self.batches = make_batches(c.dataset, o.batch_size, st.seed, self.world, self.device, cfg["data"]["workers"])
         r = self.world.rank
         self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "loss", r))
@@ -257,6 +262,10 @@ class Trainer:
     # -- setup helpers -------------------------------------------------------------------------------------
     def _check_forward(self) -> None:
         """One tiny forward pass so that a net that does not fit the data fails now, with a clear message."""
+        if self.components.model is not None:  # token runs
+            from ..runs.tokens import check_forward
+
+            return check_forward(self)
         x = torch.zeros((2, *self.process.state_shape(self.shape)), device=self.device)  # cld: phase state
         cond = {**self._cond(torch.zeros(2, dtype=torch.long, device=self.device)), **self._stage_cond(x),
                 **self._prompt_cond(["", "a"], self.text)}
@@ -440,6 +449,10 @@ class Trainer:
 
         s = self.settings.sample
         num = num or s.num
+        if self.components.model is not None:  # token runs: discrete diffusion or autoregressive
+            from ..runs.tokens import sample as sample_tokens
+
+            return sample_tokens(self, num)
         if self.components.task == "autoencoder":  # an autoencoder's grid: reconstructions of training data
             return self.ema.model.eval()(self._data_head(num))[0]
         den = NetDenoiser(self.ema.model, self.process, self.param).eval()
@@ -460,6 +473,11 @@ class Trainer:
         from .. import plotting
 
         x = self.sample()  # a sharded EMA model: every rank samples (the same), rank 0 writes
+        if self.components.model is not None:  # token runs: text (and pixel-token grids)
+            from ..runs.tokens import save_samples
+
+            self.last_sample_path = save_samples(self, x)
+            return self.last_sample_path
         path = self.out / "samples" / f"step_{self.step:06d}.png"
         self.last_sample_path = path
         if not self.is_main:
