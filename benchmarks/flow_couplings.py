@@ -30,12 +30,12 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 
 import torch  # noqa: E402
-from scorediff.training.run import load_run  # noqa: E402
 
 import scorediff.analytic as A  # noqa: E402
 from scorediff import data, schedules  # noqa: E402
 from scorediff.cli import main as cli  # noqa: E402
 from scorediff.eval.straightness import straightness  # noqa: E402
+from scorediff.runs import load_run  # noqa: E402
 from scorediff.samplers import SAMPLERS, sample  # noqa: E402
 
 QUIET = ["--set", "log.progress=false", "--set", "log.tensorboard=false"]

@@ -1,4 +1,4 @@
-"""Critically-damped Langevin diffusion (processes/cld.py, samplers/cld.py, losses/hsm.py, likelihood_cld.py),
+"""Critically-damped Langevin diffusion (processes/cld.py, samplers/cld.py, losses/hsm.py, likelihood/cld.py),
 against closed-form truth: the kernel against an independent solution of the SDE's moment equations, the phase-space
 oracle against autograd and normalisation, the samplers against the exact mixture (order, weak order, samples), the
 likelihood bound against the exact log-density, and the training path end to end."""
@@ -18,7 +18,7 @@ import scorediff.parameterizations as PZ
 import scorediff.processes as P
 from scorediff import schedules
 from scorediff.likelihood import log_likelihood
-from scorediff.likelihood_cld import phase_log_likelihood
+from scorediff.likelihood.cld import phase_log_likelihood
 from scorediff.losses import make as make_loss
 from scorediff.samplers import SAMPLERS
 
@@ -245,9 +245,8 @@ def test_likelihood_bound_against_the_exact_density(cld):
 
 
 def test_training_with_process_cld(tmp_path, capsys):
-    from scorediff.training.run import load_run
-
     from scorediff.cli import main
+    from scorediff.runs import load_run
 
     out = tmp_path / "cld"
     fast = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "log.tensorboard=false",

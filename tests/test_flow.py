@@ -242,10 +242,9 @@ class _ZeroImages:
 
 
 def test_bridge_config_trains_and_translates(tmp_path):
-    from scorediff.training.run import load_run
-
     from scorediff.cli import main
     from scorediff.data import make as make_data
+    from scorediff.runs import load_run
 
     out = tmp_path / "bridge"
     assert main(["train", "toy2d-bridge", "--out", str(out), "--set", "optim.steps=4", "--set", "log.progress=false",

@@ -71,8 +71,8 @@ def likelihood_run(args: argparse.Namespace, r, data_options: dict, samples: int
     import torch
 
     from .. import data
+    from ..runs.components import info_dict
     from ..runs.tokens import check_data, likelihood
-    from ..training.components import info_dict
 
     if args.data is None:
         name, opts = r.config["data"]["name"], dict(r.config["data"]["options"])

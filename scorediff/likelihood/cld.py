@@ -22,9 +22,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .likelihood import NOISES, TRACES, Likelihood, _bar, _check_common, _Dynamics, _probes, _solve
-from .processes.base import Process
-from .utils import batch_time, sum_flat, unknown
+from ..processes.base import Process
+from ..utils import batch_time, sum_flat, unknown
+from ._ode import NOISES, TRACES, Likelihood, _bar, _check_common, _Dynamics, _probes, _solve
 
 LIKELIHOOD_T_MIN = 1e-5  # the bound's default t_min (gap on ring2d: 0.13 nats at 1e-3, 0.003 at 1e-4, < 1e-4 here)
 
