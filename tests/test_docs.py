@@ -45,6 +45,9 @@ def test_reference_pages_are_current():
              if not (ROOT / "docs" / "reference" / name).is_file()
              or (ROOT / "docs" / "reference" / name).read_text() != text]
     assert not stale, f"run `python docs/gen_reference.py`: stale or missing {stale}"
+    nav = (ROOT / "mkdocs.yml").read_text()
+    missing = [name for name in gen_reference.pages() if f"reference/{name}" not in nav]
+    assert not missing, f"API pages missing from the nav of mkdocs.yml: {missing}"
 
 
 def _inventory(site: Path) -> set[str]:
