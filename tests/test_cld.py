@@ -215,6 +215,10 @@ def test_bad_options_get_one_line(cld):
         SAMPLERS["ddim"](mix.denoiser(cld), cld, torch.zeros(4, 2), schedules.make("uniform", 4, cld))
     with pytest.raises(ValueError, match="ending 'midpoint' is a data-space step"):
         scorediff.sample(mix.denoiser(cld), cld, (4, 2), sampler="cld_heun", ending="midpoint")
+    from scorediff.samplers import parallel
+
+    with pytest.raises(ValueError, match="parallel: process 'cld' carries a velocity"):
+        parallel(mix.denoiser(cld), cld, torch.zeros(4, 2), sampler="sscs", steps=5)
     for bad in ({"mass": -1.0}, {"gamma": 1.5}, {"beta": 0.0}):
         with pytest.raises(ValueError, match="cld: "):
             P.make("cld", **bad)
