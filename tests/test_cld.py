@@ -157,8 +157,8 @@ def test_heun_converges_at_second_order(cld):
                             A.mixture64(dim=8, components=4, rank=2, seed=1).means,
                             A.mixture64(dim=8, components=4, rank=2, seed=1).covs)
     p = P.make("cld", t_min=0.02)
-    x = p.prior_sample((32, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
-    ref = SAMPLERS["cld_ode"](mix.denoiser(p), p, x, schedules.make("uniform", 1, p), rtol=1e-10, atol=1e-10,
+    x = p.prior_sample((16, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = SAMPLERS["cld_ode"](mix.denoiser(p), p, x, schedules.make("uniform", 1, p), rtol=1e-9, atol=1e-9,
                               generator=torch.Generator().manual_seed(5))
     log_nfe, log_err = [], []
     for steps in (16, 32, 64):
@@ -215,6 +215,10 @@ def test_bad_options_get_one_line(cld):
         SAMPLERS["ddim"](mix.denoiser(cld), cld, torch.zeros(4, 2), schedules.make("uniform", 4, cld))
     with pytest.raises(ValueError, match="ending 'midpoint' is a data-space step"):
         scorediff.sample(mix.denoiser(cld), cld, (4, 2), sampler="cld_heun", ending="midpoint")
+    from scorediff.samplers import parallel
+
+    with pytest.raises(ValueError, match="parallel: process 'cld' carries a velocity"):
+        parallel(mix.denoiser(cld), cld, torch.zeros(4, 2), sampler="sscs", steps=5)
     for bad in ({"mass": -1.0}, {"gamma": 1.5}, {"beta": 0.0}):
         with pytest.raises(ValueError, match="cld: "):
             P.make("cld", **bad)
@@ -239,7 +243,7 @@ def test_likelihood_bound_against_the_exact_density(cld):
     assert (b.logp - exact).mean().abs() < 0.01 and (b.logp - mix.log_prob(x)).abs().max() < 0.03
     # (3) at t_min = 1e-3 the gap is visible: the bound is clearly below (Jensen), about 0.13 nats on average
     b3 = log_likelihood(mix.denoiser(cld), cld, x, velocities=4, generator=torch.Generator().manual_seed(2),
-                        t_min=1e-3)
+                        t_min=1e-3, rtol=1e-4, atol=1e-4)
     gap = (mix.log_prob_t(x, 1e-3, cld) - b3.logp).mean()
     assert 0.03 < float(gap) < 0.4
 

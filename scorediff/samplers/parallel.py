@@ -122,6 +122,9 @@ def parallel(
     """
     from . import sample  # the package's entry point (this module is imported by it, not the reverse)
 
+    if getattr(process, "phase_space", False):  # a window replays the sampler from positions alone
+        raise ValueError(f"parallel: process '{process.name}' carries a velocity; parallel sampling is for data-space "
+                         "processes")
     if window < 1:
         raise ValueError(f"parallel: window must be >= 1, got {window}")
     if not tol > 0:
