@@ -78,7 +78,7 @@ def adherence(args) -> dict:
     def predict(x):
         return torch.as_tensor(clf.predict(((x.flatten(1).clamp(-1, 1) + 1) / 2).numpy()))
 
-    run = load_run(args.run)
+    run = load_run(args.run) if args.run else None
     label_run = load_run(args.label_run) if args.label_run else None
     n = args.num
     digits = [d for d in range(10) for _ in range(n)]
@@ -91,12 +91,23 @@ def adherence(args) -> dict:
                 p = f"{article(name)} {name} {word}" if k == "slant" else f"{article(word)} {word} {name}"
                 attr_prompts += [p] * args.num_attr
                 attr_targets += [(d, k, level)] * args.num_attr
-    rows, summary = [], {"run": str(args.run), "step": run.step, "num_per_digit": n,
+    rows, summary = [], {"run": str(args.run), "step": run.step if run else None,
+                         "label_run": str(args.label_run), "label_step": label_run.step if label_run else None,
+                         "num_per_digit": n,
                          "num_per_attribute_prompt": args.num_attr,
                          "classifier_test_accuracy": float(clf.score(((test.x.flatten(1) + 1) / 2).numpy(),
                                                                      test.y.numpy()))}
     for scale in args.scales:
         t0 = time.process_time()
+        row = {"scale": scale}
+        if label_run is not None:
+            xl = _sample(label_run, digits, scale, seed=0, label=True)
+            row["label_digit_accuracy"] = float((predict(xl) == torch.as_tensor(digits)).float().mean())
+            row["label_fid"] = frechet_distance(feats(xl.clamp(-1, 1)), real_feats)
+        if run is None:
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+            continue
         x = _sample(run, digit_prompts, scale, seed=0)
         acc = float((predict(x) == torch.as_tensor(digits)).float().mean())
         fid = frechet_distance(feats(x.clamp(-1, 1)), real_feats)
@@ -108,16 +119,18 @@ def adherence(args) -> dict:
             lo, hi = thresholds[k][d]
             got = 1 if va[k][i] > hi else (-1 if va[k][i] < lo else 0)
             hit[k].append(got == level)
-        row = {"scale": scale, "digit_accuracy": acc, "fid": fid,
-               "digit_accuracy_attribute_prompts": float(ok_digit.float().mean()),
-               **{f"{k}_accuracy": float(np.mean(v)) for k, v in hit.items()}, "cpu_s": time.process_time() - t0}
-        if label_run is not None:
-            xl = _sample(label_run, digits, scale, seed=0, label=True)
-            row["label_digit_accuracy"] = float((predict(xl) == torch.as_tensor(digits)).float().mean())
-            row["label_fid"] = frechet_distance(feats(xl.clamp(-1, 1)), real_feats)
+        row.update({"digit_accuracy": acc, "fid": fid,
+                    "digit_accuracy_attribute_prompts": float(ok_digit.float().mean()),
+                    **{f"{k}_accuracy": float(np.mean(v)) for k, v in hit.items()}, "cpu_s": time.process_time() - t0})
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     summary["rows"] = rows
+    if run is None:
+        print(f"{args.label_run} (step {label_run.step}); {n} samples per digit\n")
+        print("| guidance | label model: digit right | label model: FID |\n|---|---|---|")
+        for r in rows:
+            print(f"| {r['scale']:g} | {r['label_digit_accuracy']:.3f} | {r['label_fid']:.3g} |")
+        return summary
     print(f"{args.run} (step {run.step}); {n} samples per digit prompt, {args.num_attr} per attribute prompt; "
           f"classifier test accuracy {summary['classifier_test_accuracy']:.3f}\n")
     head = "| guidance | digit right | thickness | slant | width | FID (classifier features) |"
@@ -261,7 +274,7 @@ def main() -> None:
     summary = {}
     if args.cost:
         summary["cost"] = cost(args)
-    if args.run:
+    if args.run or args.label_run:
         summary["adherence"] = adherence(args)
     print(json.dumps(summary, indent=2))
 
