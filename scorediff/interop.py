@@ -304,7 +304,7 @@ def text_to_image(folder: str | Path, scheduler_or_config: Any = None, *, text_e
     """A Stable-Diffusion-style pipeline folder as a ``TextToImage``: ``unet/`` (a ``UNet2DConditionModel``),
     ``scheduler/``, and when present (or named) ``vae/`` (``AutoencoderKL``) and ``text_encoder/`` with
     ``tokenizer/`` (a frozen CLIP / T5 encoder: needs the transformers package). Only local files are read."""
-    from .latent import load_codec
+    from .latent import load_diffusers_vae
     from .text_encoders import PretrainedEncoder
 
     root = Path(folder)
@@ -314,7 +314,7 @@ def text_to_image(folder: str | Path, scheduler_or_config: Any = None, *, text_e
     vae_dir = Path(vae) if vae is not None else (root / "vae" if (root / "vae" / "config.json").is_file() else None)
     codec, scale = None, 1.0
     if vae_dir is not None:
-        codec = load_codec(vae_dir, device)
+        codec = load_diffusers_vae(vae_dir, device)
         scale = codec.scaling_factor
     text_dir = text_encoder if text_encoder is not None else (root if (root / "text_encoder").is_dir() else None)
     encoder = PretrainedEncoder(text_dir, device) if text_dir is not None else None

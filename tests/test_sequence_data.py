@@ -138,13 +138,16 @@ def test_forecast_and_inpaint_cli_on_a_series_run(series_run, tmp_path, capsys):
     f = np.load(tmp_path / "f.npz")
     assert f["samples"].shape == (5, 1, 6) and np.isfinite(f["samples"]).all() and (tmp_path / "f.png").exists()
     assert main(["forecast", str(series_run), "--context", str(tmp_path / "ctx.npy"), "--horizon", "6",
-                 "--num", "4", "--steps", "4", "--method", "repaint", "--jumps", "2", "--resample", "2"]) == 0
-    assert (series_run / "forecasts" / "forecast_repaint.png").exists()
+                 "--num", "4", "--steps", "4", "--method", "repaint", "--jumps", "2", "--resample", "2",
+                 "--out", str(tmp_path)]) == 0  # an existing folder: the default file name inside it
+    assert (tmp_path / "forecast_repaint.png").exists()
+    assert not (series_run / "forecasts").exists()  # a reader never writes into the run
     holes = x.copy()
     holes[0, 3:9] = np.nan
     np.save(tmp_path / "holes.npy", holes)
-    assert main(["inpaint", str(series_run), "--image", str(tmp_path / "holes.npy"), "--num", "4", "--steps", "4"]) == 0
-    imp = np.load(series_run / "forecasts" / "inpaint_conditional.npz")
+    assert main(["inpaint", str(series_run), "--image", str(tmp_path / "holes.npy"), "--num", "4", "--steps", "4",
+                 "--out", str(tmp_path)]) == 0
+    imp = np.load(tmp_path / "inpaint_conditional.npz")
     kept = np.isfinite(holes)
     np.testing.assert_allclose(imp["samples"][:, kept], np.broadcast_to(holes[kept], (4, kept.sum())), atol=1e-5)
     capsys.readouterr()
@@ -162,8 +165,8 @@ def test_forecast_and_inpaint_cli_on_a_series_run(series_run, tmp_path, capsys):
         assert msg in err and len(err.strip().splitlines()) == 1, err
     from scorediff.report import write_report
 
-    page = write_report(series_run).read_text()
-    assert "Forecasts and imputations" in page and "forecast_repaint" in page
+    page = write_report(series_run, tmp_path / "report.html").read_text()
+    assert "Samples across training" in page
 
 
 def test_video_run_trains_and_predicts_frames(tmp_path):
@@ -174,6 +177,6 @@ def test_video_run_trains_and_predicts_frames(tmp_path):
     clip = data.make("moving-digits", n=1, frames=4, size=8).x[0, 0]
     np.save(tmp_path / "ctx.npy", clip[:2].numpy())
     assert main(["forecast", str(out), "--context", str(tmp_path / "ctx.npy"), "--horizon", "2", "--num", "2",
-                 "--steps", "3"]) == 0
-    f = np.load(out / "forecasts" / "forecast_conditional.npz")
+                 "--steps", "3", "--out", str(tmp_path)]) == 0
+    f = np.load(tmp_path / "forecast_conditional.npz")
     assert f["samples"].shape == (2, 1, 2, 8, 8)

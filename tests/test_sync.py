@@ -50,9 +50,9 @@ class NoHostSync(TorchDispatchMode):
 class TinyNet(nn.Module):
     """net(x, noise_input) for (B, 2) points: one linear layer over x and the noise input."""
 
-    def __init__(self):
+    def __init__(self, dim: int = 2):
         super().__init__()
-        self.lin = nn.Linear(3, 2)
+        self.lin = nn.Linear(dim + 1, dim)
 
     def forward(self, x, c_noise, **cond):
         return self.lin(torch.cat([x, c_noise[:, None]], dim=1))
@@ -88,10 +88,12 @@ def test_a_sampling_loop_never_synchronises(sampler, process):
 
 @pytest.mark.parametrize("param", sorted(parameterizations.PARAMETERIZATIONS))
 def test_every_parameterization_denoises_without_synchronising(param):
-    proc = processes.make("vp")
-    den = NetDenoiser(TinyNet(), proc, parameterizations.make(param)).to("meta")
+    phase = param == "cld"  # CLD's parameterization reads the phase state (x, v) of its own process
+    proc = processes.make("cld" if phase else "vp")
+    net = TinyNet(4 if phase else 2)
+    den = NetDenoiser(net, proc, parameterizations.make(param)).to("meta")
     with NoHostSync():
-        out = sample(den, proc, torch.zeros(4, 2, device="meta"), sampler="heun", steps=3,
+        out = sample(den, proc, (4, 2), sampler="cld_heun" if phase else "heun", steps=3, device="meta",
                      generator=torch.Generator().manual_seed(0))
     assert out.shape == (4, 2)
 
