@@ -22,8 +22,10 @@ Methods (y = A x + s n, n ~ N(0, I), s = ``noise_std``; inpainting is A = a pixe
   posterior variance of data of unit scale), through x0_hat' = x0_hat + (sigma^2 / alpha) scale J^T A^T
   (r_t^2 A A^T + s^2 I)^{-1} (y - A x0_hat), J = d x0_hat / d x_t (a vector-Jacobian product). Any sampler.
   Exact for a standard normal prior; an approximation otherwise.
-* ``smc`` -- a sequential Monte Carlo sampler in the spirit of MCGdiff (Cardoso et al. 2024), asymptotically
-  exact (as the number of particles grows) for the model's own prior: see :func:`_smc`. DDPM transitions only.
+* ``smc`` -- sequential Monte Carlo: the twisted diffusion sampler (TDS, Wu et al. 2023) in MCGdiff's SVD frame
+  (Cardoso et al. 2024), asymptotically exact (as the number of particles grows) for the model's own prior: see
+  :func:`_smc`. DDPM transitions plus the twist's gradient (one vector-Jacobian product per step); default
+  400 steps (protocol 5b, docs/results/defaults.md).
 
 Operators: ``A`` is an (M, D) matrix on flattened examples or a callable mapping (B, *event) -> (B, M),
 linear in x, which is materialised by one call on the D basis vectors (its transpose is then exact). Small
