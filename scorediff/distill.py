@@ -59,7 +59,7 @@ from .parameterizations import NetDenoiser, Parameterization
 from .processes.base import Process
 from .samplers import SAMPLERS
 from .samplers._common import Grid, bind_cond
-from .utils import mean_flat, unknown
+from .utils import ema_update_, mean_flat, unknown
 
 TEACHER_SOLVERS = {"heun": "heun", "ddim": "ddim", "dpm_solver_pp": "dpm_solver_pp_2s"}
 PD_WEIGHTINGS = ("snr_trunc", "snr_plus_one")
@@ -374,11 +374,7 @@ class ConsistencyDistillation(_Consistency):
     @torch.no_grad()
     def after_step(self, net: nn.Module, step: int) -> None:
         super().after_step(net, step)
-        # theta- <- mu theta- + (1 - mu) theta (eq. 8)
-        params = [p.detach() for p in _unwrap(net).parameters()]
-        torch._foreach_lerp_(list(self.target_net.parameters()), params, 1.0 - self.mu)
-        for b_t, b in zip(self.target_net.buffers(), _unwrap(net).buffers()):
-            b_t.copy_(b)
+        ema_update_(self.target_net, _unwrap(net), self.mu)  # theta- <- mu theta- + (1 - mu) theta (eq. 8)
 
     def state(self) -> tuple[dict[str, Tensor], dict]:
         tensors = {f"target.{k}": v.detach().clone() for k, v in self.target_net.state_dict().items()}
