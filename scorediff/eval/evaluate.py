@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import samplers
 from ..utils import cycle_labels
 from .features import Features, raw_features, reference_features
 from .metrics import frechet_distance, kid, precision_recall, sliced_w2
@@ -49,13 +50,11 @@ def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: st
     """``num`` samples in batches (batch i seeded ``seed + i``); class-conditional when ``num_classes`` > 0, with
     the labels 0, 1, ..., K-1, 0, ... so that every class is equally represented. ``decode`` maps each batch to
     data (a latent diffusion run's decoder)."""
-    from ..samplers import sample
-
     out = []
     for i, start in enumerate(range(0, num, batch_size)):
         n = min(batch_size, num - start)
         cond = {"y": cycle_labels(start, n, num_classes, device)} if num_classes else {}
-        x = sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
+        x = samplers.sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
                    cond=cond, **options)
         out.append((decode(x) if decode is not None else x).to("cpu", torch.float32))
     return torch.cat(out)
