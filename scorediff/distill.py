@@ -419,7 +419,7 @@ class ConsistencyTraining(_Consistency):
 
     def index_probs(self, ts: Tensor) -> Tensor:
         """p(n) over the N - 1 intervals: the lognormal mass of sigma~ between sigma~_n and sigma~_{n+1}."""
-        st = (self.process.sigma(ts) / self.process.alpha(ts)).clamp(max=1e30)
+        st = self.process.coeffs(ts).sigma_tilde.clamp(max=1e30)
         cdf = torch.erf((torch.log(st) - self.P_mean) / (math.sqrt(2) * self.P_std))
         p = (cdf[1:] - cdf[:-1]).clamp(min=0)
         return p / p.sum()
@@ -433,7 +433,7 @@ class ConsistencyTraining(_Consistency):
             f_target = model(self._noised(x0, t_lo, z), t_lo.to(x0.dtype), **cond)
         d = _distance(self.distance, model(self._noised(x0, t_hi, z), t_hi.to(x0.dtype), **cond), f_target)
         if self.weighting == "inverse_step":
-            st = self.process.sigma(ts) / self.process.alpha(ts)
+            st = self.process.coeffs(ts).sigma_tilde
             d = d * (1.0 / (st[n + 1] - st[n])).to(d.dtype).to(d.device)
         return d
 
