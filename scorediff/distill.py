@@ -59,7 +59,7 @@ from .parameterizations import NetDenoiser, Parameterization
 from .processes.base import Process
 from .samplers import SAMPLERS
 from .samplers._common import Grid, bind_cond
-from .utils import mean_flat, unknown
+from .utils import ema_update_, mean_flat, unknown
 
 TEACHER_SOLVERS = {"heun": "heun", "ddim": "ddim", "dpm_solver_pp": "dpm_solver_pp_2s"}
 PD_WEIGHTINGS = ("snr_trunc", "snr_plus_one")
@@ -374,11 +374,7 @@ class ConsistencyDistillation(_Consistency):
     @torch.no_grad()
     def after_step(self, net: nn.Module, step: int) -> None:
         super().after_step(net, step)
-        # theta- <- mu theta- + (1 - mu) theta (eq. 8)
-        params = [p.detach() for p in _unwrap(net).parameters()]
-        torch._foreach_lerp_(list(self.target_net.parameters()), params, 1.0 - self.mu)
-        for b_t, b in zip(self.target_net.buffers(), _unwrap(net).buffers()):
-            b_t.copy_(b)
+        ema_update_(self.target_net, _unwrap(net), self.mu)  # theta- <- mu theta- + (1 - mu) theta (eq. 8)
 
     def state(self) -> tuple[dict[str, Tensor], dict]:
         tensors = {f"target.{k}": v.detach().clone() for k, v in self.target_net.state_dict().items()}
@@ -423,7 +419,7 @@ class ConsistencyTraining(_Consistency):
 
     def index_probs(self, ts: Tensor) -> Tensor:
         """p(n) over the N - 1 intervals: the lognormal mass of sigma~ between sigma~_n and sigma~_{n+1}."""
-        st = (self.process.sigma(ts) / self.process.alpha(ts)).clamp(max=1e30)
+        st = self.process.coeffs(ts).sigma_tilde.clamp(max=1e30)
         cdf = torch.erf((torch.log(st) - self.P_mean) / (math.sqrt(2) * self.P_std))
         p = (cdf[1:] - cdf[:-1]).clamp(min=0)
         return p / p.sum()
@@ -437,7 +433,7 @@ class ConsistencyTraining(_Consistency):
             f_target = model(self._noised(x0, t_lo, z), t_lo.to(x0.dtype), **cond)
         d = _distance(self.distance, model(self._noised(x0, t_hi, z), t_hi.to(x0.dtype), **cond), f_target)
         if self.weighting == "inverse_step":
-            st = self.process.sigma(ts) / self.process.alpha(ts)
+            st = self.process.coeffs(ts).sigma_tilde
             d = d * (1.0 / (st[n + 1] - st[n])).to(d.dtype).to(d.device)
         return d
 

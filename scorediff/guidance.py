@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import parameterizations, processes
+from . import nets, parameterizations, processes
 from .nets import NULL_LABEL
 from .nets.attention import cat_contexts
 from .parameterizations import coefficients
@@ -286,8 +286,6 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Tim
     one of its files also names it.
     Only JSON and safetensors are read; nothing is unpickled. Returns the classifier in eval mode."""
     from safetensors.torch import load_file
-
-    from . import nets
 
     path = Path(path)
     if path.is_file() and path.name in CLASSIFIER_FILES:  # a file of the folder named instead of the folder

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from . import parameterizations
+from .nets.unet import Attention, Downsample, ResBlock, Upsample
 from .parameterizations import NetDenoiser
 from .processes import EDM, Process, VPDiscrete
 from .processes.vp import cosine_betas, scaled_linear_betas
@@ -438,8 +439,6 @@ def unet_to_diffusers(net: nn.Module, shape: tuple[int, ...], time_shift: float 
     absorbed exactly into the first embedding layer's weights (W' = W R(s)). DDPM-family: s = 1, since our
     noise input 1000 t is diffusers' k + 1.
     """
-    from .nets.unet import Attention, Downsample, ResBlock, Upsample
-
     cfg = _unet2d_config(net.config, shape)
     unet = _diffusers().UNet2DModel(**cfg).eval()
     if next(net.parameters()).dtype != torch.float32:

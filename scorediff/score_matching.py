@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .samplers._common import langevin_step
 from .utils import sum_flat, unknown
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -238,12 +239,10 @@ def langevin_dynamics(
         raise ValueError(f"langevin: step_size must be > 0, got {step_size}")
     if n_steps < 0:
         raise ValueError(f"langevin: n_steps must be >= 0, got {n_steps}")
-    noise_scale = math.sqrt(step_size)
     states = [x] if return_trajectory else None
     with torch.no_grad():
         for k in range(1, n_steps + 1):
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = x + 0.5 * step_size * score_fn(x) + noise_scale * z
+            x = langevin_step(x, score_fn(x), step_size, generator)
             if callback is not None:
                 callback(k, x)
             if states is not None:

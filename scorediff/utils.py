@@ -96,6 +96,19 @@ def cycle_labels(start: int, n: int, num_classes: int, device: torch.device | st
     return torch.arange(start, start + n, device=device) % int(num_classes)
 
 
+@torch.no_grad()
+def ema_update_(average: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """average <- beta average + (1 - beta) model, parameter by parameter (one fused lerp); buffers copied.
+
+    The exponential moving average of weights (Polyak & Juditsky 1992): the trainer's EMA (``training.ema``) and
+    consistency distillation's target network theta- (Song et al. 2023, eq. 8) both step with it."""
+    params = [p.detach() for p in model.parameters()]
+    # lerp: ema + (1 - beta) (p - ema) = beta ema + (1 - beta) p
+    torch._foreach_lerp_(list(average.parameters()), params, 1.0 - beta)
+    for b_avg, b in zip(average.buffers(), model.buffers()):
+        b_avg.copy_(b)
+
+
 class Counted:
     """A callable (a Denoiser) that counts its calls in ``nfe`` (one call evaluates the model on a whole batch)."""
 

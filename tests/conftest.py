@@ -81,3 +81,14 @@ def run_copy(toy_run, tmp_path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(toy_run, dst)
     return dst
+
+
+# The slow marker on the tests listed in tests/slow_tests.txt (measured), beside those marked in place.
+SLOW_TESTS = frozenset(line.strip() for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
+                       if line.strip() and not line.startswith("#"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

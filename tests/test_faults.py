@@ -34,6 +34,8 @@ from scorediff.runs.lock import LOCK, RunLockedError, read_lock
 from scorediff.training import NonFiniteLossError, Trainer, config, load_run, train
 from tests.conftest import TOY_FAST, snapshot
 
+pytestmark = pytest.mark.slow  # every test here kills or starts training processes
+
 # A tiny 2-D run: every subprocess here spends its time starting Python, not training.
 TINY = {
     "threads": 1,

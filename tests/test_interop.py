@@ -209,14 +209,30 @@ def test_folder_round_trip(tmp_path):
 
 
 def test_log_likelihood_of_a_wrapped_model_runs():
-    denoiser, process = interop.from_diffusers(tiny_unet(), diffusers.DDPMScheduler())
+    unet, s = tiny_unet(), diffusers.DDPMScheduler()
+    denoiser, process = interop.from_diffusers(unet, s)
     x = noise(2).clamp(-1, 1)
     with torch.no_grad():
-        vlb = likelihood.log_likelihood(denoiser, process, x, method="vlb", stride=100)
+        vlb = likelihood.log_likelihood(denoiser, process, x, method="vlb", stride=100,
+                                        generator=torch.Generator().manual_seed(0))
     ode = likelihood.log_likelihood(denoiser, process, x, trace="hutchinson", rtol=1e-3, atol=1e-3,
                                     generator=torch.Generator().manual_seed(0))
     for res in (vlb, ode):
         assert res.logp.shape == (2,) and torch.isfinite(res.logp).all() and res.nfe > 0
+
+    # The value: the same bound through a denoiser written here from the scheduler's own alphas_cumprod and the
+    # UNet's eps at the integer timestep k = t T - 1 (x0_hat = (x - sqrt(1 - abar_k) eps) / sqrt(abar_k)).
+    abar = s.alphas_cumprod.double()
+
+    def by_hand(xt, t, **cond):
+        k = torch.round(torch.as_tensor(t, dtype=torch.float64).expand(xt.shape[0]) * 1000 - 1).long()
+        a, sig = abar[k].sqrt().float()[:, None, None, None], (1 - abar[k]).sqrt().float()[:, None, None, None]
+        return (xt - sig * unet(xt, k.float()).sample) / a
+
+    with torch.no_grad():
+        expected = likelihood.log_likelihood(by_hand, process, x, method="vlb", stride=100,
+                                             generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vlb.logp, expected.logp, rtol=1e-4, atol=1e-3)
 
 
 def test_bad_inputs_name_what_is_wrong(tmp_path):

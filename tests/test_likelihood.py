@@ -263,6 +263,7 @@ def test_cli_with_oracle(tmp_path, capsys):
     assert main(["likelihood", "--oracle", "ring2d", "--method", "vlb"]) == 2
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_cli_under_torchrun_shards_and_gathers(tmp_path):
     """Two gloo processes: each rank integrates its own shard (no collective inside the adaptive solver) and
     rank 0 writes the gathered per-example values, which equal a single process's to the solver tolerance."""

@@ -93,6 +93,7 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 
 
 @needs_chromium
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_report_renders_in_chromium(toy_run, tmp_path, capsys):
     before = folder_digest(toy_run)
     out = tmp_path / "report.html"

@@ -195,6 +195,17 @@ def test_finite_in_float32_on_every_process(name, process):
     x = sample(A.ring2d().denoiser(process), process, (64, 2), sampler=name, steps=12, seed=0, dtype=torch.float32,
                **opts, **FAST.get(name, {}))
     assert x.dtype == torch.float32 and torch.isfinite(x).all()
+    # and the values: float32 follows the float64 run from the same start (a deterministic sampler to rounding;
+    # a stochastic one, whose float32 noise differs, to the spread of the samples)
+    x0 = process.prior_sample((64, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = sample(A.ring2d().denoiser(process), process, x0, sampler=name, steps=12, seed=0, dtype=torch.float64,
+                 **opts, **FAST.get(name, {}))
+    x = sample(A.ring2d().denoiser(process), process, x0, sampler=name, steps=12, seed=0, dtype=torch.float32,
+               **opts, **FAST.get(name, {}))
+    if info(name).stochastic:
+        assert abs(float(x.double().std()) - float(ref.std())) < 0.25 * float(ref.std())
+    else:
+        assert float((x.double() - ref).abs().max()) < 1e-2 * float(ref.abs().max())
 
 
 @pytest.mark.parametrize("name", NAMES)

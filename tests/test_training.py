@@ -119,6 +119,7 @@ def test_building_validates_component_names():
 # -- exact resume --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_resume_is_bit_exact(tmp_path):
     """N steps straight == N/2 steps, stop, resume, N/2 steps: weights, EMA, optimizer and RNG, bit for bit.
 
@@ -138,6 +139,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert not all(torch.equal(init[k], final[k]) for k in final)
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_label_dropout_trains_the_null_label_and_resumes_exactly(tmp_path):
     """Classifier-free guidance training: with net.label_dropout = p about a fraction p of the labels the
     network sees are the null label -1 and the rest are the data's own labels; the draws come from the
@@ -250,6 +252,7 @@ def test_load_run_gives_a_working_denoiser(tmp_path):
 # -- signals (subprocess) -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_sigterm_saves_and_the_run_resumes(tmp_path):
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "scorediff", "train", "toy2d", "--out", str(out), "--set", "optim.steps=100000",
@@ -292,6 +295,7 @@ save_file({k: v.contiguous() for k, v in tr.ema.model.state_dict().items()}, os.
 """
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_ddp_two_processes_identical_replicas_rank0_writes(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(DDP_SCRIPT)
@@ -319,6 +323,7 @@ def test_ddp_two_processes_identical_replicas_rank0_writes(tmp_path):
 # -- it learns ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes under load
 def test_toy_run_learns_the_mixture(tmp_path):
     """Train on samples of the analytic ring mixture (EDM setup); the model's samples must come far closer
     (sliced W2) to fresh samples of the exact mixture than the untrained model's and than the best Gaussian

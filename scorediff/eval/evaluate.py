@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import distributed, samplers
 from ..utils import cycle_labels
 from .features import Features, raw_features, reference_features
 from .metrics import frechet_distance, kid, precision_recall, sliced_w2
@@ -57,14 +58,11 @@ def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: st
     ``features``, each rank also embeds its own batches and ``(samples, features)`` is returned. ``world``
     (a ``distributed.World``) overrides the process group's, e.g. ``World()`` for rank 0 alone.
     """
-    from .. import distributed
-    from ..samplers import sample
-
     def block(i: int):
         start = i * batch_size
         n = min(batch_size, num - start)
         cond = {"y": cycle_labels(start, n, num_classes, device)} if num_classes else {}
-        x = sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
+        x = samplers.sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
                    cond=cond, **options)
         x = (decode(x) if decode is not None else x).to("cpu", torch.float32)
         return (x, features(x).cpu()) if features is not None else x

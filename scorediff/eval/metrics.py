@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..analytic import sliced_wasserstein
+
 __all__ = ["frechet_distance", "gaussian_frechet", "kid", "precision_recall", "sliced_w2"]
 
 
@@ -137,8 +139,6 @@ def precision_recall(feats_real: Tensor | np.ndarray, feats_fake: Tensor | np.nd
 
 def sliced_w2(x: Tensor, y: Tensor, projections: int = 256, seed: int = 12345) -> float:
     """Sliced Wasserstein-2 between two point sets (flattened), on the first min(len) points of each."""
-    from ..analytic import sliced_wasserstein
-
     n = min(len(x), len(y))
     g = torch.Generator().manual_seed(seed)
     return float(sliced_wasserstein(x[:n].double(), y[:n].double(), projections, generator=g))

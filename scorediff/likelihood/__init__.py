@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..losses.vlb import ddpm_vlb
@@ -291,8 +292,6 @@ def round_trip(denoiser: Callable[..., Tensor], process: Process, x: Tensor, **o
 
 def shard(x: Tensor) -> tuple[Tensor, Tensor]:
     """This rank's shard of a batch under torch.distributed (examples rank, rank + W, ...) and their indices."""
-    import torch.distributed as dist
-
     idx = torch.arange(x.shape[0])
     if dist.is_available() and dist.is_initialized():
         idx = idx[dist.get_rank() :: dist.get_world_size()]
@@ -305,8 +304,6 @@ def gather(values: Tensor, idx: Tensor, total: int) -> Tensor:
     Uses ``all_gather_object`` once at the end (never inside the adaptive solver, whose step counts differ
     between ranks).
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         out = torch.empty(total, dtype=values.dtype)
         out[idx] = values.detach().cpu()
@@ -375,8 +372,6 @@ def evaluate_dataset(
     noise comes from a generator seeded ``1000 seed + rank``. ``mixture`` (an analytic mixture of the data): the
     exact log-density to compare with is added (``exact``). Rank 0 shows the progress bar.
     """
-    import torch.distributed as dist
-
     if method == "vlb" and not isinstance(process, VPDiscrete):
         raise ValueError(f"--method vlb needs a vp-discrete process, got '{process.name}'")
     distributed = dist.is_available() and dist.is_initialized()

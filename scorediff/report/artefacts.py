@@ -11,7 +11,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy
 import torch
+
+from .. import __version__
 
 # metrics.jsonl keys the training loop itself writes; any other numeric key is an evaluation metric
 TRAINING_KEYS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "examples_per_s")
@@ -104,10 +107,6 @@ def result_files(paths: Sequence[str | Path]) -> list[tuple[str, dict]]:
 
 def environment(device: str = "cpu") -> dict[str, str]:
     """Where the report (and its sampler comparison) ran."""
-    import numpy
-
-    from .. import __version__
-
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
     return {

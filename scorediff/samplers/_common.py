@@ -294,6 +294,24 @@ def ode_to_zero(denoiser: Denoiser, process: Process, x: Tensor, t: float) -> tu
     return lincomb((0.5 / alpha, x), (0.5, x0_hat)), x0_hat
 
 
+def ancestral_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator: torch.Generator | None,
+                   noise: bool = True, variance: float | None = None) -> Tensor:
+    """x_s ~ q(x_s | x_t, x0_hat) from node i to i + 1: the DDPM posterior (Ho et al. 2020, eqs. 6-7), mean
+    c0 x0_hat + ct x_t and variance beta_tilde (``variance`` overrides it, e.g. DDPM's forward beta); its mean alone
+    without ``noise``. The ancestral step of ``ddpm``, ``euler_maruyama``'s infinite-noise first step and ``pc``."""
+    c0, ct, var = grid.posterior[i][:3]
+    var = var if variance is None else variance
+    if not noise:
+        return lincomb((c0, x0_hat), (ct, x))
+    return noise_like(x, generator, math.sqrt(var)).add_(x0_hat, alpha=c0).add_(x, alpha=ct)
+
+
+def langevin_step(x: Tensor, score: Tensor, step: float, generator: torch.Generator | None) -> Tensor:
+    """One unadjusted Langevin step x + step/2 score + sqrt(step) z, z ~ N(0, I) (Song & Ermon 2019, eq. 1; Roberts
+    & Tweedie 1996): ``annealed_langevin``'s inner step and ``score_matching.langevin_dynamics``."""
+    return x + 0.5 * step * score + math.sqrt(step) * noise_like(x, generator)
+
+
 def denoise_to_zero(
     denoiser: Denoiser, grid: Grid, x: Tensor, hook: Hook | None, callback: Callback | None
 ) -> Tensor:

@@ -14,8 +14,6 @@ last step adds no noise (z = 0 at t = 1); onto sigma = 0 it returns x0_hat.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -25,10 +23,9 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
+    ancestral_step,
     denoise_to_zero,
     end_step,
-    lincomb,
-    noise_like,
     sampler_info,
 )
 
@@ -56,13 +53,9 @@ def sample_ddpm(
         if grid.to_zero(i):
             return denoise_to_zero(denoiser, grid, x, hook, callback)
         x0_hat = grid.denoise(denoiser, x, i)
-        c0, ct, var, _, s2_ts = grid.posterior[i]
-        if variance == "beta":
-            var = s2_ts  # the forward transition's variance, beta_t on the full DDPM grid
-        if i < grid.steps - 1:  # Algorithm 2: z = 0 on the last step
-            x_next = noise_like(x, generator, math.sqrt(var))
-            x_next.add_(x0_hat, alpha=c0).add_(x, alpha=ct)
-        else:
-            x_next = lincomb((c0, x0_hat), (ct, x))
+        # "beta": the forward transition's variance s_ts^2, beta_t on the full DDPM grid; Algorithm 2: z = 0 on the
+        # last step
+        var = grid.posterior[i][4] if variance == "beta" else None
+        x_next = ancestral_step(grid, i, x, x0_hat, generator, noise=i < grid.steps - 1, variance=var)
         x = end_step(grid, i, x_next, x0_hat, hook, callback)
     return x

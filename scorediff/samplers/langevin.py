@@ -16,13 +16,12 @@ for VE, which has no such time, ``denoise=True`` appends that step (one extra ev
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from ..parameterizations import score_from_x0
 from ..processes.base import Process
-from ._common import Callback, Denoiser, Grid, Hook, denoise_to_zero, end_step, noise_like, sampler_info
+from ._common import Callback, Denoiser, Grid, Hook, denoise_to_zero, end_step, langevin_step, sampler_info
 
 
 @sampler_info(order=1, stochastic=True, nfe_per_step=100, default_schedule="uniform",
@@ -57,8 +56,7 @@ def sample_annealed_langevin(
         step = eps * grid.sigma[j] ** 2 / sigma_L**2  # Algorithm 1, line 3
         for _ in range(n_steps_each):
             x0_hat = grid.denoise(denoiser, x, j)
-            score = (grid.alpha[j] * x0_hat - x) / grid.sigma[j] ** 2
-            x = x + 0.5 * step * score + math.sqrt(step) * noise_like(x, generator)
+            x = langevin_step(x, score_from_x0(x, x0_hat, grid.alpha[j], grid.sigma[j]), step, generator)
         x = end_step(grid, i, x, x0_hat, hook, callback)
     if denoise:  # x0_hat = x + sigma_L^2 score for VE: Tweedie's denoising step
         x = grid.denoise(denoiser, x, grid.steps)

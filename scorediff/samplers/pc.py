@@ -23,10 +23,21 @@ import math
 import torch
 from torch import Tensor
 
+from ..parameterizations import score_from_x0, velocity_from_x0
 from ..processes.base import Process
 from ..utils import append_dims
-from ._common import Callback, Denoiser, Grid, Hook, denoise_to_zero, end_step, noise_like, sampler_info
-from .sde import ancestral_step, em_step
+from ._common import (
+    Callback,
+    Denoiser,
+    Grid,
+    Hook,
+    ancestral_step,
+    denoise_to_zero,
+    end_step,
+    noise_like,
+    sampler_info,
+)
+from .sde import em_step
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ode")
 CORRECTORS = ("langevin", "none")
@@ -36,7 +47,7 @@ def langevin_corrector(denoiser: Denoiser, grid: Grid, i: int, x: Tensor, snr: f
     """``steps`` Langevin corrector steps at node i with target signal-to-noise ratio ``snr`` (Algorithm 4)."""
     for _ in range(steps):
         x0_hat = grid.denoise(denoiser, x, i)
-        g = (grid.alpha[i] * x0_hat - x) / grid.sigma[i] ** 2
+        g = score_from_x0(x, x0_hat, grid.alpha[i], grid.sigma[i])
         z = noise_like(x, generator)
         g_norm = g.reshape(g.shape[0], -1).norm(dim=1)
         z_norm = z.reshape(z.shape[0], -1).norm(dim=1)
@@ -51,15 +62,14 @@ def langevin_corrector(denoiser: Denoiser, grid: Grid, i: int, x: Tensor, snr: f
 
 def predictor_step(predictor: str, grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: bool) -> Tensor:
     if predictor == "ode":
-        eps_hat = grid.eps(x, x0_hat, i)
-        v = grid.d_alpha[i] * x0_hat + grid.d_sigma[i] * eps_hat
+        v = velocity_from_x0(x, x0_hat, grid.alpha[i], grid.sigma[i], grid.d_alpha[i], grid.d_sigma[i])
         return x + (grid.t[i + 1] - grid.t[i]) * v
     if grid.infinite(i):
         return ancestral_step(grid, i, x, x0_hat, generator, noise)
     if predictor == "euler_maruyama":
         return em_step(grid, i, x, x0_hat, generator, noise)
     a_ts, s2_ts = grid.posterior[i][3:]  # the forward transition x_t = a_ts x_s + s_ts z
-    score = (grid.alpha[i] * x0_hat - x) / grid.sigma[i] ** 2
+    score = score_from_x0(x, x0_hat, grid.alpha[i], grid.sigma[i])
     x = (2 - a_ts) * x + s2_ts * score
     return x + math.sqrt(s2_ts) * noise_like(x, generator) if noise else x
 

@@ -24,20 +24,13 @@ from ._common import (
     Denoiser,
     Grid,
     Hook,
+    ancestral_step,
     denoise_to_zero,
     end_step,
     lincomb,
     noise_like,
     sampler_info,
 )
-
-
-def ancestral_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: bool = True) -> Tensor:
-    """x_s ~ q(x_s | x_t, x0_hat) between nodes i and i + 1 (the DDPM posterior, variance beta_tilde)."""
-    c0, ct, var = grid.posterior[i][:3]
-    if not noise:
-        return lincomb((c0, x0_hat), (ct, x))
-    return noise_like(x, generator, math.sqrt(var)).add_(x0_hat, alpha=c0).add_(x, alpha=ct)
 
 
 def em_step(grid: Grid, i: int, x: Tensor, x0_hat: Tensor, generator, noise: bool = True) -> Tensor:

@@ -22,8 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import data, losses, nets
 from ..guidance import TimeClassifier
 from ..runs import checkpoint as ckpt
+from ..runs.build import build_process_param, info_dict
+from ..runs.config import resolve
 
 # keys of the run's denoiser network config that the classifier trunk shares
 _UNET_KEYS = ("channels", "channel_mult", "num_res_blocks", "attention_levels", "mid_attention", "num_heads",
@@ -144,16 +147,10 @@ def train_classifier(
     (default ``RUN/classifier``). ``net``: a classifier preset or config instead of the run's encoder half.
     Returns (folder, info) where info holds the accuracies on the training data at t_lo, the median training
     time and t_hi."""
-    from .. import data, losses, nets
-    from ..runs.build import build_process_param, info_dict
-    from ..runs.config import resolve
-
     run = Path(run)
     if not (run / "config.json").exists():
         raise FileNotFoundError(f"{str(run)!r} is not a run folder (no config.json)")
-    from ..runs.checkpoint import read_json
-
-    cfg = resolve(read_json(run / "config.json"))
+    cfg = resolve(ckpt.read_json(run / "config.json"))
     if cfg["autoencoder"]["path"] is not None or cfg["cascade"]["factor"] or cfg["loss"]["name"] == "autoencoder":
         raise ValueError(f"train-classifier: run {str(run)!r} is a latent diffusion run, an autoencoder or a cascade "
                          "stage; a noisy classifier is trained for a pixel-space diffusion run")

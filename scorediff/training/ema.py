@@ -30,6 +30,8 @@ import math
 import torch
 from torch import nn
 
+from ..utils import ema_update_
+
 
 def decay_from(decay: float | None, half_life_steps: float | None) -> float:
     """The per-step decay from a decay or a half-life in optimizer steps."""
@@ -77,12 +79,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         beta = ema_decay_at(self.steps, self.decay, self.rampup_ratio)
-        ema_params = list(self.model.parameters())
-        params = [p.detach() for p in model.parameters()]
-        # lerp: ema + (1 - beta) (p - ema) = beta ema + (1 - beta) p
-        torch._foreach_lerp_(ema_params, params, 1.0 - beta)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+        ema_update_(self.model, model, beta)
         self.steps += 1
         self.init_weight *= beta
         self.mean_step = beta * self.mean_step + (1.0 - beta) * self.steps

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ... import schedules
 from ...samplers import SAMPLERS, default_schedule, fit_schedule, sample
+from ...utils import unknown
 from .measure import SamplerConfig, _CountingIdentity
 
 
@@ -86,8 +87,6 @@ def our_configs(process, grids: Iterable[str] | None = None, samplers: Iterable[
     out = []
     for name in names:
         if name not in SAMPLERS:
-            from ..utils import unknown
-
             raise unknown("sampler", name, SAMPLERS)
         info = SAMPLERS[name].info
         if not info.runs_on(process):

@@ -75,9 +75,9 @@ def pf_ode_reference(mixture, process, x_start: Tensor, t_start: float, rtol: fl
     if not float(process.alpha(t0)) > 0:
         raise ValueError(f"pf_ode_reference: alpha(t_start) = 0 for process '{process.name}' at t = {t_start:g}; "
                          "start below the pure-noise end")
-    s_start = float(process.sigma(t0) / process.alpha(t0))
+    s_start = float(process.coeffs(t0).sigma_tilde)
     t1 = torch.tensor(0.0 if t_end is None else float(t_end), dtype=torch.float64)
-    s_end = 0.0 if t_end is None else float(process.sigma(t1) / process.alpha(t1))
+    s_end = 0.0 if t_end is None else float(process.coeffs(t1).sigma_tilde)
     to_data = not s_end > 0
     s_end = 1e-7 if to_data else s_end
     ve = processes.make("edm", sigma_min=s_end / 10, sigma_max=max(s_start * 10, 100.0))
