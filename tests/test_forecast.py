@@ -68,9 +68,10 @@ def test_conditional_sampling_draws_the_exact_gp_forecast(gp_case):
 def test_smc_forecast_nears_the_exact_conditional_where_the_heuristics_are_biased(gp_case):
     gp, _, _, proc = gp_case
     smc = _forecast_errors(gp_case, "smc", gp.denoiser(proc), 8000, steps=100)
-    # asymptotically exact: the error is Monte Carlo error of a particle system (it halves from 2000 to 8000
-    # particles, benchmarks/forecast_gp.py), well below the heuristics' bias
-    assert smc["mean"] < 0.1 and smc["cov"] < 0.12, smc
+    # asymptotically exact: the error is Monte Carlo error of a particle system, well below the heuristics' bias.
+    # With TDS's proposal (issue 28: the error no longer grows with steps) the covariance error of one system at
+    # 100 steps measured 0.22 (it was 0.12 with the earlier proposal, which degraded as steps grew)
+    assert smc["mean"] < 0.1 and smc["cov"] < 0.3, smc
     replace = _forecast_errors(gp_case, "replace", gp.denoiser(proc), 1000, steps=100)
     repaint = _forecast_errors(gp_case, "repaint", gp.denoiser(proc), 1000, steps=50, jumps=5, resample=5)
     for biased in (replace, repaint):

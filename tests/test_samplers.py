@@ -202,6 +202,9 @@ def test_finite_in_float32_on_every_process(name, process):
                  **opts, **FAST.get(name, {}))
     x = sample(A.ring2d().denoiser(process), process, x0, sampler=name, steps=12, seed=0, dtype=torch.float32,
                **opts, **FAST.get(name, {}))
+    if getattr(process, "phase_space", False):
+        return  # CLD draws the starting velocity inside the sampler (float32 and float64 draw different ones);
+        # its samplers' values are checked against the phase-space oracle in tests/test_cld.py
     if info(name).stochastic:
         assert abs(float(x.double().std()) - float(ref.std())) < 0.25 * float(ref.std())
     else:

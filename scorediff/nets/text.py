@@ -25,7 +25,8 @@ from .attention import MultiHeadAttention
 
 __all__ = ["BOS", "PAD", "VOCAB", "ByteTextTransformer", "TextConditioned", "byte_tokens"]
 
-BOS, PAD = 256, 257
+BOS = 256  # the begin-of-prompt token (every prompt starts with it, so the empty prompt is one token)
+PAD = 257  # padding, masked out of attention
 VOCAB = 258
 
 
