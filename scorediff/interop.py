@@ -182,7 +182,8 @@ def sampling_schedule(scheduler_or_config: Any) -> dict[str, Any]:
     ``{"schedule": "karras", "schedule_options": {"denoise_to_zero": True, "rho": ...}}`` for
     ``use_karras_sigmas`` or an EDM scheduler with Karras sigmas (Karras et al. 2022, eq. 5, ending on
     sigma = 0 as diffusers does), ``"logsnr"`` (ending on 0) for exponential (log-uniform) sigmas, else
-    ``{"schedule": timestep_spacing}`` ("leading", "trailing", "linspace").
+    ``{"schedule": timestep_spacing}`` ("leading", "trailing", "linspace"; "leading" with the scheduler's
+    ``steps_offset``).
 
     ``scorediff.sample(denoiser, process, shape, sampler="euler", steps=N, **sampling_schedule(scheduler))``
     """
@@ -194,7 +195,10 @@ def sampling_schedule(scheduler_or_config: Any) -> dict[str, Any]:
         return {"schedule": "logsnr", "schedule_options": {"denoise_to_zero": True}}
     if "sigma_data" in cfg:
         raise ValueError(f"EDM scheduler sigma_schedule {cfg.get('sigma_schedule')!r} is not mapped; one of: karras, exponential")
-    return {"schedule": cfg.get("timestep_spacing", "leading")}
+    spacing = cfg.get("timestep_spacing", "leading")
+    if spacing == "leading" and int(cfg.get("steps_offset", 0) or 0):  # Stable Diffusion's schedulers: 1
+        return {"schedule": spacing, "schedule_options": {"steps_offset": int(cfg["steps_offset"])}}
+    return {"schedule": spacing}
 
 
 def load_model(folder: str | Path, torch_dtype: torch.dtype | None = None) -> nn.Module:
@@ -266,13 +270,20 @@ class TextToImage:
     text_encoder: Any = None
     vae: Any = None
     scale: float = 1.0
+    scheduler: dict | None = None  # the scheduler's config: its grid is ``sampling_schedule(scheduler)``
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the U-Net takes prompts (a ``UNet2DConditionModel``) or not (a ``UNet2DModel``)."""
+        return type(self.denoiser.net.model).__name__ != "UNet2DModel"
 
     @torch.no_grad()
-    def sample(self, prompts: list[str] | tuple[Tensor, Tensor | None], *, guidance: float | None = None,
+    def sample(self, prompts: list[str] | tuple[Tensor, Tensor | None] | int | None, *, guidance: float | None = None,
                negative: str | tuple[Tensor, Tensor | None] | None = None, sampler: str = "ddim", steps: int = 50,
                seed: int = 0, start: Tensor | None = None, decode: bool = True, **options: Any) -> Tensor:
         """Images (or latents, ``decode=False`` or no VAE) for ``prompts``: strings (encoded by ``text_encoder``)
-        or embeddings (context, mask). ``guidance``: classifier-free scale s (None: the conditional model alone);
+        or embeddings (context, mask); for an unconditional U-Net the number of samples (or None: one).
+        ``guidance``: classifier-free scale s (None: the conditional model alone);
         ``negative``: the unconditional branch's prompt or embeddings (default: the empty prompt).
         ``start``: the state at the first time (default: prior noise from ``seed``). Options go to
         ``scorediff.sample`` (schedule, ...)."""
@@ -286,15 +297,28 @@ class TextToImage:
                 raise ValueError("this model has no text encoder: pass prompt embeddings (context, mask)")
             return self.text_encoder.encode([p] if isinstance(p, str) else list(p))
 
-        context, mask = embed(prompts)
-        denoiser = self.denoiser
-        if guidance is not None:
-            denoiser = classifier_free(self.denoiser, guidance, negative=embed("" if negative is None else negative))
-        cond = {"context": context} if mask is None else {"context": context, "context_mask": mask}
-        shape = start if start is not None else (context.shape[0], *self.latent_shape)
+        if prompts is None or isinstance(prompts, int):  # an unconditional U-Net (UNet2DModel): a batch size
+            if self.conditional:
+                raise ValueError("this U-Net is text-conditioned (UNet2DConditionModel): give prompts")
+            if guidance is not None or negative is not None:
+                raise ValueError("guidance and negative prompts need a text-conditioned U-Net (UNet2DConditionModel)")
+            denoiser, cond = self.denoiser, {}
+            shape = start if start is not None else (int(prompts or 1), *self.latent_shape)
+        else:
+            if not self.conditional:
+                raise ValueError("this U-Net is unconditional (UNet2DModel): it takes no prompts")
+            context, mask = embed(prompts)
+            denoiser = self.denoiser
+            if guidance is not None:
+                denoiser = classifier_free(self.denoiser, guidance,
+                                           negative=embed("" if negative is None else negative))
+            cond = {"context": context} if mask is None else {"context": context, "context_mask": mask}
+            shape = start if start is not None else (context.shape[0], *self.latent_shape)
         z = sample(denoiser, self.process, shape, sampler=sampler, steps=steps, seed=seed, cond=cond, **options)
-        if not decode or self.vae is None:
-            return z
+        return z if not decode or self.vae is None else self.decode(z)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images from latents: the VAE's decoder at z / scale."""
         from .latent import decode as vae_decode
 
         return vae_decode(self.vae, z, self.scale)
@@ -320,7 +344,118 @@ def text_to_image(folder: str | Path, scheduler_or_config: Any = None, *, text_e
     text_dir = text_encoder if text_encoder is not None else (root if (root / "text_encoder").is_dir() else None)
     encoder = PretrainedEncoder(text_dir, device) if text_dir is not None else None
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
-    return TextToImage(denoiser.to(device), process, (int(cfg.in_channels), *map(int, size)), encoder, codec, scale)
+    return TextToImage(denoiser.to(device), process, (int(cfg.in_channels), *map(int, size)), encoder, codec, scale,
+                       scheduler_config(scheduler_or_config if scheduler_or_config is not None else root))
+
+
+# -- `scorediff sample FOLDER`: a diffusers pipeline folder sampled like a run ----------------------------------
+
+# the scorediff sampler that does what a diffusers scheduler does: the default of `scorediff sample FOLDER`
+SCHEDULER_SAMPLERS = {
+    "DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "PNDMScheduler": "pndm", "EulerDiscreteScheduler": "euler",
+    "HeunDiscreteScheduler": "heun", "DPMSolverMultistepScheduler": "dpm_solver_pp_2m",
+    "UniPCMultistepScheduler": "unipc_bh2", "EDMEulerScheduler": "euler",
+    "EDMDPMSolverMultistepScheduler": "dpm_solver_pp_2m",
+}
+DEFAULT_STEPS = 50  # diffusers' pipelines' num_inference_steps
+
+
+def is_pipeline_folder(path: str | Path) -> bool:
+    """Whether ``path`` looks like a diffusers pipeline folder (``model_index.json`` or ``unet/``)."""
+    path = Path(path)
+    return (path / "model_index.json").is_file() or (path / "unet").is_dir()
+
+
+def pipeline_problems(path: str | Path) -> list[str]:
+    """What a diffusers pipeline folder lacks for ``load_pipeline`` (empty if nothing): its U-Net, its scheduler,
+    and a tokenizer beside a text encoder. Read from the folder's files alone (no diffusers import)."""
+    path = Path(path)
+    problems = []
+    if not (path / "unet" / "config.json").is_file():
+        problems.append("no unet/config.json (the U-Net)")
+    if not (path / "scheduler" / "scheduler_config.json").is_file():
+        problems.append("no scheduler/scheduler_config.json (the training noise schedule)")
+    if (path / "text_encoder").is_dir() and not (path / "tokenizer").is_dir():
+        problems.append("text_encoder/ without tokenizer/")
+    return problems
+
+
+def load_pipeline(folder: str | Path, device: str | torch.device = "cpu") -> TextToImage:
+    """A local diffusers pipeline folder for sampling: a Stable-Diffusion-style one (``unet/`` a
+    ``UNet2DConditionModel``, ``scheduler/``, ``text_encoder/`` + ``tokenizer/``, ``vae/``) or an unconditional
+    one (``unet/`` a ``UNet2DModel`` and ``scheduler/``, as ``DDPMPipeline`` saves), checked first: one line naming
+    the folder and every missing part."""
+    problems = pipeline_problems(folder)
+    if problems:
+        raise ValueError(f"diffusers pipeline folder {str(folder)!r}: {'; '.join(problems)}")
+    return text_to_image(folder, device=device)
+
+
+@dataclass
+class PipelineSamples:
+    """What ``generate_pipeline`` returns: images (or latents, without a VAE), the latents, and how."""
+
+    x: Tensor
+    latents: Tensor | None
+    sampler: str
+    steps: int
+    prompts: list[str] | None
+
+
+def generate_pipeline(pipe: TextToImage, num: int, *, prompts: list[str] | None = None,
+                      negative_prompt: str | None = None, guidance: float | None = None, sampler: str | None = None,
+                      steps: int | None = None, seed: int = 0, batch: int | None = None,
+                      options: dict[str, Any] | None = None) -> PipelineSamples:
+    """``num`` samples of a pipeline (``load_pipeline``) with any scorediff sampler: the engine of
+    ``scorediff sample FOLDER``.
+
+    prompts: cycled over the samples (default: the empty prompt, for a text-conditioned U-Net); guidance: the
+    classifier-free scale with the empty prompt or ``negative_prompt`` as the other branch. sampler: default the
+    one matching the folder's scheduler (``SCHEDULER_SAMPLERS``, else "ddim"); steps: default 50; the grid is the
+    scheduler's own spacing (``sampling_schedule``) unless ``options`` names one. Batch i (``batch`` samples,
+    default all) draws from its own generator seeded ``seed + i``, as ``scorediff.generate`` does for runs; a
+    DDPM-family model starts, as diffusers' pipelines do, from ``torch.randn`` of that generator (so one batch of
+    a seed starts from the latents a diffusers pipeline draws from a generator of that seed).
+    """
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if batch is not None and batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
+    cls = (pipe.scheduler or {}).get("_class_name")
+    sampler = sampler or SCHEDULER_SAMPLERS.get(cls, "ddim")
+    steps = steps or DEFAULT_STEPS
+    opts = dict(options or {})
+    if "schedule" not in opts and pipe.scheduler is not None:
+        opts.update(sampling_schedule(pipe.scheduler))
+    if pipe.conditional:
+        if pipe.text_encoder is None:
+            raise ValueError("the U-Net is text-conditioned (UNet2DConditionModel) but the folder has no "
+                             "text_encoder/ and tokenizer/ to encode prompts")
+        prompts = list(prompts or [""])
+    elif prompts or negative_prompt is not None or guidance is not None:
+        raise ValueError("--prompt, --negative-prompt and --guidance need a text-conditioned U-Net "
+                         "(UNet2DConditionModel); this folder's is a UNet2DModel")
+    if negative_prompt is not None and guidance is None:
+        raise ValueError("--negative-prompt needs --guidance SCALE")
+    batch = batch or num
+    xs, zs = [], []
+    for i, start in enumerate(range(0, num, batch)):
+        n = min(batch, num - start)
+        what = [prompts[j % len(prompts)] for j in range(start, start + n)] if pipe.conditional else n
+        generator = torch.Generator().manual_seed(seed + i)
+        x_start = None
+        if isinstance(pipe.process, VPDiscrete):  # diffusers' pipelines start from N(0, I) (in VP coordinates) on
+            # every grid, where scorediff would start from N(0, sigma(ts[0])^2): the same seed, diffusers' start
+            x_start = torch.randn((n, *pipe.latent_shape), generator=generator).to(next(pipe.denoiser.parameters()))
+        z = pipe.sample(what, guidance=guidance, negative=negative_prompt, sampler=sampler, steps=steps,
+                        start=x_start, generator=generator, decode=False, **opts)
+        zs.append(z)
+        xs.append(z if pipe.vae is None else pipe.decode(z))
+    x, z = torch.cat(xs).cpu(), torch.cat(zs).cpu()
+    used = [prompts[j % len(prompts)] for j in range(num)] if pipe.conditional else None
+    return PipelineSamples(x, None if pipe.vae is None else z, sampler, steps, used)
 
 
 # -- the other direction: a scorediff run as a diffusers UNet2DModel + scheduler ------------------------------
@@ -541,7 +676,9 @@ def save_diffusers(denoiser: NetDenoiser, shape: tuple[int, ...], folder: str | 
     return folder
 
 __all__ = [
-    "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "from_diffusers", "load_model",
+    "DEFAULT_STEPS", "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "PipelineSamples", "SCHEDULER_SAMPLERS",
+    "TextToImage", "from_diffusers", "generate_pipeline", "is_pipeline_folder", "load_model", "load_pipeline",
+    "pipeline_problems", "text_to_image",
     "process_from_scheduler", "sampling_schedule", "save_diffusers", "scheduler_config", "scheduler_for", "to_diffusers",
     "unet_to_diffusers",
 ]

@@ -125,15 +125,19 @@ def _cosine_above(center: float):
     return spacing
 
 
-def _discrete(name: str, steps: int, process: Process) -> Tensor:
-    """diffusers' timestep spacings over T discrete steps, as our times t = (k + 1) / T."""
+def _discrete(name: str, steps: int, process: Process, steps_offset: int = 0) -> Tensor:
+    """diffusers' timestep spacings over T discrete steps, as our times t = (k + 1) / T; ``steps_offset`` shifts
+    the "leading" timesteps as diffusers' scheduler option of that name does (Stable Diffusion's is 1)."""
     T = getattr(process, "steps", None)
     if process.name != "vp-discrete" or T is None:
         raise ValueError(f"schedule '{name}' needs the discrete process 'vp-discrete', got '{process.name}'")
     if steps > T:
         raise ValueError(f"schedule '{name}': steps = {steps} exceeds the process's T = {T} discrete steps")
     if name == "leading":  # k = i * (T // N), i = N-1 .. 0
-        k = torch.arange(steps - 1, -1, -1, dtype=torch.float64) * (T // steps)
+        k = torch.arange(steps - 1, -1, -1, dtype=torch.float64) * (T // steps) + steps_offset
+        if not 0 <= k[0] <= T - 1:
+            raise ValueError(f"schedule 'leading': steps_offset {steps_offset} puts timestep {int(k[0])} outside "
+                             f"0..{T - 1}")
     elif name == "trailing":  # k = round(T - i T / N) - 1, i = 0 .. N-1
         k = (torch.round(torch.arange(T, 0, -T / steps, dtype=torch.float64)) - 1)[:steps]
     else:  # linspace: round(linspace(0, T - 1, N)) reversed
@@ -151,10 +155,12 @@ def make(
     lambda_min: float = -6.0,
     center: float = 0.0,
     power: float = 1.25,
+    steps_offset: int = 0,
 ) -> Tensor:
     """A float64 grid of ``steps + 1`` times descending from t_max; see the module docstring.
 
     Options: ``denoise_to_zero`` (end at t = 0; default False, True for the discrete spacings),
+    ``steps_offset`` (leading: diffusers' shift of every timestep, e.g. 1 for Stable Diffusion's schedulers),
     ``rho`` (karras), ``lambda_min`` (clip of lambda at t_max for logsnr, karras and logsnr_cosine),
     ``center`` (logsnr_cosine: the lambda below which nodes thin out, default 0), ``power`` (power: the exponent p).
     """
@@ -163,7 +169,7 @@ def make(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if name in DISCRETE:
-        ts = _discrete(name, steps, process)
+        ts = _discrete(name, steps, process, int(steps_offset))
         if denoise_to_zero is False:
             ts = torch.cat([ts, torch.tensor([process.t_min], dtype=torch.float64)])
             if not ts[-1] < ts[-2]:

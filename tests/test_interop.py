@@ -94,8 +94,8 @@ def test_sampler_matches_diffusers_loop(name, cls, config):
 def test_sampling_schedule_reproduces_the_scheduler_grid():
     # sampling_schedule's grid is the scheduler's: exactly for the integer spacings, to diffusers' float32 and
     # its log-sigma interpolation of timesteps (~1e-4) for Karras sigmas
-    for spacing in ("leading", "trailing"):
-        s = diffusers.DDIMScheduler(timestep_spacing=spacing)
+    for spacing, offset in (("leading", 0), ("trailing", 0), ("leading", 1)):  # 1: Stable Diffusion's steps_offset
+        s = diffusers.DDIMScheduler(timestep_spacing=spacing, steps_offset=offset)
         s.set_timesteps(10)
         _, process = interop.from_diffusers(tiny_unet(), s)
         grid = scorediff.schedules.make(steps=10, process=process, **_grid_args(interop.sampling_schedule(s)))

@@ -1,4 +1,7 @@
-"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE [--class Y --guidance S]``."""
+"""``scorediff sample RUN --sampler NAME --steps N --num K --seed S --out FILE [--class Y --guidance S]``.
+
+RUN may also be a local diffusers pipeline folder (``interop.generate_pipeline``): ``scorediff sample SD_FOLDER
+--prompt "..." [--negative-prompt ...] --guidance G --sampler S --steps N --num K --out DIR``."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ HELP = "draw samples from a trained run: a PNG grid (images) or scatter plot (2-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="a run folder written by `scorediff train`")
+    parser.add_argument("run", help="a run folder written by `scorediff train`, or a local diffusers pipeline folder "
+                        "(model_index.json with unet/ and scheduler/; Stable-Diffusion-style with text_encoder/, "
+                        "tokenizer/ and vae/ as well) sampled with any scorediff sampler")
     parser.add_argument("--sampler", default=None, help="a sampler name (see `scorediff samplers`); default: the run's")
     parser.add_argument("--steps", type=int, default=None, help="number of sampler steps; default: the run's")
     parser.add_argument("--schedule", default=None,
@@ -91,6 +96,8 @@ def _run(args: argparse.Namespace, world) -> int:
 
     options = parse_key_values(args.options, "--option")
     _check_numbers(args)
+    if not (Path(args.run) / "config.json").is_file():  # not a run: a diffusers pipeline folder, or an error
+        return _run_pipeline(args, options) if world.is_main else 0
     r = load_run(args.run, ema=not args.raw, device=args.device)
     if r.kind == "tokens":  # discrete diffusion / autoregressive: text (and pixel-token grids)
         from ._tokens import sample_run
@@ -134,6 +141,56 @@ def _run(args: argparse.Namespace, world) -> int:
              + (f", {out.stages} super-resolution stage(s)" if out.stages else ""))
     try:
         plotting.save_samples(out.x, out.kind, path, title=title)  # written whole (scorediff.atomic)
+    except OSError:  # a full disk: no .npz without its picture
+        path.with_suffix(".npz").unlink(missing_ok=True)
+        raise
+    print(path)
+    return 0
+
+
+def _run_pipeline(args: argparse.Namespace, options: dict) -> int:
+    """``scorediff sample FOLDER`` on a local diffusers pipeline folder (``interop.generate_pipeline``)."""
+    import numpy as np
+    import torch
+
+    from .. import interop, plotting
+    from ..atomic import write_atomic
+
+    folder = Path(args.run)
+    if not interop.is_pipeline_folder(folder):
+        raise ValueError(f"{args.run!r} is not a run folder (no config.json) nor a diffusers pipeline folder (no "
+                         "model_index.json, no unet/)")
+    unsupported = [flag for flag, given in (
+        ("--class", args.label is not None), ("--classifier-guidance", args.classifier_guidance is not None),
+        ("--guidance-interval", args.guidance_interval is not None),
+        ("--guidance-threshold", args.guidance_threshold is not None), ("--guidance-rescale", args.guidance_rescale),
+        ("--cascade", args.cascade), ("--parallel", args.parallel is not None), ("--prefix", args.prefix is not None),
+        ("--raw", args.raw), ("--ending", args.ending is not None)) if given]
+    if unsupported:
+        raise ValueError(f"{', '.join(unsupported)}: not available for a diffusers pipeline folder ({args.run!r})")
+    if args.schedule is not None:
+        options["schedule"] = args.schedule
+    pipe = interop.load_pipeline(folder, device=args.device)
+    sampler = args.sampler or interop.SCHEDULER_SAMPLERS.get((pipe.scheduler or {}).get("_class_name"), "ddim")
+    steps = args.steps or interop.DEFAULT_STEPS
+    path = _out_path(args, folder, sampler, steps)  # before the sampling; never inside the folder read
+    out = interop.generate_pipeline(pipe, args.num, prompts=args.prompt, negative_prompt=args.negative_prompt,
+                                    guidance=args.guidance, sampler=sampler, steps=steps, seed=args.seed,
+                                    batch=args.batch, options=options)
+    bad = int((~torch.isfinite(out.x)).sum())
+    if bad:
+        print(f"scorediff sample: error: {bad} values of the samples of {args.run!r} are not finite (NaN or inf), "
+              "nothing written", file=sys.stderr)
+        return 1
+    arrays = {"samples": out.x.numpy()}
+    if out.latents is not None:
+        arrays["latents"] = out.latents.numpy()
+    if out.prompts is not None:
+        arrays["prompts"] = np.array(out.prompts, dtype=str)
+    write_atomic(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
+    title = f"{out.sampler}, {out.steps} steps" + (f", guidance {args.guidance:g}" if args.guidance is not None else "")
+    try:
+        plotting.save_samples(out.x.clamp(-1, 1), "images", path, title=title)
     except OSError:  # a full disk: no .npz without its picture
         path.with_suffix(".npz").unlink(missing_ok=True)
         raise
