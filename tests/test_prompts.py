@@ -424,3 +424,78 @@ def test_training_with_a_frozen_pretrained_encoder(clip_folder, tmp_path):
     assert r.net.context_dim == 8 and not any(k.startswith("text.") for k in r.net.state_dict())
     assert main(["sample", str(out), "--steps", "2", "--num", "2", "--prompt", "a thick seven", "--guidance", "2",
                  "--out", str(tmp_path / "s.png")]) == 0
+
+
+# -- prompts in evaluation: `scorediff eval` and training-time evaluation sample the run's own captions ----------
+
+
+def test_eval_prompts_are_the_splits_captions_seeded():
+    from scorediff import data
+
+    test = data.make("digits-text", split="test")
+    prompts = C.eval_prompts(test, 500, seed=0)
+    assert len(prompts) == 500 and prompts == C.eval_prompts(test, 500, seed=0) != C.eval_prompts(test, 500, seed=1)
+    known = {c for caps in test.captions for c in caps}
+    assert set(prompts) <= known
+    # the first len(test) prompts are one caption of each test example: the split's digit proportions exactly
+    first = prompts[:len(test)]
+    def digit(p):  # phrasings: "a thick seven ...", "the digit 7, ...", "7"
+        words = p.replace(",", " ").split()
+        return next(d for d, w in enumerate(C.NUMBER_WORDS) if w in words or str(d) in words)
+
+    said = torch.bincount(torch.tensor([digit(p) for p in first]), minlength=10)
+    assert torch.equal(said, torch.bincount(test.y, minlength=10))
+    with pytest.raises(ValueError, match="data set 'digits' has no captions"):
+        C.eval_prompts(data.make("digits"), 4, name="data set 'digits'")
+
+
+def test_eval_generate_conditions_each_sample_on_its_prompt(oracle):
+    # the exact prompt-conditional mixture as the model: sample j, drawn for prompt j, lies on its component
+    from scorediff.eval import generate
+
+    prompts = [str(k % 8) for k in range(37)]
+
+    def encode(ps):
+        context, mask = analytic.prompt_tokens([[int(p)] for p in ps], 8)
+        return {"context": context, "context_mask": mask}
+
+    x = generate(oracle, oracle.process, (2,), 37, sampler="heun", steps=30, batch_size=16, prompts=prompts,
+                 encode=encode, dtype=torch.float64)
+    post = oracle.mixture.component_posterior(x.double(), torch.full((37,), oracle.process.t_min, dtype=torch.float64),
+                                              oracle.process)
+    assert (post.argmax(1) == torch.tensor([int(p) for p in prompts])).all()
+    with pytest.raises(ValueError, match="3 prompts for 37 samples"):
+        generate(oracle, oracle.process, (2,), 37, steps=2, prompts=prompts[:3], encode=encode)
+
+
+def test_cli_eval_of_a_text_run_samples_its_test_captions(text_run, tmp_path, capsys):
+    from scorediff import data
+
+    def run_eval(*extra):
+        out = tmp_path / f"e{len(extra)}.json"
+        assert main(["eval", str(text_run), "--num", "8", "--steps", "2", "--batch", "3", "--out", str(out),
+                     "--no-cache", *extra]) == 0
+        return json.loads(out.read_text())
+
+    plain, guided = run_eval(), run_eval("--guidance", "3")
+    expected = C.eval_prompts(data.make("digits-text", split="test"), 8, 0)
+    assert plain["prompts"]["first"] == guided["prompts"]["first"] == expected[:5]
+    assert plain["prompts"]["guidance"] is None and guided["prompts"]["guidance"] == 3
+    assert plain["sliced_w2"] != guided["sliced_w2"]  # the guidance (hence the prompts' branch) acts
+    assert "prompts: 8 captions of the test split" in capsys.readouterr().out
+
+
+def test_cli_eval_guidance_on_a_run_without_prompts(toy_run, tmp_path, capsys):
+    assert main(["eval", str(toy_run), "--num", "8", "--steps", "2", "--guidance", "2",
+                 "--out", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert "has no prompts (text.encoder)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_training_time_evaluation_of_a_text_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "digits-text", "--out", str(out), "--set", "optim.steps=2", *_TINY,
+                 "--set", "eval.every=2", "--set", "eval.num=6", "--set", "eval.guidance=2"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/fid" in r]
+    assert len(evals) == 1 and all(v == v for v in evals[0].values())  # finite, logged at step 2

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's sample.steps)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples and the KID subsets")
     parser.add_argument("--batch", type=int, default=500, help="samples per sampler call (default 500)")
+    parser.add_argument("--guidance", type=float, default=None, metavar="SCALE",
+                        help="a text-conditioned run: classifier-free guidance scale on its prompts (default: the "
+                             "run's eval.guidance, else none = 1); the prompts are drawn, seeded by --seed, from the "
+                             "captions of the run's data set's test split")
     parser.add_argument("--out", default=None, help="JSON file to write, or an existing folder to write eval.json in "
                         "(default outputs/<run folder name>/eval.json here; never inside the run folder)")
     parser.add_argument("--accept-data-change", action="store_true",
@@ -69,6 +73,23 @@ def _reference(args, run):
 
     x = ds.x if hasattr(ds, "x") else torch.stack([ds[i][0] for i in range(len(ds))])
     return x, {"name": name, "options": options}
+
+
+def _prompts(args, run, guidance: float | None):
+    """(Denoiser, encode, prompts, description) of a text-conditioned run: ``--num`` captions of its data set's test
+    split (``data.captions.eval_prompts``, seeded by --seed), guided at ``guidance``."""
+    from .. import data
+    from ..data.captions import eval_prompts
+    from ..eval import prompted
+
+    if guidance is not None and not run.config["text"]["dropout"] > 0:
+        raise ValueError(f"--guidance needs a run trained with prompt dropout (text.dropout > 0); {str(run.path)!r} "
+                         "has text.dropout = 0")
+    name, options = run.config["data"]["name"], {**(run.config["data"].get("options") or {}), "split": "test"}
+    prompts = eval_prompts(data.make(name, **options), args.num, args.seed, f"data set {name!r} (split test)")
+    denoiser, encode = prompted(run.denoiser, run.text_encoder, guidance)
+    return denoiser, encode, prompts, {"source": f"{name} split=test captions", "seed": args.seed,
+                                       "guidance": guidance, "first": prompts[:5]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,14 +134,28 @@ def _run(args: argparse.Namespace) -> int:
     s = r.config["sample"]
     sampler, steps = args.sampler or s["sampler"], args.steps or int(s["steps"])
     num_classes = int(r.info.get("num_classes", 0)) if r.class_conditional else 0
-    res = evaluate(r.denoiser, r.process, r.shape, reference, features, num=args.num, sampler=sampler, steps=steps,
+    denoiser, prompting = r.denoiser, {}
+    guidance = args.guidance if args.guidance is not None else r.config.get("eval", {}).get("guidance")
+    if r.text_encoder is not None:  # prompts from the run's own caption distribution (its test split)
+        denoiser, encode, prompts, prompt_desc = _prompts(args, r, guidance)
+        prompting = {"prompts": prompts, "encode": encode}
+    elif args.guidance is not None:
+        raise ValueError(f"--guidance: run {str(run_dir)!r} has no prompts (text.encoder); scorediff eval guides "
+                         "text-conditioned runs")
+    res = evaluate(denoiser, r.process, r.shape, reference, features, num=args.num, sampler=sampler, steps=steps,
                    seed=args.seed, batch_size=args.batch, num_classes=num_classes, device=args.device,
-                   cache_dir=args.cache, use_cache=not args.no_cache, decode=r.decode if r.latent else None)
+                   cache_dir=args.cache, use_cache=not args.no_cache, decode=r.decode if r.latent else None,
+                   **prompting)
     if res is None:  # not rank 0: its samples and features are with rank 0
         return 0
     res.update(run=str(run_dir), step=r.step, ema=r.ema, reference=ref_desc)
+    if prompting:
+        res.update(prompts=prompt_desc)
     print(f"run {run_dir} (step {r.step}): {res['num']} samples ({sampler}, {steps} steps) vs {res['num_ref']} "
           f"reference examples of {ref_desc['name']!r}, {res['features']} features")
+    if prompting:
+        print(f"  prompts: {args.num} captions of the test split (e.g. {prompts[0]!r}), guidance "
+              f"{'none' if guidance is None else format(guidance, 'g')}")
     print(f"  FID        {res['fid']:.4g}")
     print(f"  KID        {res['kid']:.4g} +- {res['kid_std']:.2g}")
     print(f"  precision  {res['precision']:.3f}")

@@ -40,7 +40,7 @@ from .base import ArrayDataset, DataInfo
 from .images import FolderDataset, digits
 
 __all__ = ["ATTRIBUTES", "CaptionedDataset", "CaptionedFolder", "NUMBER_WORDS", "article", "digits_text",
-           "measure_attributes", "read_captions"]
+           "eval_prompts", "measure_attributes", "read_captions"]
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # attribute -> (word for the low third, word for the high third)
@@ -53,6 +53,19 @@ def choose(phrasings: Sequence[Sequence[str]], generator: torch.Generator | None
         return [c[0] for c in phrasings]
     u = torch.rand(len(phrasings), generator=generator, device=generator.device).cpu()
     return [c[min(int(v * len(c)), len(c) - 1)] for c, v in zip(phrasings, u.tolist())]
+
+
+def eval_prompts(dataset, num: int, seed: int = 0, name: str = "the data set") -> list[str]:
+    """``num`` prompts from the caption distribution of ``dataset`` (a captioned data set, e.g. a run's test
+    split): example i of a permutation seeded ``seed`` in turn (cycled when num exceeds the examples) and one of
+    its phrasings, drawn by the same generator. What ``scorediff eval`` and training-time evaluation sample with."""
+    if not hasattr(dataset, "prompts"):
+        raise ValueError(f"{name} has no captions to draw evaluation prompts from")
+    if len(dataset) < 1:
+        raise ValueError(f"{name} has no examples to draw evaluation prompts from")
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(dataset), generator=generator)
+    return dataset.prompts([int(order[i % len(order)]) for i in range(num)], generator)
 
 
 class CaptionedDataset(ArrayDataset):

@@ -7,10 +7,10 @@
 * ``scorediff.eval.bench``: every sampler against the exact oracle at matched NFE (``scorediff bench``).
 """
 
-from .evaluate import evaluate, generate, score
+from .evaluate import evaluate, generate, prompted, score
 from .features import Features, make_features, module_features, raw_features, reference_features
 from .metrics import frechet_distance, gaussian_frechet, kid, precision_recall, sliced_w2
 
-__all__ = ["Features", "evaluate", "frechet_distance", "gaussian_frechet", "generate", "kid",
+__all__ = ["Features", "evaluate", "frechet_distance", "gaussian_frechet", "generate", "kid", "prompted",
            "make_features", "module_features", "precision_recall", "raw_features", "reference_features", "score",
            "sliced_w2"]

@@ -8,6 +8,7 @@ runs ``evaluate`` at its checkpoints when its config has an ``eval`` section (``
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from ..utils import cycle_labels
 from .features import Features, raw_features, reference_features
 from .metrics import frechet_distance, kid, precision_recall, sliced_w2
 
-__all__ = ["evaluate", "generate", "score"]
+__all__ = ["evaluate", "generate", "prompted", "score"]
 
 
 def score(samples: Tensor, reference: Tensor, features: Features | None = None, *,
@@ -45,13 +46,26 @@ def score(samples: Tensor, reference: Tensor, features: Features | None = None, 
             "features": features.name, "num": int(samples.shape[0]), "num_ref": int(reference.shape[0])}
 
 
+def prompted(denoiser, encoder, guidance: float | None = None):
+    """(Denoiser, encode) for evaluating a text-conditioned model: ``encode(prompts) -> cond`` through ``encoder``
+    (``scorediff.text_encoders``), and the Denoiser guided on prompts at scale ``guidance`` (classifier-free, the
+    null prompt as the other branch; None: the conditional model alone)."""
+    from ..text_encoders import prompt_cond, prompt_guidance
+
+    if guidance is not None:
+        denoiser = prompt_guidance(denoiser, encoder, guidance)
+    return denoiser, lambda prompts: prompt_cond(encoder, prompts)
+
+
 @torch.no_grad()
 def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: str | None = None, steps: int | None = None,
              seed: int = 0, batch_size: int = 500, num_classes: int = 0, device: torch.device | str = "cpu",
-             decode=None, features: Features | None = None, world=None, **options: Any):
+             decode=None, features: Features | None = None, world=None, prompts: Sequence[str] | None = None,
+             encode: Callable[[list[str]], dict[str, Tensor]] | None = None, **options: Any):
     """``num`` samples in batches (batch i seeded ``seed + i``); class-conditional when ``num_classes`` > 0, with
     the labels 0, 1, ..., K-1, 0, ... so that every class is equally represented. ``decode`` maps each batch to
-    data (a latent diffusion run's decoder).
+    data (a latent diffusion run's decoder). ``prompts`` (``num`` of them, e.g. ``data.captions.eval_prompts``):
+    sample j is conditioned on prompt j, whose ``cond`` (context, context_mask) ``encode`` gives, batch by batch.
 
     Under torchrun (a process group joined, ``scorediff.distributed``) rank r draws the batches i = r mod W and
     rank 0 gathers them in order: the same samples as one process, each drawn once; other ranks get None. With
@@ -62,11 +76,15 @@ def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: st
         start = i * batch_size
         n = min(batch_size, num - start)
         cond = {"y": cycle_labels(start, n, num_classes, device)} if num_classes else {}
+        if prompts is not None:
+            cond.update(encode(list(prompts[start:start + n])))
         x = samplers.sample(denoiser, process, (n, *shape), sampler=sampler, steps=steps, seed=seed + i, device=device,
                    cond=cond, **options)
         x = (decode(x) if decode is not None else x).to("cpu", torch.float32)
         return (x, features(x).cpu()) if features is not None else x
 
+    if prompts is not None and (len(prompts) != num or encode is None):
+        raise ValueError(f"generate: {len(prompts)} prompts for {num} samples (one each, with an encode function)")
     parts = distributed.map_blocks(block, -(-num // batch_size), world or distributed.world())
     if parts is None:
         return None
@@ -78,16 +96,17 @@ def generate(denoiser, process, shape: tuple[int, ...], num: int, *, sampler: st
 def evaluate(denoiser, process, shape: tuple[int, ...], reference: Tensor, features: Features | None = None, *,
              num: int = 1000, sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 500,
              num_classes: int = 0, device: torch.device | str = "cpu", cache_dir: str | os.PathLike | None = None,
-             use_cache: bool = True, decode=None, world=None, **options: Any) -> dict[str, Any] | None:
-    """Draw ``num`` samples from ``denoiser`` (decoded by ``decode`` if given) and ``score`` them against
-    ``reference``. Under torchrun the ranks share the drawing and embedding (``generate``); rank 0 scores and
+             use_cache: bool = True, decode=None, world=None, prompts: Sequence[str] | None = None,
+             encode: Callable[[list[str]], dict[str, Tensor]] | None = None, **options: Any) -> dict[str, Any] | None:
+    """Draw ``num`` samples from ``denoiser`` (decoded by ``decode`` if given; one per prompt of ``prompts``, see
+    ``generate``) and ``score`` them against ``reference``. Under torchrun the ranks share the drawing and embedding (``generate``); rank 0 scores and
     returns the metrics, the other ranks None."""
     if num < 4:
         raise ValueError(f"num must be >= 4 samples to estimate the metrics, got {num}")
     features = features or raw_features()
     drawn = generate(denoiser, process, shape, num, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                      num_classes=num_classes, device=device, decode=decode, features=features, world=world,
-                     **options)
+                     prompts=prompts, encode=encode, **options)
     if drawn is None:
         return None
     x, f_gen = drawn

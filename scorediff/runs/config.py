@@ -94,7 +94,9 @@ DEFAULTS: dict[str, Any] = {
     "conditioning": {"task": None, "p_uncond": 0.1, "context": [0.25, 0.75], "known": [0.1, 0.9]},
     # scorediff.training.evaluation: FID / KID / precision-recall of the EMA model every `every` steps (0: never)
     "eval": {"every": 0, "num": 500, "features": "raw", "sampler": None, "steps": None, "split": "test",
-             "cache": None},
+             "cache": None,
+             # text-conditioned runs sample eval.split's captions; guidance: their classifier-free scale (null: 1)
+             "guidance": None},
 }
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -193,6 +195,8 @@ def _validate_values(cfg: dict) -> None:
                         ("ckpt.every", cfg["ckpt"]["every"]), ("eval.every", cfg["eval"]["every"])):
         positive(path, value, integer=True, allow_zero=True)
     positive("sample.num", cfg["sample"]["num"], integer=True)
+    if cfg["eval"]["guidance"] is not None:
+        positive("eval.guidance", cfg["eval"]["guidance"], allow_zero=True)
     positive("data.workers", cfg["data"]["workers"], integer=True, allow_zero=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)
     c = cfg["cascade"]
