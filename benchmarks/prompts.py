@@ -9,8 +9,9 @@ Frechet distance between the samples of the digit prompts and the real test-spli
 64-unit feature space. ``--label-run`` adds the label-conditional model (``--class`` and guidance) alongside.
 ``--figure`` draws samples for a few prompts at a few scales.
 
-Cost (``--cost``): CPU time of one training step (batch 64) and of one model evaluation (batch 256) for the
-label-only model and for the text model (the same U-Net plus cross-attention and the byte encoder).
+Cost (``--cost``): CPU time of one training step (batch 64), of one model evaluation (batch 256) and of sampling
+(Heun, 18 steps, 256 at once, unguided and guided; per sample) for the label-only model and for the text model
+(the same U-Net plus cross-attention and the byte encoder).
 
     python benchmarks/prompts.py --run runs/digits-text [--label-run runs/digits-cond] [--scales 1 2 3 5]
     python benchmarks/prompts.py --cost
@@ -219,8 +220,9 @@ def cost(args) -> dict:
 
     torch.set_num_threads(args.threads)
     out = {}
-    print("| model | parameters | train step, batch 64 (CPU ms) | model evaluation, batch 256 (CPU ms) |")
-    print("|---|---|---|---|")
+    print("| model | parameters | train step, batch 64 (CPU ms) | model evaluation, batch 256 (CPU ms) | "
+          "sample, Heun 18 steps (CPU ms per sample) | same, guided (CPU ms per sample) |")
+    print("|---|---|---|---|---|---|")
     for name, config, extra in (("label-only (digits-cond)", "digits-cond", []),
                                 ("label-only, widened to the text model's size", "digits-cond",
                                  ["net.overrides.channels=18"]),
@@ -248,12 +250,36 @@ def cost(args) -> dict:
                     for _ in range(args.cost_steps):
                         den(x, t, **cond)
                 eval_ms = 1000 * (time.process_time() - t0) / args.cost_steps
+                sample_ms = _sample_cost(den, tr, cond, args.cost_samples)
                 params = sum(p.numel() for p in tr.net.parameters())
             finally:
                 tr.close()
-        out[name] = {"parameters": params, "train_step_ms": step_ms, "eval_ms": eval_ms}
-        print(f"| {name} | {params} | {step_ms:.1f} | {eval_ms:.1f} |")
+        out[name] = {"parameters": params, "train_step_ms": step_ms, "eval_ms": eval_ms, **sample_ms}
+        print(f"| {name} | {params} | {step_ms:.1f} | {eval_ms:.1f} | {sample_ms['sample_ms']:.2f} | "
+              f"{sample_ms['sample_guided_ms']:.2f} |")
     print()
+    return out
+
+
+def _sample_cost(den, tr, cond, num: int) -> dict:
+    """CPU ms per sample of the config's sampler (Heun, 18 steps) on ``num`` samples at once, unguided and at
+    guidance 2 (the null prompt or null label as the other branch, batched with the conditional one)."""
+    import torch
+
+    import scorediff
+    from scorediff.guidance import classifier_free
+    from scorediff.text_encoders import prompt_guidance
+
+    s = tr.cfg["sample"]
+    cond = {k: v[:num] for k, v in cond.items()}
+    guided = prompt_guidance(den, tr.text, 2.0) if tr.text is not None else classifier_free(den, 2.0)
+    out = {}
+    for key, d in (("sample_ms", den), ("sample_guided_ms", guided)):
+        with torch.no_grad():
+            t0 = time.process_time()
+            scorediff.sample(d, tr.process, (num, *tr.shape), sampler=s["sampler"], steps=s["steps"], seed=0,
+                             cond=cond)
+        out[key] = 1000 * (time.process_time() - t0) / num
     return out
 
 
@@ -269,6 +295,7 @@ def main() -> None:
     ap.add_argument("--figure-scales", type=float, nargs="+", default=[1.0, 3.0])
     ap.add_argument("--cost", action="store_true", help="measure training and evaluation cost")
     ap.add_argument("--cost-steps", type=int, default=20)
+    ap.add_argument("--cost-samples", type=int, default=256, help="samples drawn at once for the sampling cost")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     summary = {}
