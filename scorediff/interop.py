@@ -448,7 +448,8 @@ def generate_pipeline(pipe: TextToImage, num: int, *, prompts: list[str] | None 
         x_start = None
         if isinstance(pipe.process, VPDiscrete):  # diffusers' pipelines start from N(0, I) (in VP coordinates) on
             # every grid, where scorediff would start from N(0, sigma(ts[0])^2): the same seed, diffusers' start
-            x_start = torch.randn((n, *pipe.latent_shape), generator=generator).to(next(pipe.denoiser.parameters()))
+            x_start = torch.randn((n, *pipe.latent_shape), generator=generator)
+            x_start = x_start.to(next(pipe.denoiser.parameters()).device)  # the state stays float32 (DiffusersNet)
         z = pipe.sample(what, guidance=guidance, negative=negative_prompt, sampler=sampler, steps=steps,
                         start=x_start, generator=generator, decode=False, **opts)
         zs.append(z)
