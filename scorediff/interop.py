@@ -391,6 +391,11 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu") -> Tex
     return text_to_image(folder, device=device)
 
 
+def default_sampler(pipe: TextToImage) -> str:
+    """The scorediff sampler matching the pipeline's scheduler (``SCHEDULER_SAMPLERS``), else "ddim"."""
+    return SCHEDULER_SAMPLERS.get((pipe.scheduler or {}).get("_class_name"), "ddim")
+
+
 @dataclass
 class PipelineSamples:
     """What ``generate_pipeline`` returns: images (or latents, without a VAE), the latents, and how."""
@@ -423,8 +428,7 @@ def generate_pipeline(pipe: TextToImage, num: int, *, prompts: list[str] | None 
         raise ValueError(f"--steps must be >= 1, got {steps}")
     if batch is not None and batch < 1:
         raise ValueError(f"--batch must be >= 1, got {batch}")
-    cls = (pipe.scheduler or {}).get("_class_name")
-    sampler = sampler or SCHEDULER_SAMPLERS.get(cls, "ddim")
+    sampler = sampler or default_sampler(pipe)
     steps = steps or DEFAULT_STEPS
     opts = dict(options or {})
     if "schedule" not in opts and pipe.scheduler is not None:
@@ -678,7 +682,7 @@ def save_diffusers(denoiser: NetDenoiser, shape: tuple[int, ...], folder: str | 
 
 __all__ = [
     "DEFAULT_STEPS", "DiffusersNet", "MODEL_CLASSES", "PREDICTION_TYPES", "PipelineSamples", "SCHEDULER_SAMPLERS",
-    "TextToImage", "from_diffusers", "generate_pipeline", "is_pipeline_folder", "load_model", "load_pipeline",
+    "TextToImage", "default_sampler", "from_diffusers", "generate_pipeline", "is_pipeline_folder", "load_model", "load_pipeline",
     "pipeline_problems", "text_to_image",
     "process_from_scheduler", "sampling_schedule", "save_diffusers", "scheduler_config", "scheduler_for", "to_diffusers",
     "unet_to_diffusers",

@@ -171,7 +171,7 @@ def _run_pipeline(args: argparse.Namespace, options: dict) -> int:
     if args.schedule is not None:
         options["schedule"] = args.schedule
     pipe = interop.load_pipeline(folder, device=args.device)
-    sampler = args.sampler or interop.SCHEDULER_SAMPLERS.get((pipe.scheduler or {}).get("_class_name"), "ddim")
+    sampler = args.sampler or interop.default_sampler(pipe)
     steps = args.steps or interop.DEFAULT_STEPS
     path = _out_path(args, folder, sampler, steps)  # before the sampling; never inside the folder read
     out = interop.generate_pipeline(pipe, args.num, prompts=args.prompt, negative_prompt=args.negative_prompt,
