@@ -492,10 +492,12 @@ def test_cli_eval_guidance_on_a_run_without_prompts(toy_run, tmp_path, capsys):
     assert "has no prompts (text.encoder)" in err and len(err.strip().splitlines()) == 1
 
 
-def test_training_time_evaluation_of_a_text_run(tmp_path):
+def test_training_time_evaluation_of_a_text_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "digits-text", "--out", str(out), "--set", "optim.steps=2", *_TINY,
                  "--set", "eval.every=2", "--set", "eval.num=6", "--set", "eval.guidance=2"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/fid" in r]
     assert len(evals) == 1 and all(v == v for v in evals[0].values())  # finite, logged at step 2
+    assert main(["train", "digits", "--out", str(tmp_path / "r2"), *_TINY[:2], "--set", "eval.guidance=2"]) == 2
+    assert "eval.guidance guides a text-conditioned run's prompts" in capsys.readouterr().err

@@ -197,6 +197,9 @@ def _validate_values(cfg: dict) -> None:
     positive("sample.num", cfg["sample"]["num"], integer=True)
     if cfg["eval"]["guidance"] is not None:
         positive("eval.guidance", cfg["eval"]["guidance"], allow_zero=True)
+        if cfg["text"]["encoder"] is None or not cfg["text"]["dropout"] > 0:
+            raise ValueError("config eval.guidance guides a text-conditioned run's prompts: it needs text.encoder and "
+                             "text.dropout > 0 (the null prompt's branch)")
     positive("data.workers", cfg["data"]["workers"], integer=True, allow_zero=True)
     positive("sample.steps", cfg["sample"]["steps"], integer=True)
     c = cfg["cascade"]
