@@ -2,15 +2,18 @@
 
     python -m scorediff train series-gp --out runs/series-gp
     python benchmarks/forecast_trained.py runs/series-gp [--contexts 20] [--num 50] [--context-steps 16]
+    python -m scorediff train series-seasonal --out runs/series-seasonal
+    python benchmarks/forecast_trained.py runs/series-seasonal
 
 Test series: ``contexts`` fresh draws (seed 12345, not the training seed) of the run's own GP (``gp_oracle`` with
 the run's data options); each one's first ``context-steps`` steps are the context, the rest the truth to score.
 Forecasters: the run with each conditioning method (conditional: DPM-Solver++(2M), 20 steps; repaint: DDPM,
 25 steps, jumps 5, 2 passes), next to the exact GP conditional (the best any forecaster can do: the GP's own
-posterior with the kernel known), "naive" (the last value repeated: seasonal naive with period 1, the GP having
-no season) and "climatology" (unconditional draws of the GP, ignoring the context). Columns: CRPS (mean over
-steps) and energy score (over the whole horizon), averaged over the test series (+- standard error); lower is
-better (``scorediff.eval.scoring_rules``). Prints a markdown table.
+posterior with the kernel known), "naive" (the last value repeated: seasonal naive with period 1), for a
+``periodic`` or ``seasonal`` kernel "seasonal naive" (the last season of the context repeated, at the true period
+period * (L - 1) steps), and "climatology" (unconditional draws of the GP, ignoring the context). Columns: CRPS
+(mean over steps) and energy score (over the whole horizon), averaged over the test series (+- standard error);
+lower is better (``scorediff.eval.scoring_rules``). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ def main() -> None:
     forecasts["exact GP conditional"] = torch.stack(
         [gp.condition(s, mask).sample(num, g).reshape(num, C, L - k).float() for s in series])
     forecasts["naive (last value)"] = series[:, None, :, k - 1:k].expand(m, 1, C, L - k)
+    if opts.get("kernel") in ("periodic", "seasonal"):  # the season in steps: period / grid spacing 1 / (L - 1)
+        p = round(float(opts.get("period", 0.5)) * (L - 1))
+        if 1 <= p <= k:
+            steps = k - p + torch.arange(L - k) % p  # the same phase in the last season of the context
+            forecasts[f"seasonal naive (period {p})"] = series[:, None, :, steps]
     forecasts["climatology"] = gp.sample(m * num, g).float().reshape(m, num, C, L)[..., k:]
     settings = {"conditional": dict(sampler="dpm_solver_pp_2m", steps=20),
                 "repaint": dict(sampler="ddpm", steps=25, jumps=5, resample=2)}

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .guidance import classifier_free
 from .inverse import INPAINT_METHODS, inpaint
 from .inverse._common import _check_inputs
 from .masking import forecast_mask
@@ -36,14 +37,19 @@ METHODS = (*INPAINT_METHODS, "conditional")
 
 def complete(denoiser: Denoiser, process: Process, known: Tensor, mask: Tensor, *, method: str = "repaint",
              sampler: str = "ddpm", steps: int = 100, seed: int = 0, cond: dict[str, Any] | None = None,
-             **options) -> Tensor:
+             guidance: float = 1.0, **options) -> Tensor:
     """Samples (B, *event) of the entries where ``mask`` is False given ``known`` where it is True.
 
     ``method``: one of ``METHODS`` (module docstring). ``replace`` / ``repaint`` / ``smc`` take the options of
-    ``inverse.inpaint`` (jumps, resample, particles, schedule, ...); ``conditional`` takes the sampler's options.
+    ``inverse.inpaint`` (jumps, resample, particles, schedule, ...); ``conditional`` takes the sampler's options
+    and ``guidance``: the classifier-free guidance scale s on the observation (``guidance.classifier_free``:
+    D = D_u + s (D_c - D_u), one batched call; 1 = the conditional model, s = 1 + w of eps = (1 + w) eps(x | obs)
+    - w eps(x)), for a run trained with the observation dropped (``conditioning.p_uncond`` > 0).
     """
     if method not in METHODS:
         raise unknown("conditioning method", method, METHODS)
+    if float(guidance) != 1.0 and method != "conditional":
+        raise ValueError(f"guidance {guidance:g} needs method 'conditional' (a CSDI-style run), got {method!r}")
     known, m = _check_inputs(known, mask)
     if not torch.isfinite(known[m]).all():
         raise ValueError("the known entries hold NaN or inf; mark missing entries in the mask instead")
@@ -52,6 +58,8 @@ def complete(denoiser: Denoiser, process: Process, known: Tensor, mask: Tensor, 
         return inpaint(denoiser, process, known, m, method=method, sampler=sampler, steps=steps, seed=seed,
                        cond=cond, **options)
     c = {**(cond or {}), "observed": known, "observed_mask": m}
+    if float(guidance) != 1.0:
+        denoiser = classifier_free(denoiser, float(guidance))
     x = sample(denoiser, process, tuple(known.shape), sampler=sampler, steps=steps, seed=seed, cond=c,
                device=known.device, dtype=known.dtype, **options)
     return torch.where(m, known, x)

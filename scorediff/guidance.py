@@ -21,6 +21,12 @@ Both keep the wrapped denoiser's ``nfe`` counter visible.
   negative prompt's encoding as ``negative_context`` / ``negative_context_mask`` in ``cond`` (the
   "negative prompt" of Stable Diffusion: D_g = D_neg + s (D_c - D_neg) moves away from it). Labels and
   prompts may be given together: then D_u has the null label and the negative prompt.
+  Observations (forecasting, imputation): with ``cond`` holding ``observed`` / ``observed_mask`` for a model
+  trained CSDI-style with the observation dropped (``masking.MaskedConditionLoss``'s ``p_uncond``), D_c sees
+  them and D_u an empty mask (the unconditional model); ``scorediff.forecast.complete(..., guidance=s)``.
+  For a Gaussian the guided probability flow maps a Gaussian to a Gaussian, but not to the tilted density
+  p(x | y)^s p(x)^(1 - s) (the tilted family is not a diffusion; Chidambaram et al. 2024, "What does guidance
+  do?"): ``tests/test_forecast.py`` checks the law against the guided ODE integrated in closed form.
 * :func:`classifier` (Dhariwal & Nichol 2021, sec. 4; Song et al. 2021, "Score-based generative modeling
   through SDEs", sec. 5 / eq. 48): the guided score grad log p_t(x) + s grad log p(y | x_t), i.e. by
   Tweedie (x0_hat = (x + sigma^2 score) / alpha)
@@ -106,11 +112,20 @@ class ClassifierFree(_Wrapper):
         """(conditional, unconditional, shared) keywords: labels and/or prompts, and what both branches see."""
         context, mask = cond.pop("context", None), cond.pop("context_mask", None)
         neg, neg_mask = cond.pop("negative_context", None), cond.pop("negative_context_mask", None)
-        if y is None and context is None:
-            raise ValueError("guidance needs class labels or a prompt: pass y or context (e.g. scorediff.sample(..., "
-                             "cond={'y': labels}) or cond={'context': c, 'context_mask': m})")
+        observed, observed_mask = cond.pop("observed", None), cond.pop("observed_mask", None)
+        if y is None and context is None and observed is None:
+            raise ValueError("guidance needs class labels, a prompt or observations: pass y, context or observed "
+                             "(e.g. scorediff.sample(..., cond={'y': labels}) or cond={'context': c, 'context_mask': "
+                             "m}, or cond={'observed': x, 'observed_mask': m})")
         c_kw: dict[str, Any] = {}
         u_kw: dict[str, Any] = {}
+        if observed is not None:
+            if observed_mask is None:
+                raise ValueError("guidance on observations needs observed_mask with observed")
+            m = torch.as_tensor(observed_mask, device=x.device).bool().expand(x.shape)
+            obs = observed.expand(x.shape)
+            c_kw["observed"], u_kw["observed"] = obs, obs  # the empty mask: the unconditional model
+            c_kw["observed_mask"], u_kw["observed_mask"] = m, torch.zeros_like(m)
         if y is not None:
             y = _labels(y, x)
             c_kw["y"], u_kw["y"] = y, torch.full_like(y, NULL_LABEL)
@@ -141,8 +156,9 @@ class ClassifierFree(_Wrapper):
         else:
             # both branches in one call on 2B examples: [conditional; unconditional]
             both = {}
-            if "y" in c_kw:
-                both["y"] = torch.cat([c_kw["y"], u_kw["y"]])
+            for key in ("y", "observed", "observed_mask"):
+                if key in c_kw:
+                    both[key] = torch.cat([c_kw[key], u_kw[key]])
             if "context" in c_kw:  # prompts of different lengths: padded with masked zeros
                 both["context"], both["context_mask"] = cat_contexts((c_kw["context"], c_kw["context_mask"]),
                                                                      (u_kw["context"], u_kw["context_mask"]))

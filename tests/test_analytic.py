@@ -131,7 +131,7 @@ def test_bad_mixtures():
 # -- Gaussian processes on a grid ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kernel", ["rbf", "matern12", "matern32", "matern52", "periodic"])
+@pytest.mark.parametrize("kernel", ["rbf", "matern12", "matern32", "matern52", "periodic", "seasonal"])
 def test_gp_kernel_is_a_valid_stationary_covariance(kernel):
     from scorediff.analytic import kernel_matrix
 
@@ -140,6 +140,11 @@ def test_gp_kernel_is_a_valid_stationary_covariance(kernel):
     assert torch.allclose(torch.diagonal(k), torch.full((12,), 2.0, dtype=torch.float64))
     assert torch.allclose(k[0, 3], k[5, 8])  # stationary: depends on |i - j| only
     assert torch.linalg.eigvalsh(k).min() > -1e-8
+    if kernel == "seasonal":  # two thirds of the variance repeat exactly every period (here 4 steps)
+        k = kernel_matrix(12, kernel, lengthscale=0.3, variance=2.0, period=4 / 11)
+        season = k - kernel_matrix(12, "matern52", lengthscale=0.3, variance=2.0) / 3
+        torch.testing.assert_close(season[0, 4], season[0, 0])
+        torch.testing.assert_close(season[0, 0], torch.tensor(4 / 3, dtype=torch.float64))
 
 
 def test_gp_forecast_equals_textbook_gp_regression():

@@ -8,10 +8,12 @@ sliced W2 to exact draws next to the sliced W2 between two sets of exact draws (
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from scorediff import forecast, inverse, masking, processes
+from scorediff import forecast, guidance, inverse, masking, processes
 from scorediff.analytic import GaussianMixture, MaskedDenoiser, gaussian_process, kernel_matrix
 
 L, K = 16, 8  # window and context steps
@@ -121,6 +123,89 @@ def test_forecast_bad_input_is_one_line(gp_case):
         forecast.forecast(den, proc, torch.zeros(2, 3, 4), 4, (1, L))
     with pytest.raises(ValueError, match="conditioning method 'x' unknown"):
         forecast.forecast(den, proc, x[:, :K], 4, (1, L), method="x")
+
+
+# -- classifier-free guidance on the observation -------------------------------------------------------------
+
+
+def _guided_ode_law(cov: torch.Tensor, y: torch.Tensor, s: float, sigma_max: float = 80.0, sigma_min: float = 0.002,
+                    n: int = 800) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact law (mean, covariance) of the unobserved block after the EDM probability flow
+    dx/dsigma = (x - D_g(x, sigma)) / sigma from N(0, sigma_max^2 I), D_g = D_u + s (D_c - D_u), for a zero-mean
+    Gaussian N(0, cov) with its first k entries observed as y. Both denoisers are affine in x by textbook Gaussian
+    conditioning (written here from cov alone, not through the library), so mean and covariance follow linear
+    ODEs, integrated by RK4 in log sigma."""
+    d, k = cov.shape[0], y.shape[0]
+    eye = torch.eye(d, dtype=torch.float64)
+    s_uo, s_oo = cov[k:, :k], cov[:k, :k]
+    mu_c = s_uo @ torch.linalg.solve(s_oo, y)  # the exact conditional N(mu_c, cov_c) of the unobserved block
+    cov_c = cov[k:, k:] - s_uo @ torch.linalg.solve(s_oo, s_uo.T)
+
+    def field(lam: float) -> tuple[torch.Tensor, torch.Tensor]:  # d/dlog sigma x = M x - c
+        v = math.exp(2 * lam)
+        w_c = cov_c @ torch.linalg.inv(cov_c + v * torch.eye(d - k, dtype=torch.float64))
+        a = (1 - s) * cov @ torch.linalg.inv(cov + v * eye)  # D_u = W_u x (zero mean)
+        a[k:, k:] += s * w_c  # D_c: y on the observed block, mu_c + W_c (x_u - mu_c) on the other
+        c = torch.cat([s * y, s * (mu_c - w_c @ mu_c)])
+        return eye - a, c
+
+    def rhs(lam, m, p):
+        mat, c = field(lam)
+        return mat @ m - c, mat @ p + p @ mat.T
+
+    lam, h = math.log(sigma_max), (math.log(sigma_min) - math.log(sigma_max)) / n
+    m, p = torch.zeros(d, dtype=torch.float64), sigma_max**2 * eye
+    for _ in range(n):
+        k1 = rhs(lam, m, p)
+        k2 = rhs(lam + h / 2, m + h / 2 * k1[0], p + h / 2 * k1[1])
+        k3 = rhs(lam + h / 2, m + h / 2 * k2[0], p + h / 2 * k2[1])
+        k4 = rhs(lam + h, m + h * k3[0], p + h * k3[1])
+        m = m + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+        p = p + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+        lam += h
+    return m[k:], p[k:, k:]
+
+
+def test_guidance_on_the_observation_is_one_batched_affine_combination(gp_case):
+    gp, x, _, _ = gp_case
+    proc = processes.make("edm")
+    den = MaskedDenoiser(gp, proc)
+    m = masking.forecast_mask((1, L), K).expand(3, 1, L)
+    xt = torch.randn(3, 1, L, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 1.0, 5.0])
+    obs = x.expand(3, 1, L)
+    d_c, d_u = den(xt, t, observed=obs, observed_mask=m), den(xt, t)
+    guided = guidance.classifier_free(den, 2.5)
+    den.nfe = 0
+    out = guided(xt, t, observed=obs, observed_mask=m)
+    torch.testing.assert_close(out, d_u + 2.5 * (d_c - d_u))
+    assert den.nfe == 1  # both branches in one call
+
+
+def test_guided_forecast_follows_the_exact_law_of_the_guided_flow(gp_case):
+    """w = s - 1 > 0 shrinks the spread: exactly as the guided probability flow of the Gaussian predicts, more
+    than the tilted density p(x_u | y)^s p(x_u)^(1 - s) would (CFG does not sample it; guidance.py)."""
+    gp, x, truth, _ = gp_case
+    proc = processes.make("edm")
+    cov = gp.covs[0].double()
+    y = x[0, :K].double()
+    cond_cov = truth.covs[0]
+    tilted_cov = torch.linalg.inv(2 * torch.linalg.inv(cond_cov) - torch.linalg.inv(cov[K:, K:]))
+    mean, pcov = _guided_ode_law(cov, y, 2.0)
+    law = GaussianMixture([1.0], mean[None], pcov[None], (1, L - K))
+    s = forecast.forecast(MaskedDenoiser(gp, proc), proc, x[:, :K], L - K, (1, L), num=2000, method="conditional",
+                          sampler="heun", steps=25, guidance=2.0)
+    err = inverse.moment_errors(s, law)
+    assert err["mean"] < 0.06 and err["cov"] < 0.06, err
+    assert err["sw2"] < 1.5 * err["sw2_floor"] + 0.01, err
+    # the spread shrinks below the conditional's, and below the tilted density's
+    spread = torch.cov(s.reshape(len(s), -1).double().T).trace()
+    assert spread < tilted_cov.trace() - 0.3 < cond_cov.trace() - 0.5, (spread, tilted_cov.trace(), cond_cov.trace())
+    # at s = 1 the same flow is the exact conditional
+    m1, p1 = _guided_ode_law(cov, y, 1.0, n=200)
+    torch.testing.assert_close(p1, cond_cov, atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="guidance 2 needs method 'conditional'"):
+        forecast.forecast(gp.denoiser(proc), proc, x[:, :K], 4, (1, L), method="repaint", guidance=2.0)
 
 
 def test_forecast_takes_the_last_steps_of_a_long_context(gp_case):

@@ -142,6 +142,11 @@ def test_forecast_and_inpaint_cli_on_a_series_run(series_run, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0  # an existing folder: the default file name inside it
     assert (tmp_path / "forecast_repaint.png").exists()
     assert not (series_run / "forecasts").exists()  # a reader never writes into the run
+    # classifier-free guidance on the context (its law: tests/test_forecast.py); a same-seed guided run differs
+    assert main(["forecast", str(series_run), "--context", str(tmp_path / "ctx.npy"), "--horizon", "6",
+                 "--num", "5", "--steps", "4", "--guidance", "2", "--out", str(tmp_path / "g.png")]) == 0
+    g = np.load(tmp_path / "g.npz")["samples"]
+    assert g.shape == (5, 1, 6) and np.isfinite(g).all() and not np.allclose(g, f["samples"])
     holes = x.copy()
     holes[0, 3:9] = np.nan
     np.save(tmp_path / "holes.npy", holes)
@@ -159,6 +164,8 @@ def test_forecast_and_inpaint_cli_on_a_series_run(series_run, tmp_path, capsys):
         (["--context", str(tmp_path / "nan.npy"), "--horizon", "4"], "context holds NaN"),
         (["--context", str(tmp_path / "ctx.npy"), "--horizon", "16"], "not shorter than the model's length 16"),
         (["--context", str(tmp_path / "ctx.npy"), "--horizon", "4", "--method", "x"], "conditioning method 'x'"),
+        (["--context", str(tmp_path / "ctx.npy"), "--horizon", "4", "--method", "repaint", "--guidance", "2"],
+         "guidance 2 needs method 'conditional'"),
     ]:
         assert main(["forecast", str(series_run), *argv]) == 2
         err = capsys.readouterr().err

@@ -131,3 +131,34 @@ def test_bad_layouts_are_one_line():
         net(torch.randn(2, 1, 4, 4), torch.zeros(2))
     with pytest.raises(ValueError, match="L divisible by 2"):
         net(torch.randn(2, 1, 15), torch.zeros(2))
+
+
+def test_fill_previous_carries_the_last_observed_step_forward_then_the_first_back():
+    from scorediff.nets.masked import MaskedConditional, fill_previous
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 7, 2, 3, generator=g)  # video-like (B, C, T, H, W)
+    m = torch.rand(3, 2, 7, 1, 1, generator=g) < 0.4  # per channel and frame
+    m[0, 0] = False  # nothing observed: zeros
+    out = fill_previous(x, m)
+    for b in range(3):
+        for c in range(2):
+            known = [t for t in range(7) if m[b, c, t, 0, 0]]
+            for t in range(7):
+                if not known:
+                    expect = torch.zeros(2, 3)
+                else:
+                    before = [s for s in known if s <= t]
+                    expect = x[b, c, before[-1] if before else known[0]]
+                torch.testing.assert_close(out[b, c, t], expect)
+    # the network sees only observed entries: changing an unobserved one changes nothing
+    net = MaskedConditional({"type": "unet", "dims": 3, "channels": 8, "channel_mult": [1], "num_res_blocks": 1,
+                             "attention_levels": [], "dropout": 0.0, "norm_groups": 4}, in_channels=2,
+                            fill="previous")
+    y = x.clone()
+    y[~m.expand_as(x)] = 5.0
+    xt = torch.randn(x.shape, generator=g)
+    torch.testing.assert_close(net(xt, torch.ones(3), observed=x, observed_mask=m),
+                               net(xt, torch.ones(3), observed=y, observed_mask=m))
+    with pytest.raises(ValueError, match="fill 'x' unknown"):
+        MaskedConditional(fill="x")

@@ -11,6 +11,9 @@ closed form: the diffused marginal, the exact denoiser E[x0 | x_t], log p_t and,
 * ``matern32``   k(r) = v (1 + sqrt(3) r / l) exp(-sqrt(3) r / l)
 * ``matern52``   k(r) = v (1 + sqrt(5) r / l + 5 r^2 / (3 l^2)) exp(-sqrt(5) r / l)
 * ``periodic``   k(r) = v exp(-2 sin^2(pi r / p) / l^2)             (period p = ``period``)
+* ``seasonal``   k(r) = (2 v exp(-2 sin^2(pi r / p)) + matern52(r)) / 3   (a smooth season of period p that
+                 repeats exactly, two thirds of the variance, plus local variation of lengthscale l: the case for
+                 seasonal naive forecasts)
 
 v = ``variance``, l = ``lengthscale``; ``jitter`` is added to the diagonal (the rbf kernel's matrix is
 numerically singular on a fine grid).
@@ -26,7 +29,7 @@ from torch import Tensor
 from ..utils import unknown
 from .gaussian import GaussianMixture
 
-KERNELS = ("rbf", "matern12", "matern32", "matern52", "periodic")
+KERNELS = ("rbf", "matern12", "matern32", "matern52", "periodic", "seasonal")
 
 
 def kernel_matrix(length: int, kernel: str = "rbf", lengthscale: float = 0.2, variance: float = 1.0,
@@ -49,9 +52,12 @@ def kernel_matrix(length: int, kernel: str = "rbf", lengthscale: float = 0.2, va
     if kernel == "matern32":
         a = math.sqrt(3) * r / l
         return v * (1 + a) * torch.exp(-a)
+    a = math.sqrt(5) * r / l
+    matern52 = v * (1 + a + a**2 / 3) * torch.exp(-a)
     if kernel == "matern52":
-        a = math.sqrt(5) * r / l
-        return v * (1 + a + a**2 / 3) * torch.exp(-a)
+        return matern52
+    if kernel == "seasonal":
+        return (2 * v * torch.exp(-2 * torch.sin(math.pi * r / float(period)) ** 2) + matern52) / 3
     return v * torch.exp(-2 * torch.sin(math.pi * r / float(period)) ** 2 / l**2)
 
 
@@ -104,18 +110,18 @@ class MaskedDenoiser:
         xf = x.reshape(b, -1)
         tb = torch.as_tensor(t, dtype=torch.float64, device=x.device).reshape(-1).expand(b)
         out = torch.where(m, obs.to(x.dtype), xf)
-        # rows sharing (observed, mask) share one conditional: group them (one group in the common case)
-        same = bool((m == m[:1]).all()) and bool((torch.where(m, obs, 0) == torch.where(m[:1], obs[:1], 0)).all())
-        keys = [0] * b if same else [(obs[i][m[i]].double().cpu().numpy().tobytes(), m[i].cpu().numpy().tobytes())
-                                     for i in range(b)]
-        for key in dict.fromkeys(keys):
-            rows = (torch.arange(b, device=x.device) if same else
-                    torch.tensor([i for i in range(b) if keys[i] == key], device=x.device))
+        # rows sharing (observed, mask) share one conditional: one torch.unique over the rows (the observed values
+        # where known, and the mask) groups them (one group in the common case)
+        rowkey = torch.cat([torch.where(m, obs, torch.zeros_like(obs)).double(), m.double()], 1)
+        _, group = torch.unique(rowkey, dim=0, return_inverse=True)
+        for g in range(int(group.max()) + 1):
+            rows = (group == g).nonzero().flatten()
             mi = m[int(rows[0])]
             if bool(mi.all()):
                 continue
             if not bool(mi.any()):  # nothing observed: the unconditional denoiser
-                out[rows] = self.mixture.x0_mean(xf[rows], tb[rows], self.process).to(x.dtype)
+                xr = xf[rows].reshape(len(rows), *x.shape[1:])
+                out[rows] = self.mixture.x0_mean(xr, tb[rows], self.process).reshape(len(rows), -1).to(x.dtype)
                 continue
             gm = self._conditional(obs[int(rows[0])], mi)
             block = out[rows]

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=None,
                         help="conditional | repaint | replace | smc (default: conditional for a run trained with "
                              "conditioning.task, else repaint)")
+    parser.add_argument("--guidance", type=float, default=1.0, metavar="SCALE",
+                        help="classifier-free guidance on the context for a conditional run trained with "
+                             "conditioning.p_uncond > 0: 1 = the conditional model (default), > 1 sharper")
     parser.add_argument("--num", type=int, default=100, help="sampled forecasts (default 100)")
     parser.add_argument("--sampler", default="ddpm", help="sampler (default ddpm)")
     parser.add_argument("--schedule", default="karras", help="time grid (default karras: even in noise level)")
@@ -64,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     context = read_context(args.context, tuple(r.shape), args.key)
     method = args.method
     options = {"sampler": args.sampler, "steps": args.steps, "schedule": args.schedule, "seed": args.seed}
+    if args.guidance != 1.0:
+        options["guidance"] = args.guidance
     if method in (None, "repaint") and not (r.config.get("conditioning") or {}).get("task"):
         options.update(jumps=args.jumps, resample=args.resample)
     x = forecast_run(r, context, args.horizon, num=args.num, method=method, **options)

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grid steps (default: per method, smc 400, others 100)")
     parser.add_argument("--jumps", type=int, default=10, help="RePaint jump length in steps (default 10)")
     parser.add_argument("--resample", type=int, default=10, help="RePaint passes per block (default 10)")
+    parser.add_argument("--guidance", type=float, default=1.0, metavar="SCALE",
+                        help="series / video, method conditional: classifier-free guidance on the observed entries "
+                             "(1 = the conditional model, default)")
     parser.add_argument("--num", type=int, default=8, help="number of completions (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=None, help="output picture (.png) or an existing folder, the raw samples beside it as .npz "
@@ -70,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     r = load_run(args.run, ema=not args.raw)
     if r.info.get("kind") in ("series", "video"):
         return _run_sequence(args, r)
+    if args.guidance != 1.0:
+        raise ValueError("--guidance applies to series and video runs trained with conditioning.task (method "
+                         "conditional); this is an image run")
     args.method = args.method or "repaint"
     if args.method not in inverse.INPAINT_METHODS:
         raise ValueError(f"--method {args.method!r} unknown; one of: {', '.join(inverse.INPAINT_METHODS)}")
@@ -110,6 +116,8 @@ def _run_sequence(args: argparse.Namespace, r) -> int:
         if len(shape) == 4 and mask.ndim == 3:
             mask = mask[None]
     options = {"sampler": args.sampler, "steps": args.steps, "schedule": args.schedule, "seed": args.seed}
+    if args.guidance != 1.0:
+        options["guidance"] = args.guidance
     conditional = bool((r.config.get("conditioning") or {}).get("task"))
     if args.method in (None, "repaint") and not conditional:
         options.update(jumps=args.jumps, resample=args.resample)

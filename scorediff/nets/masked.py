@@ -8,12 +8,36 @@ network (any config of a U-Net or DiT, built for 3C input channels and C output 
 to C. Without ``observed`` the mask is all zero: the unconditional model (trained by dropping the condition,
 which also allows classifier-free guidance on it). One network serves forecasting (m = the first k steps or
 frames), imputation (any m) and frame interpolation (m = some frames): the task is only the mask.
+
+``fill`` chooses what x_co holds where nothing is observed: ``"zeros"`` (CSDI) or ``"previous"``, the last
+observed step (frame) before it along the time axis (last observation carried forward; before the first observed
+step, that one carried back), per channel and position. With ``"previous"`` every forecast frame sees the last
+context frame in place, as image-to-video models concatenate the conditioning frame to every frame's input
+(Blattmann et al. 2023, "Stable Video Diffusion"): the network only has to move what it sees, not carry it
+across frames.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+FILLS = ("zeros", "previous")
+
+
+def fill_previous(observed: Tensor, mask: Tensor) -> Tensor:
+    """``observed`` (B, C, T, ...) with each unobserved entry (mask False) replaced by the observed entry at the
+    nearest earlier step (time axis 2), or, before the first observed step, at the nearest later one; entries
+    with no observed step at all are 0."""
+    T = observed.shape[2]
+    steps = torch.arange(T, device=observed.device).reshape(1, 1, T, *([1] * (observed.ndim - 3)))
+    m = mask.expand(observed.shape)
+    before = torch.where(m, steps, torch.full_like(steps, -1)).cummax(dim=2).values  # last observed <= t
+    after = torch.where(m, steps, torch.full_like(steps, T)).flip(2).cummin(dim=2).values.flip(2)  # first >= t
+    src = torch.where(before >= 0, before, after)
+    found = src < T
+    out = observed.gather(2, src.clamp(0, T - 1))
+    return torch.where(found, out, torch.zeros_like(out))
 
 
 class MaskedConditional(nn.Module):
@@ -24,8 +48,12 @@ class MaskedConditional(nn.Module):
         base: dict | None = None,  # the inner network's config, e.g. {"type": "unet", "dims": 1, "channels": 32}
         in_channels: int = 1,  # data channels C
         size: list[int] | None = None,  # the data's trailing axes S (L; H, W; T, H, W); set from the data's shape
+        fill: str = "zeros",  # x_co where unobserved: "zeros" (CSDI) or "previous" (module docstring)
     ):
         super().__init__()
+        if fill not in FILLS:
+            raise ValueError(f"masked-conditional fill {fill!r} unknown; one of: {', '.join(FILLS)}")
+        self.fill = fill
         from . import make  # the package's builder (this module is imported by it)
 
         base = dict(base or {"type": "unet", "dims": 1, "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
@@ -51,4 +79,5 @@ class MaskedConditional(nn.Module):
             m = observed_mask.to(x.dtype).expand(x.shape)
             observed = observed.to(x.dtype).expand(x.shape)
         kwargs = {} if y is None else {"y": y}
-        return self.inner(torch.cat([x, observed * m, m], dim=1), noise_input, **kwargs)
+        x_co = fill_previous(observed, m.bool()) if self.fill == "previous" else observed * m
+        return self.inner(torch.cat([x, x_co, m], dim=1), noise_input, **kwargs)

@@ -132,7 +132,8 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         overrides.setdefault("context_dim", dim)
     if (cfg.get("conditioning") or {}).get("task"):  # CSDI-style: the network also sees the known entries
         base = {**(spec if isinstance(spec, dict) else nets.PRESETS.get(spec) or nets.make(spec).config), **overrides}
-        net = nets.make({"type": "masked", "base": base}, shape=info["shape"])
+        net = nets.make({"type": "masked", "base": base, "fill": cfg["conditioning"].get("fill", "zeros")},
+                        shape=info["shape"])
     else:
         shape = processes.make(cfg["process"]["name"], **cfg["process"]["options"]).state_shape(info["shape"])
         net = nets.make(spec, shape=shape, **overrides)  # cld: the network sees the phase state (x, v)

@@ -90,8 +90,9 @@ DEFAULTS: dict[str, Any] = {
     # aug_max: the largest noise-conditioning augmentation std in training; aug_level: the one used to sample
     "cascade": {"factor": 0, "aug_max": 0.2, "aug_level": 0.0},
     # sequences / video: CSDI-style conditional training (scorediff.masking): task "forecast" | "impute" |
-    # "interpolate" | "mixed" (null: unconditional); the network sees the known entries and their mask
-    "conditioning": {"task": None, "p_uncond": 0.1, "context": [0.25, 0.75], "known": [0.1, 0.9]},
+    # "interpolate" | "mixed" (null: unconditional); the network sees the known entries and their mask; fill:
+    # what it sees where nothing is known, "zeros" (CSDI) or "previous" (the last known step before, nets.masked)
+    "conditioning": {"task": None, "p_uncond": 0.1, "context": [0.25, 0.75], "known": [0.1, 0.9], "fill": "zeros"},
     # scorediff.training.evaluation: FID / KID / precision-recall of the EMA model every `every` steps (0: never)
     "eval": {"every": 0, "num": 500, "features": "raw", "sampler": None, "steps": None, "split": "test",
              "cache": None,
