@@ -238,7 +238,8 @@ def test_a_class_conditional_image_run_fits_with_labels_and_samples_on_the_grid(
         return forward(self, x, t, **cond)
 
     monkeypatch.setattr(NetDenoiser, "forward", spy_forward)
-    assert main(["fit-schedule", str(out), "--sampler", "ddim", "--steps", "3", "--pilot", "4", "--fine-steps", "8"]) == 0
+    assert main(["fit-schedule", str(out), "--sampler", "ddim", "--steps", "3", "--pilot", "4", "--fine-steps", "8",
+                 "--method", "gits"]) == 0
     assert labels and all(y == [0, 1, 2, 3] for y in labels)  # the pilot cycles through the classes
     spy.clear()
     assert main(["sample", str(out), "--sampler", "ddim", "--steps", "3", "--num", "4", "--class", "2",

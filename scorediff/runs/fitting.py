@@ -81,15 +81,16 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
                              "diffusion model's denoiser")
         generator = torch.Generator(device).manual_seed(seed)
         x = run.process.prior_sample((pilot, *run.shape), generator, device=device)
+        half = pilot - pilot // 2 if method == "refined" else pilot  # the fit's starts; the rest are held out
         cond = {}
-        if run.class_conditional:
-            cond = {"y": cycle_labels(0, pilot, int(run.info["num_classes"])).to(device)}
+        if run.class_conditional:  # each part of the pilot cycles through the classes
+            k = int(run.info["num_classes"])
+            cond = {"y": torch.cat([cycle_labels(0, half, k), cycle_labels(0, pilot - half, k)]).to(device)}
         sigma_data = float(getattr(run.param, "sigma_data", 1.0))
         if log is not None:
             log(f"fitting a grid on step {run.step} of {str(run_dir)!r}: {pilot} pilot draws, about {fine_steps} "
                 "batched model calls")
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        half = pilot - pilot // 2 if method == "refined" else pilot  # the fit's starts; the rest are held out
         fit = samplers_mod.fit_schedule(bind_cond(run.denoiser, _part(cond, 0, half)), run.process, x[:half],
                                         reference=reference, fine_steps=fine_steps, sigma_data=sigma_data)
         grids = {(name, n): (fit.grid(n), None) for name in samplers for n in steps}
