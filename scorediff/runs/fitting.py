@@ -88,8 +88,9 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
             cond = {"y": torch.cat([cycle_labels(0, half, k), cycle_labels(0, pilot - half, k)]).to(device)}
         sigma_data = float(getattr(run.param, "sigma_data", 1.0))
         if log is not None:
-            log(f"fitting a grid on step {run.step} of {str(run_dir)!r}: {pilot} pilot draws, about {fine_steps} "
-                "batched model calls")
+            calls = fine_steps * (2 if method == "refined" else 1)  # the reference runs; refining adds sampler runs
+            log(f"fitting a grid on step {run.step} of {str(run_dir)!r}: {pilot} pilot draws, about {calls} "
+                "batched model calls" + (" and the refining sampler's runs" if method == "refined" else ""))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         fit = samplers_mod.fit_schedule(bind_cond(run.denoiser, _part(cond, 0, half)), run.process, x[:half],
                                         reference=reference, fine_steps=fine_steps, sigma_data=sigma_data)
