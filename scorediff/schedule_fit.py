@@ -59,6 +59,7 @@ class ScheduleFit:
     candidates: Tensor  # the candidate grid t_0 = t_max > ... > t_K
     cost: Tensor  # (K + 1, K + 1) jump costs c(i, j) (inf for j <= i)
     pilot_nfe: int  # model calls the pilot took (reference trajectory + any x0_hat it did not compute)
+    ends: Tensor | None = None  # the reference trajectory's end states (B, ...): a target for ``refine_schedule``
 
     def path(self, steps: int) -> tuple[list[int], float]:
         """The chosen candidate nodes for ``steps`` steps and their summed cost."""
@@ -172,7 +173,7 @@ def fit_schedule(
                 x0s[k] = hit[1]
             else:
                 x0s[k] = counted(xs[k], like * float(ts[k]))
-    return ScheduleFit(ts, jump_costs(process, ts, xs, x0s, sigma_data), calls[0])
+    return ScheduleFit(ts, jump_costs(process, ts, xs, x0s, sigma_data), calls[0], xs[-1])
 
 
 def optimize_schedule(

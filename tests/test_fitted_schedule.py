@@ -1,10 +1,14 @@
 """``scorediff fit-schedule`` and the fitted grid kept in a run folder, end to end on a tiny trained run.
 
-The fit itself (GITS against the oracle) is tested in tests/test_optimize.py; here: the file holds exactly the fit
+The fit itself (GITS against the oracle) is tested in tests/test_optimize.py, the refinement in
+tests/test_refine_schedule.py; here: the file holds exactly the fit
 of the pilot it describes, ``scorediff sample`` samples on that grid (a spy on ``scorediff.samplers.sample`` and
 the samples themselves) only for its sampler, step count and checkpoint, ``--schedule`` overrides it, a stale or
 corrupt file is one line and the default grid, the writer lock is held while fitting and refuses a fit while a
-trainer runs, and a reader leaves the run folder byte for byte as it was.
+trainer runs, and a reader leaves the run folder byte for byte as it was. The default method ("refined") keeps the
+held-out check it was fitted with, recomputed here independently from the pilot it describes, and a reader uses
+the grid only where it won; ``scorediff eval`` uses it as ``sample`` does, and both outputs say which grid drew
+them.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def sample_cli(run: Path, out: Path, *argv: str) -> int:
 
 def test_fit_writes_the_pilots_grid_and_sample_samples_on_it(run_copy, tmp_path, capsys, spy):
     assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "dpm_solver_pp_2m", "--steps", "3", "5",
-                 *FIT]) == 0
+                 *FIT, "--method", "gits"]) == 0
     out = capsys.readouterr()
     paths = [Path(line) for line in out.out.split()]
     assert sorted(p.name for p in paths) == ["dpm_solver_pp_2m-3.json", "dpm_solver_pp_2m-5.json", "heun-3.json",
@@ -92,6 +96,9 @@ def test_fit_writes_the_pilots_grid_and_sample_samples_on_it(run_copy, tmp_path,
     on_fitted = samplers_mod.sample(run.denoiser, run.process, (20, 2), sampler="heun", steps=3, seed=1, schedule=ts)
     on_default = samplers_mod.sample(run.denoiser, run.process, (20, 2), sampler="heun", steps=3, seed=1)
     np.testing.assert_array_equal(got, on_fitted.numpy())
+    meta = np.load(tmp_path / "s.npz")
+    assert str(meta["schedule"]) == f"fitted {run_copy / 'schedules' / 'heun-3.json'}"
+    assert meta["schedule_times"].tolist() == rec["times"]
     assert not np.allclose(got, on_default.numpy(), atol=1e-3)  # the grid made a difference
     assert snapshot(run_copy) == before  # a reader writes nothing into the run folder
 
@@ -143,7 +150,10 @@ def _rewrite(**changes):
     _rewrite(times=[2.0, 0.5, 0.1, 1e-5]),  # not from t_max
     _rewrite(steps=4),
     _rewrite(checkpoint_step="4"),
-], ids=["garbage", "truncated", "list", "increasing", "short", "nan", "t_max", "steps", "step-type"])
+    _rewrite(heldout={"wins": "yes", "default_error": 1.0, "fitted_error": 0.5}),
+    _rewrite(heldout={"wins": True, "default_error": None, "fitted_error": 0.5}),
+], ids=["garbage", "truncated", "list", "increasing", "short", "nan", "t_max", "steps", "step-type", "wins-type",
+        "heldout-error"])
 def test_a_corrupt_grid_is_one_line_and_the_default_grid(fitted_run, tmp_path, capsys, spy, damage):
     path = fitted_run / "schedules" / "heun-3.json"
     damage(path)
@@ -185,7 +195,8 @@ def test_the_writer_lock_refuses_a_fit_while_training_and_is_held_while_fitting(
     (["RUN", "--sampler", "dpm++2x", "--steps", "3"], "sampler 'dpm++2x' unknown; one of:"),
     (["RUN", "--sampler", "heun", "--steps", "0"], "--steps must be integers from 1 to --fine-steps = 32"),
     (["RUN", "--sampler", "heun", "--steps", "40"], "--steps must be integers from 1 to --fine-steps = 32"),
-    (["RUN", "--sampler", "heun", "--steps", "3", "--pilot", "0"], "--pilot must be an integer >= 1"),
+    (["RUN", "--sampler", "heun", "--steps", "3", "--pilot", "1"], "--pilot must be an integer >= 2"),
+    (["RUN", "--sampler", "heun", "--steps", "3", "--method", "best"], "fit method 'best' unknown"),
     (["MISSING", "--sampler", "heun", "--steps", "3"], "does not exist"),
     (["EMPTY", "--sampler", "heun", "--steps", "3"], "is not a run folder (no config.json)"),
 ])
@@ -227,7 +238,8 @@ def test_a_class_conditional_image_run_fits_with_labels_and_samples_on_the_grid(
         return forward(self, x, t, **cond)
 
     monkeypatch.setattr(NetDenoiser, "forward", spy_forward)
-    assert main(["fit-schedule", str(out), "--sampler", "ddim", "--steps", "3", "--pilot", "4", "--fine-steps", "8"]) == 0
+    assert main(["fit-schedule", str(out), "--sampler", "ddim", "--steps", "3", "--pilot", "4", "--fine-steps", "8",
+                 "--method", "gits"]) == 0
     assert labels and all(y == [0, 1, 2, 3] for y in labels)  # the pilot cycles through the classes
     spy.clear()
     assert main(["sample", str(out), "--sampler", "ddim", "--steps", "3", "--num", "4", "--class", "2",
@@ -235,3 +247,70 @@ def test_a_class_conditional_image_run_fits_with_labels_and_samples_on_the_grid(
     times = json.loads((out / "schedules" / "ddim-3.json").read_text())["times"]
     assert len(spy) == 1 and spy[0].tolist() == times and len(times) == 4
     assert np.load(tmp_path / "g.npz")["samples"].shape == (4, 1, 8, 8)
+
+
+def _rms(x: torch.Tensor, target: torch.Tensor) -> float:
+    return float((x - target).reshape(len(x), -1).double().pow(2).sum(1).mean().sqrt())
+
+
+def test_the_refined_grid_is_checked_on_held_out_draws_and_used_only_where_it_wins(run_copy, tmp_path, capsys, spy):
+    from scorediff import schedules
+
+    assert main(["fit-schedule", str(run_copy), "--sampler", "heun", "--steps", "3", *FIT]) == 0
+    capsys.readouterr()
+    path = run_copy / "schedules" / "heun-3.json"
+    rec = json.loads(path.read_text())
+    run = load_run(run_copy)
+    assert rec["fit"]["method"] == "refined" and rec["fit"]["fitted_on"] == 8 and rec["heldout"]["starts"] == 8
+    # recomputed from the pilot the file describes: 16 draws from seed 3, the last 8 held out, the reference a
+    # 32-step DPM-Solver++(3M) on the log-SNR candidates
+    pilot = run.process.prior_sample((16, *run.shape), torch.Generator().manual_seed(3))
+    held = pilot[8:]
+    target = samplers_mod.SAMPLERS["dpm_solver_pp_3m"](run.denoiser, run.process, held,
+                                                         schedules.make("logsnr", 32, run.process))
+    times = torch.tensor(rec["times"], dtype=torch.float64)
+    e_fit = _rms(samplers_mod.sample(run.denoiser, run.process, held, sampler="heun", schedule=times), target)
+    e_default = _rms(samplers_mod.sample(run.denoiser, run.process, held, sampler="heun", steps=3), target)
+    assert rec["heldout"]["fitted_error"] == pytest.approx(e_fit, rel=1e-4)
+    assert rec["heldout"]["default_error"] == pytest.approx(e_default, rel=1e-4)
+    assert rec["heldout"]["wins"] == (e_fit < e_default)
+    # the refinement never does worse on the starts it was fitted on than the GITS grid it started from
+    fitted = pilot[:8]
+    fit = samplers_mod.fit_schedule(run.denoiser, run.process, fitted, fine_steps=32)
+    on = {k: _rms(samplers_mod.sample(run.denoiser, run.process, fitted, sampler="heun", schedule=ts), fit.ends)
+          for k, ts in (("gits", fit.grid(3)), ("refined", times))}
+    assert on["refined"] <= on["gits"] + 1e-6
+    # used where it won; where it lost (the record says so), the default grid, in one line, and the output says so
+    for wins in (True, False):
+        rec["heldout"]["wins"] = wins
+        path.write_text(json.dumps(rec))
+        spy.clear()
+        assert sample_cli(run_copy, tmp_path / "s.png", "--sampler", "heun", "--steps", "3") == 0
+        notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
+        assert len(notes) == 1 and str(path) in notes[0], notes
+        meta = np.load(tmp_path / "s.npz")
+        if wins:
+            assert spy[0].tolist() == rec["times"] and "refined" in notes[0]
+            assert str(meta["schedule"]) == f"fitted {path}"
+        else:
+            assert spy == [None] and "did not beat the default grid" in notes[0]
+            assert str(meta["schedule"]) == "default" and "schedule_times" not in meta
+
+
+def test_eval_uses_the_fitted_grid_and_schedule_overrides_it(fitted_run, tmp_path, capsys, spy):
+    times = json.loads((fitted_run / "schedules" / "heun-3.json").read_text())["times"]
+    before = snapshot(fitted_run)
+    common = ["--num", "16", "--sampler", "heun", "--steps", "3", "--ref", "8gaussians", "--ref-option", "n=64",
+              "--no-cache"]
+    assert main(["eval", str(fitted_run), *common, "--out", str(tmp_path / "a.json")]) == 0
+    res = json.loads((tmp_path / "a.json").read_text())
+    wins = json.loads((fitted_run / "schedules" / "heun-3.json").read_text())["heldout"]["wins"]
+    if wins:
+        assert spy[0].tolist() == times and res["schedule"].startswith("fitted ") and res["schedule_times"] == times
+    else:
+        assert spy == [None] and res["schedule"] == "default"
+    spy.clear()
+    assert main(["eval", str(fitted_run), *common, "--schedule", "karras", "--out", str(tmp_path / "b.json")]) == 0
+    assert spy == ["karras"] and json.loads((tmp_path / "b.json").read_text())["schedule"] == "karras"
+    capsys.readouterr()
+    assert snapshot(fitted_run) == before

@@ -63,4 +63,5 @@ def test_inpaint_step_count_defaults_per_method():
         den = gm.denoiser(proc)
         inverse.inpaint(den, proc, known, mask, method=method)
         assert den.nfe == DEFAULT_STEPS[method] + (1 if method == "smc" else 0)  # smc also denoises its start
-    assert DEFAULT_STEPS["smc"] == 400 and DEFAULT_STEPS["repaint"] == 100  # protocol 5b (smc); RePaint unmeasured
+    # protocol 5b (smc) and 5d (replace, repaint): docs/results/defaults.md
+    assert (DEFAULT_STEPS["smc"], DEFAULT_STEPS["replace"], DEFAULT_STEPS["repaint"]) == (400, 400, 200)

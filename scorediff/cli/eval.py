@@ -1,7 +1,8 @@
 """``scorediff eval RUN [--ref NAME --ref-option K=V ...] [--features raw|inception:PATH|classifier:PATH]``.
 
 Draws ``--num`` samples from the run (EMA weights) with ``--sampler`` / ``--steps`` (default: the run's own
-sampling settings), embeds them and the reference data with the chosen features, and prints FID (Frechet distance
+sampling settings, and a grid ``scorediff fit-schedule`` kept for them where it won its held-out check, as
+``scorediff sample`` does; ``--schedule NAME`` overrides it; the JSON's ``schedule`` says which grid), embeds them and the reference data with the chosen features, and prints FID (Frechet distance
 of the features), KID, precision / recall and the sliced W2 of the data; the same goes as JSON to ``--out``
 (default ``outputs/<run folder name>/eval.json`` under the current folder). The reference defaults to the run's own data set with
 ``split=test``. Nothing is written into the run folder: a reader never modifies a run.
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num", type=int, default=1000, help="samples to draw (default 1000)")
     parser.add_argument("--sampler", default=None, help="sampler (default: the run's sample.sampler)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's sample.steps)")
+    parser.add_argument("--schedule", default=None,
+                        help="time grid name (see scorediff.schedules); default: the grid `scorediff fit-schedule` "
+                             "fitted for this sampler, step count and checkpoint if it is used, else the sampler's")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples and the KID subsets")
     parser.add_argument("--batch", type=int, default=500, help="samples per sampler call (default 500)")
     parser.add_argument("--guidance", type=float, default=None, metavar="SCALE",
@@ -131,8 +135,10 @@ def _run(args: argparse.Namespace) -> int:
         check_data(run_dir, r.config["data"].get("options") or {}, args.accept_data_change, "scorediff eval")
     reference, ref_desc = _reference(args, r)
     features = make_features(args.features, args.device)
-    s = r.config["sample"]
-    sampler, steps = args.sampler or s["sampler"], args.steps or int(s["steps"])
+    from ..generate import sampling_options
+
+    # as `scorediff sample` draws: the run's options for its own sampler, a fitted grid where it is used
+    sampler, steps, opts, fitted = sampling_options(r, args.sampler, args.steps, None, args.schedule)
     num_classes = int(r.info.get("num_classes", 0)) if r.class_conditional else 0
     denoiser, prompting = r.denoiser, {}
     guidance = args.guidance if args.guidance is not None else r.config.get("eval", {}).get("guidance")
@@ -145,10 +151,16 @@ def _run(args: argparse.Namespace) -> int:
     res = evaluate(denoiser, r.process, r.shape, reference, features, num=args.num, sampler=sampler, steps=steps,
                    seed=args.seed, batch_size=args.batch, num_classes=num_classes, device=args.device,
                    cache_dir=args.cache, use_cache=not args.no_cache, decode=r.decode if r.latent else None,
-                   **prompting)
+                   **prompting, **opts)
     if res is None:  # not rank 0: its samples and features are with rank 0
         return 0
-    res.update(run=str(run_dir), step=r.step, ema=r.ema, reference=ref_desc)
+    if fitted is not None and fitted.note:
+        print(fitted.note)
+    used = fitted is not None and fitted.times is not None
+    res.update(run=str(run_dir), step=r.step, ema=r.ema, reference=ref_desc,
+               schedule=f"fitted {fitted.path}" if used else str(opts.get("schedule") or "default"))
+    if used:
+        res["schedule_times"] = fitted.times.tolist()
     if prompting:
         res.update(prompts=prompt_desc)
     print(f"run {run_dir} (step {r.step}): {res['num']} samples ({sampler}, {steps} steps) vs {res['num_ref']} "

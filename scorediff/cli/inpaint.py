@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", default="karras",
                         help="time grid (see scorediff.schedules; default karras: even in noise level on every process)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="grid steps (default: per method, smc 400, others 100)")
+                        help="grid steps (default: per method, replace 400, repaint 200, smc 400; protocols 5b and 5d)")
     parser.add_argument("--jumps", type=int, default=10, help="RePaint jump length in steps (default 10)")
     parser.add_argument("--resample", type=int, default=10, help="RePaint passes per block (default 10)")
     parser.add_argument("--guidance", type=float, default=1.0, metavar="SCALE",

@@ -135,6 +135,10 @@ def _run(args: argparse.Namespace, world) -> int:
         arrays["latents"] = out.latents.numpy()
     if out.labels is not None:
         arrays["labels"] = out.labels.numpy()
+    # which grid drew them: "fitted <file>" (its times beside it), the grid named, or "default"
+    arrays["schedule"] = np.array(_grid_used(out.fitted, args.schedule or options.get("schedule")))
+    if out.fitted is not None and out.fitted.times is not None:
+        arrays["schedule_times"] = out.fitted.times.numpy()
     write_atomic(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     fitted = out.fitted is not None and out.fitted.times is not None
     title = (f"{out.sampler}, {out.steps} steps" + (", fitted grid" if fitted else "")
@@ -196,6 +200,13 @@ def _run_pipeline(args: argparse.Namespace, options: dict) -> int:
         raise
     print(path)
     return 0
+
+
+def _grid_used(fitted, named) -> str:
+    """The output's record of its grid: ``fitted <file>``, the grid named, or ``default``."""
+    if fitted is not None and fitted.times is not None:
+        return f"fitted {fitted.path}"
+    return str(named) if named is not None else "default"
 
 
 # -- fault handling (issue 22): inputs checked at the door, outputs never in a run folder, long runs announced --

@@ -12,9 +12,9 @@ from ..utils import append_dims, unknown
 
 INPAINT_METHODS = ("replace", "repaint", "smc")
 LINEAR_METHODS = ("dps", "pigdm", "smc")
-# default grid steps per method when ``steps`` is not given; smc's chosen by protocol 5b
-# (docs/results/defaults-protocol-5.md, ``benchmarks/smc_steps.py``), the others as before
-DEFAULT_STEPS = {"replace": 100, "repaint": 100, "dps": 100, "pigdm": 100, "smc": 400}
+# default grid steps per method when ``steps`` is not given: smc's chosen by protocol 5b, replace's and repaint's
+# by protocol 5d (docs/results/defaults-protocol-5.md, ``benchmarks/smc_steps.py``); dps and pigdm not measured
+DEFAULT_STEPS = {"replace": 400, "repaint": 200, "dps": 100, "pigdm": 100, "smc": 400}
 
 
 def default_steps(method: str, steps: int | None) -> int:

@@ -43,7 +43,8 @@ def inpaint(
         mask: event-shaped or (B, *event), True (or 1) where a pixel is known.
         method: "replace", "repaint" or "smc".
         sampler, steps, schedule, **options: the sampler driving replace / repaint (any registered one);
-            steps defaults per method (``inverse._common.DEFAULT_STEPS``: smc chosen by protocol 5b, else 100).
+            steps defaults per method (``inverse._common.DEFAULT_STEPS``: smc 400 by protocol 5b, replace 400
+            and repaint 200 by protocol 5d).
         jumps, resample: RePaint's jump length j (steps per block) and number of passes r per block
             (r = 1 is plain replacement). Model calls: about r * steps * (the sampler's calls per step).
         particles: smc only: particles per particle system; the batch is cut into B / particles independent

@@ -7,12 +7,19 @@ of that run with that sampler and step count. It is kept as ``RUN/schedules/<sam
     {"format": 1, "sampler": "heun", "steps": 10, "times": [t_0 = t_max, ..., t_steps],
      "checkpoint_step": 1500, "weights": "ema",
      "pilot": {"size": 64, "seed": 0, "model_calls": 128, "cpu_s": 4.1, "wall_s": 4.3},
-     "fit": {"method": "gits", "reference": "dpm_solver_pp_3m", "fine_steps": 128, "candidates": "logsnr",
-             "sigma_data": 0.5},
+     "fit": {"method": "refined", "reference": "dpm_solver_pp_3m", "fine_steps": 128, "candidates": "logsnr",
+             "sigma_data": 0.5, "fitted_on": 32},
+     "heldout": {"starts": 32, "default_grid": "logsnr", "default_error": 0.21, "fitted_error": 0.12,
+                 "wins": true},
      "process": {...the run's process config...}}
 
-``pilot.model_calls`` counts batched calls of the network (each on ``size`` examples). The fit does not depend on
-the sampler (its costs model a first-order step); the sampler in the name says which sampling the grid is for.
+``pilot.model_calls`` counts the batched calls of the network (each on up to ``size`` examples) of the reference
+trajectories; ``cpu_s`` covers the whole fit. ``fit.method`` "gits": the GITS grid (its costs model a first-order
+step, so it does not depend on the sampler; the sampler in the name says which sampling the grid is for).
+"refined" (``scorediff.runs.fitting``): the GITS grid of the first ``fitted_on`` pilot draws refined for the
+sampler by its own end-to-end error, and ``heldout`` its RMS error and that of the grid the sampler would use
+without it (``default_grid``) on the other pilot draws, against the reference. A grid is used only where it won
+that check (``wins``); a record without ``heldout`` (a GITS fit, a stochastic sampler) is used unchecked.
 
 A run folder is sacred to its readers. Only ``scorediff.runs.fitting.fit_run`` adds to it: it takes the run's writer lock as a trainer
 does (and is refused while one trains), and writes each file whole (temp file, then ``os.replace``). ``lookup``
@@ -51,6 +58,7 @@ class Lookup:
 
     times: Tensor | None  # float64, steps + 1 times from t_max; None: use the default grid
     note: str | None  # used / stale / corrupt, one line; None when there is no fitted grid for this pair
+    path: Path | None = None  # the file looked at (None when there is none)
 
 
 def plain(obj: dict) -> dict:
@@ -78,6 +86,13 @@ def _times(record: object, run: Run, sampler: str, steps: int) -> Tensor:
     if not (bool((ts[1:] < ts[:-1]).all()) and abs(float(ts[0]) - t_max) <= 1e-9 * max(1.0, t_max)
             and float(ts[-1]) >= 0):
         raise ValueError(f"'times' must fall strictly from t_max = {t_max:g} to a time >= 0")
+    heldout = record.get("heldout")
+    if heldout is not None and not (
+            isinstance(heldout, dict) and isinstance(heldout.get("wins"), bool)
+            and all(isinstance(heldout.get(k), (int, float)) and not isinstance(heldout.get(k), bool)
+                    for k in ("default_error", "fitted_error"))):
+        raise ValueError("'heldout' must be an object with numbers 'default_error', 'fitted_error' and a boolean "
+                         "'wins'")
     return ts
 
 
@@ -96,20 +111,29 @@ def lookup(run: Run, sampler: str, steps: int) -> Lookup:
         ts = _times(record, run, sampler, steps)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         return Lookup(None, f"fitted schedule {name!r} is unreadable or corrupt ({e}); ignored, the default grid "
-                            "is used (rewrite it with scorediff fit-schedule)")
+                            "is used (rewrite it with scorediff fit-schedule)", path)
     fitted_on = record["checkpoint_step"]
     if record.get("weights", "ema") != "ema" or not run.ema:
         return Lookup(None, f"fitted schedule {name!r} is for the EMA weights of step {fitted_on}, not the raw "
-                            "weights: not used")
+                            "weights: not used", path)
     if fitted_on != run.step:
         return Lookup(None, f"fitted schedule {name!r} is stale: fitted on step {fitted_on}, the run is at step "
-                            f"{run.step}; not used (refit with scorediff fit-schedule)")
+                            f"{run.step}; not used (refit with scorediff fit-schedule)", path)
     if record.get("process") != plain(run.process.config()):
         return Lookup(None, f"fitted schedule {name!r} was fitted for process {record.get('process')}, the run "
-                            f"uses {run.process.config()}: not used")
+                            f"uses {run.process.config()}: not used", path)
     pilot = record.get("pilot") if isinstance(record.get("pilot"), dict) else {}
-    return Lookup(ts, f"using the fitted schedule {name!r} (GITS, fitted on step {fitted_on} from "
-                      f"{pilot.get('size', '?')} pilot draws; --schedule NAME overrides it)")
+    heldout = record.get("heldout")
+    if heldout is None:
+        return Lookup(ts, f"using the fitted schedule {name!r} (GITS, fitted on step {fitted_on} from "
+                          f"{pilot.get('size', '?')} pilot draws; --schedule NAME overrides it)", path)
+    versus = (f"held-out error {heldout['fitted_error']:.4g} against {heldout['default_error']:.4g} on the default "
+              f"grid")
+    if not heldout["wins"]:
+        return Lookup(None, f"fitted schedule {name!r} did not beat the default grid on its held-out pilot draws "
+                            f"({versus}): not used", path)
+    return Lookup(ts, f"using the fitted schedule {name!r} (refined, fitted on step {fitted_on}; {versus}; "
+                      "--schedule NAME overrides it)", path)
 
 
 __all__ = ["FORMAT", "Lookup", "PURPOSE", "SCHEDULES", "lookup", "schedule_path"]
