@@ -25,19 +25,40 @@ from .dit import DiTBlock, _modulate
 from .embeddings import LabelEmbedding, NoiseEmbedding
 
 
+POSITIONS = ("rotary+learned", "rotary", "learned")
+
+
+def rotary_tables(length: int, dim: int) -> tuple[Tensor, Tensor]:
+    """cos, sin (length, dim / 2) of rotary position embedding (RoFormer, Su et al. 2021): frequencies 10000^(-2k/dim)."""
+    if dim % 2:
+        raise ValueError(f"rotary positions need an even head width, got {dim}")
+    freq = 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angle = torch.arange(length, dtype=torch.float64)[:, None] * freq[None, :]
+    return torch.cos(angle).float(), torch.sin(angle).float()
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each pair (x_k, x_{k + d/2}) of x (B, heads, L, d) by the angle of its position: q.k then depends on
+    the positions only through their difference (the "rotate half" layout of GPT-NeoX, used by SEDD and MDLM)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 class TokenBlock(DiTBlock):
-    """DiT's adaLN-Zero block, with optional causal attention (the autoregressive baseline)."""
+    """DiT's adaLN-Zero block, with optional causal attention (the autoregressive baseline) and rotary positions."""
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float, dropout: float, causal: bool):
         super().__init__(hidden, heads, mlp_ratio, dropout)
         self.causal = causal
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+    def forward(self, h: Tensor, c: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c).chunk(6, dim=1)
         B, N, W = h.shape
         q, k, v = self.qkv(_modulate(self.norm1(h), shift_a, scale_a)).view(B, N, 3, self.heads, -1).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=self.causal)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         h = h + gate_a[:, None, :] * self.proj(a.transpose(1, 2).reshape(B, N, W))
         return h + gate_m[:, None, :] * self.mlp(_modulate(self.norm2(h), shift_m, scale_m))
 
@@ -58,17 +79,25 @@ class TokenTransformer(nn.Module):
         causal: bool = False,  # masked self-attention: the autoregressive baseline
         emb_features: int = 128,  # width of the sinusoidal features of the noise input
         num_classes: int = 0,  # 0: unconditional; else labels 0..num_classes-1 and -1 (null)
+        positions: str = "rotary+learned",  # rotary (relative; SEDD, MDLM) and/or learned (absolute) positions
     ):
         super().__init__()
         if vocab < 2 or length < 1:
             raise ValueError(f"token transformer needs vocab >= 2 and length >= 1, got {vocab}, {length}")
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-        self.vocab, self.length, self.causal = vocab, length, causal
+        if positions not in POSITIONS:
+            raise ValueError(f"positions {positions!r} unknown; one of: {', '.join(POSITIONS)}")
+        self.vocab, self.length, self.causal, self.positions = vocab, length, causal, positions
         self.tok = nn.Embedding(vocab + 1, hidden)
-        self.pos = nn.Parameter(torch.zeros(1, length, hidden))
-        nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.tok.weight, std=0.02)
+        if "learned" in positions:
+            self.pos = nn.Parameter(torch.zeros(1, length, hidden))
+            nn.init.normal_(self.pos, std=0.02)
+        if "rotary" in positions:
+            cos, sin = rotary_tables(length, hidden // heads)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         # noise inputs lie in [0, 1] (the masked / jumped fraction): spread them over the sinusoid's range
         self.emb = NoiseEmbedding(emb_features, hidden, "sinusoidal", input_scale=1000.0)
         self.label = LabelEmbedding(num_classes, hidden) if num_classes > 0 else None
@@ -89,8 +118,13 @@ class TokenTransformer(nn.Module):
         if self.label is not None:
             c = c + self.label(y, B, x.device)
         c = F.silu(c)
-        h = self.tok(x) + self.pos[:, :L]
+        h = self.tok(x)
+        rope = None
+        if "learned" in self.positions:
+            h = h + self.pos[:, :L]
+        if "rotary" in self.positions:
+            rope = (self.rope_cos[:L].to(h.dtype), self.rope_sin[:L].to(h.dtype))
         for block in self.blocks:
-            h = block(h, c)
+            h = block(h, c, rope)
         shift, scale = self.ada(c).chunk(2, dim=1)
         return self.head(_modulate(self.norm(h), shift, scale))
