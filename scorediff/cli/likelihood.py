@@ -108,10 +108,16 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "vlb" and args.stride is not None and args.stride < 1:
         raise ValueError(f"--stride must be >= 1, got {args.stride}")
     denoiser, process, x, info, mix = _load(args)
-    if denoiser is None:  # a token run
+    if denoiser is None:  # a token run: under torchrun rank 0 computes and writes (as ``sample`` does for tokens)
+        from .. import distributed as ddp
         from ._tokens import likelihood_run
 
-        return likelihood_run(args, process, _data_options(args.data_option), args.elbo_samples)
+        world, _ = ddp.setup(args.device)
+        try:
+            return likelihood_run(args, process, _data_options(args.data_option), args.elbo_samples) \
+                if world.is_main else 0
+        finally:
+            ddp.teardown(world)
     if args.method == "vlb" and not isinstance(process, VPDiscrete):
         raise ValueError(f"--method vlb needs a vp-discrete process, got '{process.name}'")
 
