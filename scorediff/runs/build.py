@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import cascade, data, distill, latent, losses, nets, parameterizations, processes
+from .. import cascade, data, few_step, latent, losses, nets, parameterizations, processes
 from ..distributed import pick_device
 from ..samplers import options_of
 from ..utils import check_options
@@ -267,8 +267,8 @@ def build(cfg: dict) -> Components:
     elif task == "autoencoder":
         raise ValueError("an autoencoder network trains with loss.name = 'autoencoder' "
                          f"(got {cfg['loss']['name']!r})")
-    elif cfg["loss"]["name"] in distill.OBJECTIVES:  # a few-step objective (distillation, consistency training)
-        loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
+    elif cfg["loss"]["name"] in few_step.OBJECTIVES:  # a few-step objective (distillation, consistency training)
+        loss = few_step.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
         name = cfg["loss"]["name"]
         name = "hsm" if name == "dsm" and getattr(process, "phase_space", False) else name  # cld: DSM in phase space
