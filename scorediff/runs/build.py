@@ -16,7 +16,8 @@ from torch import nn
 
 from .. import cascade, data, few_step, latent, losses, nets, parameterizations, processes
 from ..distributed import pick_device
-from ..samplers import options_of
+from ..masking import MaskedConditionLoss
+from ..samplers import SAMPLERS, options_of
 from ..utils import check_options
 from . import checkpoint as ckpt
 from . import config as config_mod
@@ -226,8 +227,6 @@ def check_sampler(cfg: dict) -> None:
 
 
 def _runs_on(sampler: str, process: processes.Process) -> None:
-    from ..samplers import SAMPLERS
-
     if not SAMPLERS[sampler].info.runs_on(process):
         ok = ", ".join(n for n, f in SAMPLERS.items() if f.info.runs_on(process))
         raise ValueError(f"sample.sampler '{sampler}' does not run on process '{process.name}'; one of: {ok}")
@@ -275,8 +274,6 @@ def build(cfg: dict) -> Components:
         loss = losses.make(name, process, param, **cfg["loss"]["options"])
     c = cfg.get("conditioning") or {}
     if c.get("task"):
-        from ..masking import MaskedConditionLoss
-
         loss = MaskedConditionLoss(loss, c["task"], c["p_uncond"], c["context"], c["known"])
     factor = int(cfg["cascade"]["factor"])
     if factor:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data, few_step
+from ..reflow import Reflow
 from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
 from ..runs.build import Components, build_net, build_process_param, check_sampler, info_dict
@@ -81,8 +82,6 @@ def _objective(cfg: dict, process, param, teacher, student_net):
         if name == "progressive":
             return few_step.ProgressiveDistillation(process, param, teacher.denoiser, student_net, **opts)
         if name == "reflow":
-            from ..reflow import Reflow
-
             return Reflow(process, param, teacher.denoiser, tuple(teacher.info["shape"]), **opts)
         if name == "consistency_distillation":
             return few_step.ConsistencyDistillation(process, param, teacher.denoiser, student_net,
