@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import cascade, data, few_step, latent, losses, nets, parameterizations, processes
+from .. import cascade, data, few_step, latent, losses, nets, parameterizations, processes, text_encoders
 from ..distributed import pick_device
 from ..masking import MaskedConditionLoss
 from ..samplers import SAMPLERS, options_of
@@ -124,10 +124,7 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         if num_classes < 1:
             raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
         overrides.setdefault("num_classes", num_classes)
-    from .. import (
-        text_encoders,  # prompts: cross-attention of the encoder's width, the built-in encoder inside
-    )
-
+    # prompts: cross-attention of the encoder's width, the built-in encoder inside
     dim = text_encoders.context_dim(cfg["text"])
     if dim:
         overrides.setdefault("context_dim", dim)
