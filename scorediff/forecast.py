@@ -2,7 +2,6 @@
 
 Every task is "sample the unknown entries given the known ones" (a mask, ``scorediff.masking``), done one of
 two ways, selected by ``method``:
-
 * through an unconditional model and the inpainting methods of ``scorediff.inverse`` -- ``replace``,
   ``repaint`` (Lugmayr et al. 2022) or ``smc`` (asymptotically exact, MCGdiff-like): any trained model;
 * ``conditional``: a model trained CSDI-style (Tashiro et al. 2021; ``nets.MaskedConditional`` and
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .data.series import denormalize, normalize
 from .guidance import classifier_free
 from .inverse import INPAINT_METHODS, inpaint
 from .inverse._common import _check_inputs
@@ -134,7 +134,6 @@ def forecast_run(run, context: Tensor, horizon: int, *, num: int = 100, method: 
     """:func:`forecast` with a loaded run (``training.load_run``): context and result in the data's units.
 
     ``method`` defaults to "conditional" for a run trained CSDI-style, else "repaint"."""
-    from .data.series import denormalize, normalize
 
     _check_kind(run)
     shape = tuple(run.shape)
@@ -147,7 +146,6 @@ def impute_run(run, observed: Tensor, mask: Tensor | None = None, *, num: int = 
                **options) -> Tensor:
     """Imputation (or frame interpolation) with a loaded run: ``observed`` (C, L) or (C, T, H, W) in the data's
     units, missing entries NaN (or marked False in ``mask``); returns (num, *shape) samples in the data's units."""
-    from .data.series import denormalize, normalize
 
     _check_kind(run)
     shape = tuple(run.shape)

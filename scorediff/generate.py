@@ -21,6 +21,7 @@ from . import cascade, distributed, guidance, samplers
 from .runs import Run
 from .runs.build import check_sampler_options
 from .runs.fitted import Lookup, lookup
+from .text_encoders import prompt_cond, prompt_guidance
 from .utils import cycle_labels
 
 # On a CPU a batch whose activations exceed glibc's largest mmap threshold (32 MB) is allocated and freed
@@ -146,7 +147,6 @@ def guided(run: Run, g: Guidance, label: int | None = None, device: str | torch.
         raise ValueError(f"{', '.join(extras)} need(s) --guidance SCALE")
     denoiser = run.denoiser
     if g.scale is not None and text is not None:  # guidance on prompts (and labels, when both)
-        from .text_encoders import prompt_guidance
 
         if not run.config["text"]["dropout"] > 0:
             raise ValueError(f"--guidance needs a run trained with prompt dropout (text.dropout > 0); {name!r} "
@@ -226,8 +226,6 @@ def generate(
             y = (torch.full((n,), label) if label is not None else cycle_labels(start, n, num_classes)).to(device)
             cond = {"y": y}
         if text is not None:
-            from .text_encoders import prompt_cond
-
             cond.update(prompt_cond(text, [prompts[j % len(prompts)] for j in range(start, start + n)]))
         if parallel_window is not None:  # each batch from its own seed (seed + index of its first sample)
             xb, pinfo = samplers.parallel(denoiser, run.process, (n, *run.shape), sampler=sampler, steps=steps,

@@ -2,7 +2,6 @@
 
 ``from_diffusers(model_or_folder, scheduler_or_config) -> (denoiser, process)`` reads the scheduler's
 *training* setup and maps it onto scorediff's process and parameterization:
-
 - DDPM-family schedulers (DDPM, DDIM, Euler, DPM-Solver, UniPC, PNDM, ...: anything with ``betas``):
   the process is ``vp-discrete`` (Ho et al. 2020) with the exact float64 betas of ``beta_schedule``
   ("linear", "scaled_linear", "squaredcos_cap_v2", or ``trained_betas``). diffusers' integer timestep
@@ -47,10 +46,15 @@ import torch
 from torch import Tensor, nn
 
 from . import parameterizations
+from .guidance import classifier_free
+from .latent import decode as vae_decode
+from .latent import load_diffusers_vae
 from .nets.unet import Attention, Downsample, ResBlock, Upsample
 from .parameterizations import NetDenoiser
 from .processes import EDM, Process, VPDiscrete
 from .processes.vp import cosine_betas, scaled_linear_betas
+from .samplers import sample
+from .text_encoders import PretrainedEncoder
 
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 MODEL_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -287,8 +291,6 @@ class TextToImage:
         ``negative``: the unconditional branch's prompt or embeddings (default: the empty prompt).
         ``start``: the state at the first time (default: prior noise from ``seed``). Options go to
         ``scorediff.sample`` (schedule, ...)."""
-        from .guidance import classifier_free
-        from .samplers import sample
 
         def embed(p):
             if isinstance(p, tuple):
@@ -319,8 +321,6 @@ class TextToImage:
 
     def decode(self, z: Tensor) -> Tensor:
         """Images from latents: the VAE's decoder at z / scale."""
-        from .latent import decode as vae_decode
-
         return vae_decode(self.vae, z, self.scale)
 
 
@@ -329,8 +329,6 @@ def text_to_image(folder: str | Path, scheduler_or_config: Any = None, *, text_e
     """A Stable-Diffusion-style pipeline folder as a ``TextToImage``: ``unet/`` (a ``UNet2DConditionModel``),
     ``scheduler/``, and when present (or named) ``vae/`` (``AutoencoderKL``) and ``text_encoder/`` with
     ``tokenizer/`` (a frozen CLIP / T5 encoder: needs the transformers package). Only local files are read."""
-    from .latent import load_diffusers_vae
-    from .text_encoders import PretrainedEncoder
 
     root = Path(folder)
     denoiser, process = from_diffusers(root, scheduler_or_config)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .distill import Objective
+from .few_step import Objective
 from .parameterizations import Parameterization, VelocityParam
 from .processes.base import Process
 from .samplers import SAMPLERS, sample

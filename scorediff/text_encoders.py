@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from .guidance import classifier_free
 from .nets.text import ByteTextTransformer, TextConditioned
 
 __all__ = ["ENCODERS", "JointEncoder", "PretrainedEncoder", "TextEncoder", "context_dim", "from_config",
@@ -156,7 +157,6 @@ def prompt_cond(encoder: TextEncoder, prompts: list[str]) -> dict[str, Tensor]:
 def prompt_guidance(denoiser, encoder: TextEncoder, scale: float, negative_prompt: str | None = None, **options):
     """Classifier-free guidance on prompts (``scorediff.guidance.classifier_free``): the unconditional branch sees
     the null prompt, or ``negative_prompt``'s encoding; options (interval, rescale, threshold) pass through."""
-    from .guidance import classifier_free
 
     with torch.no_grad():
         negative = encoder.null() if negative_prompt is None else encoder.encode([negative_prompt])

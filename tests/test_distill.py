@@ -1,4 +1,4 @@
-"""Few-step generation (scorediff.distill, the consistency sampler) against closed-form truth.
+"""Few-step generation (scorediff.few_step, the consistency sampler) against closed-form truth.
 
 Teachers are the exact mixture denoiser of ``scorediff.analytic.ring2d`` (no teacher is trained here);
 students are small MLPs trained by the one training loop (``Trainer`` with the objective as its loss).
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from scorediff import analytic as A
-from scorediff import distill, nets, sample, schedules
+from scorediff import few_step, nets, sample, schedules
 from scorediff import parameterizations as PZ
 from scorediff import processes as P
 from scorediff.data import ArrayDataset, DataInfo
@@ -165,7 +165,7 @@ def progressive(tmp_path_factory):
     def student_run(**kw):
         torch.manual_seed(0)
         net = TeacherPlusMLP(mix, EDM)
-        obj = distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=16, to_steps=4,
+        obj = few_step.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=16, to_steps=4,
                                               steps_per_stage=300)
         comps = Components(ring_data(), {"shape": [2], "num_classes": 0, "kind": "points"}, net, EDM, param, obj)
         return Trainer(config(600), out, components=comps, resume=kw.pop("resume", False)).train(**kw)
@@ -210,7 +210,7 @@ def test_progressive_4_steps_beat_the_teachers_4_step_ddim(progressive):
 
 def test_consistency_distillation_beats_the_teachers_ddim_at_1_and_2_steps(tmp_path):
     mix, param = A.ring2d(), PZ.make("consistency")
-    tr = run(lambda net: distill.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=250,
+    tr = run(lambda net: few_step.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=250,
                                                          solver="heun", mu=0.95, s0=12, s1=12),
              param, 250, tmp_path, EDM, sample={"sampler": "consistency", "steps": 1})
     f = PZ.NetDenoiser(tr.ema.model, EDM, param)
@@ -234,25 +234,25 @@ def test_resume_mid_stage_is_bit_exact(method, tmp_path):
         param = PZ.make("x0")
 
         def objective(net):
-            return distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
+            return few_step.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
                                                    steps_per_stage=4)
     elif method == "progressive_annealed":  # stages of 3 and 5 steps, lr annealed within each, Heun first teacher
         param = PZ.make("x0")
 
         def objective(net):
-            return distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
+            return few_step.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
                                                    steps_per_stage=[3, 5], teacher_solver="heun", lr_anneal=True)
     elif method == "consistency_distillation":
         param = PZ.make("consistency")
 
         def objective(net):
-            return distill.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=8, s0=2, s1=8,
+            return few_step.ConsistencyDistillation(EDM, param, mix.denoiser(EDM), net, total_steps=8, s0=2, s1=8,
                                                    solver="dpm_solver_pp")
     else:
         param = PZ.make("consistency")
 
         def objective(net):
-            return distill.ConsistencyTraining(EDM, param, total_steps=8, s0=2, s1=8)
+            return few_step.ConsistencyTraining(EDM, param, total_steps=8, s0=2, s1=8)
 
     straight = run(objective, param, 8, tmp_path / "a", EDM)
     run(objective, param, 8, tmp_path / "b", EDM, stop_after=6)  # stage 2 of 2 (progressive), mid-curriculum
@@ -277,7 +277,7 @@ def test_progressive_stage_lengths_and_lr_anneal(tmp_path):
     objs = []
 
     def objective(net):
-        objs.append(distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
+        objs.append(few_step.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), net, teacher_steps=8, to_steps=2,
                                                     steps_per_stage=[3, 5], teacher_solver="heun", lr_anneal=True))
         return objs[-1]
 
@@ -298,20 +298,20 @@ def test_progressive_stage_lengths_and_lr_anneal(tmp_path):
     two_heun = SAMPLERS["heun"](mix.denoiser(EDM), EDM, x, torch.tensor(t_grid[2:5], dtype=torch.float64))
     torch.testing.assert_close(one_ddim, two_heun, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="one per halving"):
-        distill.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), small_net(), teacher_steps=8, to_steps=2,
+        few_step.ProgressiveDistillation(EDM, param, mix.denoiser(EDM), small_net(), teacher_steps=8, to_steps=2,
                                         steps_per_stage=[3, 5, 7])
 
 
 def test_curricula():
-    assert distill.cd_curriculum(0, 100, 2, 150) == 2 and distill.cd_curriculum(100, 100, 2, 150) == 151
-    assert distill.cd_curriculum(50, 100, 18, 18) == 19
-    ns = [distill.ict_curriculum(k, 1000, 10, 160) for k in range(1000)]
+    assert few_step.cd_curriculum(0, 100, 2, 150) == 2 and few_step.cd_curriculum(100, 100, 2, 150) == 151
+    assert few_step.cd_curriculum(50, 100, 18, 18) == 19
+    ns = [few_step.ict_curriculum(k, 1000, 10, 160) for k in range(1000)]
     assert ns[0] == 11 and ns[-1] == 161 and sorted(set(ns)) == [11, 21, 41, 81, 161]
     assert ns == sorted(ns)
 
 
 def test_ict_index_distribution_is_the_discretised_lognormal():
-    obj = distill.ConsistencyTraining(EDM, PZ.make("consistency"), total_steps=10, s0=10, s1=10)
+    obj = few_step.ConsistencyTraining(EDM, PZ.make("consistency"), total_steps=10, s0=10, s1=10)
     ts = obj.grid(11)
     probs = obj.index_probs(ts)
     # independent: the lognormal's mass between the nodes by scipy, renormalised over [sigma_min, sigma_max]
@@ -325,14 +325,14 @@ def test_ict_index_distribution_is_the_discretised_lognormal():
 def test_pseudo_huber():
     a, b = torch.zeros(3, 4), torch.ones(3, 4)
     c = 0.00054 * 2
-    assert torch.allclose(distill.pseudo_huber(a, b), torch.full((3,), (math.sqrt(4 + c * c) - c) / 4))
+    assert torch.allclose(few_step.pseudo_huber(a, b), torch.full((3,), (math.sqrt(4 + c * c) - c) / 4))
 
 
 def test_teacher_objectives_are_not_configurable_from_train():
     with pytest.raises(ValueError, match="needs a teacher run"):
-        distill.make("progressive", EDM, PZ.make("edm"), 10)
+        few_step.make("progressive", EDM, PZ.make("edm"), 10)
     with pytest.raises(ValueError, match="objective 'nope' unknown"):
-        distill.make("nope", EDM, PZ.make("edm"), 10)
+        few_step.make("nope", EDM, PZ.make("edm"), 10)
 
 
 # -- the command line ---------------------------------------------------------------------------------------

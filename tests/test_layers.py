@@ -135,7 +135,7 @@ def test_cli_commands_other_than_training_never_import_the_training_loop():
 
 
 def test_layers_below_run_folders_never_import_them():
-    """DESIGN.md: utils <- processes <- parameterizations <- {losses, samplers, ...} <- {inverse, likelihood, distill,
+    """DESIGN.md: utils <- processes <- parameterizations <- {losses, samplers, ...} <- {inverse, likelihood, few_step,
     latent, eval} <- runs <- training <- cli."""
     g = import_graph()
     above = ("scorediff.runs", "scorediff.training", "scorediff.cli", "scorediff.report", "scorediff.generate")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..utils import unknown
+from ..utils import check_options, unknown
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,6 @@ def make_schedule(name: str, **options: float) -> Schedule:
     """The schedule ``name`` (loglinear, geometric, cosine) with its options (eps; sigma_min, sigma_max)."""
     if name not in SCHEDULES:
         raise unknown("discrete noise schedule", name, SCHEDULES)
-    from ..utils import check_options
 
     cls = SCHEDULES[name]
     check_options(f"schedule {name!r}", options, [k for k in cls.__dataclass_fields__ if k != "name"])

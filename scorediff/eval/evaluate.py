@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed, samplers
+from ..text_encoders import prompt_cond, prompt_guidance
 from ..utils import cycle_labels
 from .features import Features, raw_features, reference_features
 from .metrics import frechet_distance, kid, precision_recall, sliced_w2
@@ -50,7 +51,6 @@ def prompted(denoiser, encoder, guidance: float | None = None):
     """(Denoiser, encode) for evaluating a text-conditioned model: ``encode(prompts) -> cond`` through ``encoder``
     (``scorediff.text_encoders``), and the Denoiser guided on prompts at scale ``guidance`` (classifier-free, the
     null prompt as the other branch; None: the conditional model alone)."""
-    from ..text_encoders import prompt_cond, prompt_guidance
 
     if guidance is not None:
         denoiser = prompt_guidance(denoiser, encoder, guidance)

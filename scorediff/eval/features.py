@@ -2,7 +2,6 @@
 
 A ``Features`` maps data (B, *event) to feature vectors (B, F); it carries a ``name`` and a ``digest`` (sha256 of
 its weights) that key the cache. Built by ``make_features(spec)``:
-
 ==================  =============================================================================================
 spec                features
 ==================  =============================================================================================
@@ -32,6 +31,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from ..atomic import write_atomic
+from ..guidance import load_classifier
+from .inception import load_inception
 
 __all__ = ["Features", "default_cache_dir", "make_features", "module_features", "reference_features"]
 
@@ -83,16 +86,9 @@ def make_features(spec: str, device: torch.device | str = "cpu", batch_size: int
     if kind == "raw" and not path:
         return raw_features()
     if kind == "inception" and path:
-        from .inception import load_inception
-
         net = load_inception(path, device)
         return module_features(net, "inception-fid", device, batch_size or 32)
     if kind == "classifier" and path:
-        try:
-            from ..guidance import load_classifier
-        except ImportError:
-            raise ValueError("classifier features need scorediff.guidance.load_classifier, which this installation "
-                             "lacks; use --features inception:PATH or raw") from None
         net = load_classifier(path, device)
         return module_features(net, "classifier", device, batch_size or 256)
     raise ValueError(f"features {spec!r} unknown; expected raw, inception:PATH or classifier:PATH")
@@ -122,7 +118,6 @@ def reference_features(data: Tensor, features: Features, cache_dir: str | os.Pat
         return features(data)
     from safetensors.torch import load, save
 
-    from ..atomic import write_atomic
 
     key = hashlib.sha256(f"{data_digest(data)}|{features.name}|{features.digest}".encode()).hexdigest()[:32]
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()

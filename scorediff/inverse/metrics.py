@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..analytic import GaussianMixture
+from ..analytic import GaussianMixture, sliced_wasserstein
 
 # -- measuring against the exact posterior ---------------------------------------------------------------------
 
@@ -37,7 +37,6 @@ def moment_errors(samples: Tensor, truth: GaussianMixture, n_ref: int | None = N
     ``mean`` = max_i |mean_i - mean*_i|, ``cov`` = max_ij |cov_ij - cov*_ij|, ``sw2`` = sliced W2 to N exact draws
     (``n_ref``, default N), and ``sw2_floor``, the sliced W2 between two independent sets of N exact draws (the
     value a perfect sampler reaches at this N)."""
-    from ..analytic import sliced_wasserstein
 
     x = samples.reshape(samples.shape[0], -1).to(torch.float64)
     n = n_ref or x.shape[0]

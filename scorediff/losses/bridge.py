@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import data
 from ..parameterizations import Parameterization, VelocityParam
 from ..processes.base import Process
 from ..utils import mean_flat
@@ -71,8 +72,6 @@ class BridgeLoss(Loss):
         if torch.is_tensor(source):  # (library use: source examples given as a tensor)
             self._source_x, self.source = source, "tensor"
         elif source is not None:
-            from .. import data
-
             spec = {"name": source} if isinstance(source, str) else dict(source)
             ds = data.make(spec["name"], **spec.get("options", {}))
             self._source_x = ds.x if hasattr(ds, "x") else torch.stack([ds[i][0] for i in range(len(ds))])

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import write_atomic
+from ..data import from_unit
 
 
 def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, pad: int = 2, scale: int | None = None) -> np.ndarray:
@@ -113,6 +114,5 @@ def save_loss_plot(metrics_path: str | Path, path: str | Path, root: str | Path 
 
 def to_unit(x: Tensor) -> Tensor:
     """Model-space images in [-1, 1] to [0, 1], quantised as ``scorediff.data.from_unit`` stores pixels."""
-    from ..data import from_unit
 
     return from_unit(x).float() / 255.0

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import cascade, data, distill, latent, losses, nets, parameterizations, processes
+from .. import cascade, data, few_step, latent, losses, nets, parameterizations, processes, text_encoders
 from ..distributed import pick_device
-from ..samplers import options_of
+from ..masking import MaskedConditionLoss
+from ..samplers import SAMPLERS, options_of
 from ..utils import check_options
 from . import checkpoint as ckpt
 from . import config as config_mod
@@ -123,10 +124,7 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
         if num_classes < 1:
             raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
         overrides.setdefault("num_classes", num_classes)
-    from .. import (
-        text_encoders,  # prompts: cross-attention of the encoder's width, the built-in encoder inside
-    )
-
+    # prompts: cross-attention of the encoder's width, the built-in encoder inside
     dim = text_encoders.context_dim(cfg["text"])
     if dim:
         overrides.setdefault("context_dim", dim)
@@ -227,8 +225,6 @@ def check_sampler(cfg: dict) -> None:
 
 
 def _runs_on(sampler: str, process: processes.Process) -> None:
-    from ..samplers import SAMPLERS
-
     if not SAMPLERS[sampler].info.runs_on(process):
         ok = ", ".join(n for n, f in SAMPLERS.items() if f.info.runs_on(process))
         raise ValueError(f"sample.sampler '{sampler}' does not run on process '{process.name}'; one of: {ok}")
@@ -268,16 +264,14 @@ def build(cfg: dict) -> Components:
     elif task == "autoencoder":
         raise ValueError("an autoencoder network trains with loss.name = 'autoencoder' "
                          f"(got {cfg['loss']['name']!r})")
-    elif cfg["loss"]["name"] in distill.OBJECTIVES:  # a few-step objective (distillation, consistency training)
-        loss = distill.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
+    elif cfg["loss"]["name"] in few_step.OBJECTIVES:  # a few-step objective (distillation, consistency training)
+        loss = few_step.make(cfg["loss"]["name"], process, param, int(cfg["optim"]["steps"]), **cfg["loss"]["options"])
     else:
         name = cfg["loss"]["name"]
         name = "hsm" if name == "dsm" and getattr(process, "phase_space", False) else name  # cld: DSM in phase space
         loss = losses.make(name, process, param, **cfg["loss"]["options"])
     c = cfg.get("conditioning") or {}
     if c.get("task"):
-        from ..masking import MaskedConditionLoss
-
         loss = MaskedConditionLoss(loss, c["task"], c["p_uncond"], c["context"], c["known"])
     factor = int(cfg["cascade"]["factor"])
     if factor:

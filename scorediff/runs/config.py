@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..data import DATASETS
 from ..utils import parse_key_value
 
 
@@ -251,7 +252,6 @@ def _validate_perf(cfg: dict) -> None:
 
 def _validate_streaming(cfg: dict) -> None:
     """What a streamed data set cannot do, named before the run starts."""
-    from ..data import DATASETS
 
     name = cfg["data"]["name"]
     if getattr(DATASETS.get(name), "streaming", False) and cfg["eval"]["every"]:

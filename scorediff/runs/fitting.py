@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .. import distill
+from .. import few_step
 from .. import samplers as samplers_mod
 from ..atomic import check_no_symlink, ensure_dir
 from ..samplers._common import bind_cond
@@ -75,7 +75,7 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
         check_no_symlink(run_dir / SCHEDULES, run_dir)  # before the minutes of fitting
         run = load_run(run_dir, ema=True, device=device)
         run.require_task("diffusion", "scorediff fit-schedule")
-        if run.config["loss"]["name"] in distill.OBJECTIVES:
+        if run.config["loss"]["name"] in few_step.OBJECTIVES:
             raise ValueError(f"run {str(run_dir)!r} is a few-step model (loss "
                              f"{run.config['loss']['name']!r}), sampled on its own grid; a fitted grid needs a "
                              "diffusion model's denoiser")

@@ -12,6 +12,7 @@ from .. import latent, parameterizations, processes
 from ..distributed import pick_device
 from ..nets import Autoencoder
 from ..parameterizations import NetDenoiser
+from ..text_encoders import from_config
 from . import checkpoint as ckpt
 from . import fitted, tokens
 from .build import build_process_param, load_codec, read_net
@@ -55,8 +56,6 @@ class Run:
     def text_encoder(self):
         """The encoder of a run's prompts (``scorediff.text_encoders``), None for a run without prompts."""
         if getattr(self, "_text", None) is None:
-            from ..text_encoders import from_config
-
             self._text = from_config(self.config["text"], self.net, next(self.net.parameters()).device)
         return self._text
 

@@ -2,7 +2,6 @@
 
 A config whose ``process.name`` is a discrete process (``absorbing``, ``uniform``) or ``autoregressive`` trains a
 ``TokenTransformer`` on token data (``data.info.kind == "tokens"``: ``text``, ``pydoc-text``, ``digits-tokens``):
-
 * ``build`` makes the components (``Components.task`` "discrete" | "autoregressive"; ``Components.model`` wraps the
   network into the callable the loss takes); ``parameterization.name`` "mean" (default) or "ratio" (SEDD);
   ``loss.name`` "score_entropy", "mdlm" or "autoregressive";
@@ -24,8 +23,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import discrete
+from .. import data, discrete, nets, plotting
+from ..data.text import tokenizer_from_record
 from ..discrete import autoregressive
+from ..discrete.samplers import options_of
+from ..utils import check_options
+from . import checkpoint as ckpt
+from .components import Components, info_dict
 
 TASKS = ("discrete", "autoregressive")
 PROCESS_NAMES = (*discrete.PROCESSES, "autoregressive")
@@ -44,7 +48,6 @@ def _process(cfg: dict, vocab: int):
 
 def build_net(cfg: dict, info: dict) -> nn.Module:
     """The token network of a config for data ``info`` (vocab and length from the data)."""
-    from .. import nets
 
     ncfg = cfg["net"]
     spec = ncfg["config"] if ncfg["config"] is not None else ncfg["preset"]
@@ -89,16 +92,12 @@ def check_config(cfg: dict) -> None:
         name = s["sampler"]
         if name not in discrete.SAMPLERS:
             raise ValueError(f"discrete sampler {name!r} unknown; one of: {', '.join(discrete.SAMPLERS)}")
-        from ..discrete.samplers import options_of
-        from ..utils import check_options
 
         check_options(f"discrete sampler {name!r}", s["options"], options_of(name))
 
 
 def build(cfg: dict):
     """The components of a token config (``Components`` with task "discrete" or "autoregressive")."""
-    from .. import data
-    from .components import Components, info_dict
 
     check_config(cfg)
     try:
@@ -163,7 +162,6 @@ def sample(trainer, num: int | None = None) -> Tensor:
 
 def decode(info: dict, x: Tensor) -> list[str]:
     """Token sequences as text (one string per sequence); pixel tokens as rows of level digits."""
-    from ..data.text import tokenizer_from_record
 
     if info.get("image"):
         return [" ".join(f"{int(v):2d}" for v in row) for row in x.cpu()]
@@ -186,7 +184,6 @@ def save_samples(trainer, x: Tensor) -> Path:
 
 def save_picture(info: dict, x: Tensor, path: Path, title: str = "") -> Path:
     """A PNG of token samples: the image grid of pixel tokens, else the first samples' text."""
-    from .. import plotting
 
     if info.get("image"):
         H, W = info["image"]
@@ -267,7 +264,6 @@ def check_data(run: TokenRun, info: dict, what_data: str) -> None:
 def check_resume(out: Path, info: dict) -> None:
     """Resuming a token run on data whose vocabulary, tokenizer or length differ from the run's: one line, before
     anything is written (the config may be unchanged while a text file under it changed)."""
-    from . import checkpoint as ckpt
 
     path = Path(out) / "info.json"
     stored = ckpt.read_json(path).get("data", {}) if path.exists() else {}

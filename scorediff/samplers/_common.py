@@ -89,7 +89,7 @@ class SamplerInfo:
     processes: the process names it can run on (None: every data-space process, i.e. all but the phase-space
         ``cld``, whose samplers declare it); on any other it raises a ValueError naming the process.
     denoiser: what the sampler needs: "any" Denoiser (E[x0 | x_t]), or "consistency", a consistency
-        function f(x, t) (the probability-flow map to t_min; ``scorediff.distill``).
+        function f(x, t) (the probability-flow map to t_min; ``scorediff.few_step``).
     """
 
     order: int

@@ -1,7 +1,8 @@
-"""The multistep machinery shared by the exponential integrators in lambda (``dpm_solver``, ``dpm_solver_pp``,
-``unipc``): per-node lambda with infinite noise mapped to -inf, off-grid nodes placed by lambda, the divided
-differences of a multistep history as weights, the per-step order, and ``run_multistep``, the one loop that keeps
-the history.
+"""The machinery shared by the exponential integrators in lambda (``dpm_solver``, ``dpm_solver_pp``, ``unipc``):
+per-node lambda with infinite noise mapped to -inf, off-grid nodes placed by lambda, the divided differences of a
+multistep history as weights, the per-step order, ``run_multistep``, the one loop that keeps the history, and
+``run_singlestep``, the one loop of the singlestep methods (DPM-Solver-k, DPM-Solver++(2S)), whose intermediate
+nodes sit at fixed fractions of each step in lambda.
 
 Lu et al. 2022b (DPM-Solver++, Algorithm 2 and its third-order form) and Zhao et al. 2023 (UniPC, Algorithms
 1-2) share this loop: at node i one model call gives x0_hat_i; the output a method keeps (x0_hat, or eps_hat for
@@ -88,6 +89,39 @@ def finite_history(lams: Sequence[float]) -> int:
             break
         n += 1
     return n
+
+
+# step(i, x, x0_hat_i, nodes_i) -> the state at node i + 1, nodes_i the step's intermediate (t, alpha, sigma)
+SingleStepFn = Callable[[int, Tensor, Tensor, list[tuple[float, float, float]]], Tensor]
+
+
+def run_singlestep(
+    denoiser: Denoiser,
+    grid: Grid,
+    x: Tensor,
+    hook: Hook | None,
+    callback: Callback | None,
+    *,
+    fractions: Sequence[Sequence[float]],
+    step: SingleStepFn,
+) -> Tensor:
+    """The singlestep loop over ``grid`` from state x at ts[0] (Lu et al. 2022, Algorithms 1-2; 2022b, Alg. 1).
+
+    Step i has intermediate nodes at lambda_i + r (lambda_{i+1} - lambda_i) for r in ``fractions[i]`` (empty: no
+    intermediate node, e.g. from lambda = -inf or onto sigma = 0), all placed before the loop in one vectorised
+    call. Per step: x0_hat_i = D(x, t_i); ``step(i, x, x0_hat_i, nodes_i)`` gives the state at node i + 1. Onto
+    sigma = 0 the last step is the denoise-to-zero step.
+    """
+    lam = grid_log_snr(grid)
+    wanted = [lam[i] + r * (lam[i + 1] - lam[i]) for i, fr in enumerate(fractions) for r in fr]
+    flat = iter(nodes_at_log_snr(grid.process, wanted))
+    nodes = [[next(flat) for _ in fr] for fr in fractions]
+    for i in range(grid.steps):
+        if grid.to_zero(i):
+            return denoise_to_zero(denoiser, grid, x, hook, callback)
+        x0_i = grid.denoise(denoiser, x, i)
+        x = end_step(grid, i, step(i, x, x0_i, nodes[i]), x0_i, hook, callback)
+    return x
 
 
 # step(i, x, x0_hat_i, history, lam_history, k) -> the state at node i + 1 (before hook and callback)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..processes.base import Process
 from ._common import Callback, Denoiser, Hook, noise_like, sampler_info
+from .ode import integrate_pf_ode
 
 CLD_ONLY = ("cld",)
 
@@ -205,7 +206,6 @@ def sample_cld_ode(
     stats: dict | None = None,
 ) -> Tensor:
     """Integrate CLD's probability-flow ODE adaptively node to node (``rtol``, ``atol``, torchdiffeq ``method``)."""
-    from .ode import integrate_pf_ode
 
     nfe = [0]
 

@@ -2,7 +2,7 @@
 
 The denoiser must be a consistency function f(x, t): the map of the probability-flow ODE from time t to
 t_min, in x0 units (a network with the ``consistency`` parameterization, trained by
-``scorediff.distill``), not the posterior mean E[x0 | x_t] of an ordinary denoiser. Over the grid
+``scorediff.few_step``), not the posterior mean E[x0 | x_t] of an ordinary denoiser. Over the grid
 ts = (tau_0 = t_max, tau_1, ..., tau_{N-1}, t_end):
     x0_hat = f(x_{tau_0}, tau_0)                                                    # one step
     for n = 1 .. N-1:  z ~ N(0, I),  x_{tau_n} = alpha_n (x0_hat + sqrt(sigma~_n^2 - sigma~_min^2) z),

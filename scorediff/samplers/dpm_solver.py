@@ -32,12 +32,10 @@ from ._common import (
     Grid,
     Hook,
     call_model,
-    denoise_to_zero,
-    end_step,
     lincomb,
     sampler_info,
 )
-from ._multistep import difference_weights, grid_log_snr, nodes_at_log_snr, run_multistep
+from ._multistep import difference_weights, grid_log_snr, run_multistep, run_singlestep
 
 
 def fast_orders(nfe: int, order: int = 3) -> list[int]:
@@ -197,16 +195,10 @@ def sample_dpm_solver(
         # no intermediate node exists at lambda = -inf; none is needed onto sigma = 0
         orders = [1 if not math.isfinite(lam[i]) or grid.to_zero(i) else k for i, k in enumerate(orders)]
         fractions = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
-        wanted = [lam[i] + r * (lam[i + 1] - lam[i]) for i, k in enumerate(orders) for r in fractions[k]]
-        flat = iter(nodes_at_log_snr(process, wanted))  # all intermediate nodes, in one call
-        nodes = [[next(flat) for _ in fractions[k]] for k in orders]
-        for i in range(grid.steps):
-            if grid.to_zero(i):
-                return denoise_to_zero(denoiser, grid, x, hook, callback)
-            x0_s = grid.denoise(denoiser, x, i)
-            x_next = _singlestep_noise(denoiser, grid, i, x, x0_s, lam[i], lam[i + 1], orders[i], nodes[i])
-            x = end_step(grid, i, x_next, x0_s, hook, callback)
-        return x
+        return run_singlestep(
+            denoiser, grid, x, hook, callback, fractions=[fractions[k] for k in orders],
+            step=lambda i, x, x0_s, nodes: _singlestep_noise(denoiser, grid, i, x, x0_s, lam[i], lam[i + 1],
+                                                             orders[i], nodes))
     if nfe is not None:
         raise ValueError("dpm_solver: nfe applies to method='singlestep' only")
 

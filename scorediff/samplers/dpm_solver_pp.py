@@ -31,13 +31,11 @@ from ._common import (
     Grid,
     Hook,
     call_model,
-    denoise_to_zero,
-    end_step,
     lincomb,
     noise_like,
     sampler_info,
 )
-from ._multistep import difference_weights, grid_log_snr, nodes_at_log_snr, run_multistep
+from ._multistep import difference_weights, grid_log_snr, run_multistep, run_singlestep
 
 
 def _weights(h: float) -> tuple[float, float, float]:
@@ -117,23 +115,20 @@ def sample_dpm_solver_pp_2s(
     grid = Grid(process, ts, like=x)
     lam = grid_log_snr(grid)
     two = [math.isfinite(lam[i]) and not grid.to_zero(i) for i in range(grid.steps)]  # steps with a midpoint
-    mid = iter(nodes_at_log_snr(process, [lam[i] + r * (lam[i + 1] - lam[i]) for i in range(grid.steps) if two[i]]))
-    for i in range(grid.steps):
-        if grid.to_zero(i):
-            return denoise_to_zero(denoiser, grid, x, hook, callback)
-        x0_s = grid.denoise(denoiser, x, i)
-        if two[i]:
-            # u = a1 x0_s + s1 eps_s and x_t = DDIM + alpha_t (1 - e^{-h}) / (2r) (x0_1 - x0_s), with
-            # eps_s = (x - alpha_s x0_s) / sigma_s expanded: 2 + 3 passes
-            t1, a1, s1 = next(mid)
-            c1, c = s1 / grid.sigma[i], grid.sigma[i + 1] / grid.sigma[i]
-            x0_1 = call_model(denoiser, lincomb((c1, x), (a1 - c1 * grid.alpha[i], x0_s)), t1)
-            k = grid.alpha[i + 1] * (-math.expm1(-(lam[i + 1] - lam[i]))) / (2 * r)
-            x_next = lincomb((c, x), (grid.alpha[i + 1] - c * grid.alpha[i] - k, x0_s), (k, x0_1))
-        else:
-            x_next = grid.ddim(x, x0_s, i)
-        x = end_step(grid, i, x_next, x0_s, hook, callback)
-    return x
+
+    def step(i: int, x: Tensor, x0_s: Tensor, nodes: list[tuple[float, float, float]]) -> Tensor:
+        if not nodes:
+            return grid.ddim(x, x0_s, i)
+        # u = a1 x0_s + s1 eps_s and x_t = DDIM + alpha_t (1 - e^{-h}) / (2r) (x0_1 - x0_s), with
+        # eps_s = (x - alpha_s x0_s) / sigma_s expanded: 2 + 3 passes
+        (t1, a1, s1), = nodes
+        c1, c = s1 / grid.sigma[i], grid.sigma[i + 1] / grid.sigma[i]
+        x0_1 = call_model(denoiser, lincomb((c1, x), (a1 - c1 * grid.alpha[i], x0_s)), t1)
+        k = grid.alpha[i + 1] * (-math.expm1(-(lam[i + 1] - lam[i]))) / (2 * r)
+        return lincomb((c, x), (grid.alpha[i + 1] - c * grid.alpha[i] - k, x0_s), (k, x0_1))
+
+    return run_singlestep(denoiser, grid, x, hook, callback, fractions=[(r,) if two_i else () for two_i in two],
+                          step=step)
 
 
 @sampler_info(

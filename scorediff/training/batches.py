@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .. import distributed as ddp
 from ..utils import derive_seed
+from .streaming import ShardBatches
 
 __all__ = ["Batches", "derive_seed", "make_batches"]
 
@@ -79,7 +80,5 @@ def make_batches(dataset, batch_size: int, seed: int, world: ddp.World, device: 
     """The batch stream of a run: ``Batches`` for a data set with random access, ``streaming.ShardBatches``
     for one streamed shard by shard (``data.workers`` loader processes per rank)."""
     if getattr(dataset, "streaming", False):
-        from .streaming import ShardBatches
-
         return ShardBatches(dataset, batch_size, seed, world, device, workers)
     return Batches(dataset, batch_size, seed, world, device)

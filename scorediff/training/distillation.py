@@ -1,7 +1,7 @@
 """Distil a trained run into a few-step run: ``distill(teacher_run, method, out)``.
 
 The student is a copy of the teacher's network (its EMA weights), trained by the one training loop with a
-``scorediff.distill`` objective in place of the loss, so progress bar, checkpoints and exact resume are
+``scorediff.few_step`` objective in place of the loss, so progress bar, checkpoints and exact resume are
 those of training. The result is an ordinary run folder whose config samples it with the distilled number
 of steps: DDIM on the distilled grid for ``progressive``, the ``consistency`` sampler for ``consistency``.
 """
@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import data
-from .. import distill as distill_mod
+from .. import data, few_step
+from ..reflow import Reflow
 from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
 from ..runs.build import Components, build_net, build_process_param, check_sampler, info_dict
@@ -80,13 +80,11 @@ def _objective(cfg: dict, process, param, teacher, student_net):
     name = cfg["loss"]["name"]
     try:
         if name == "progressive":
-            return distill_mod.ProgressiveDistillation(process, param, teacher.denoiser, student_net, **opts)
+            return few_step.ProgressiveDistillation(process, param, teacher.denoiser, student_net, **opts)
         if name == "reflow":
-            from ..reflow import Reflow
-
             return Reflow(process, param, teacher.denoiser, tuple(teacher.info["shape"]), **opts)
         if name == "consistency_distillation":
-            return distill_mod.ConsistencyDistillation(process, param, teacher.denoiser, student_net,
+            return few_step.ConsistencyDistillation(process, param, teacher.denoiser, student_net,
                                                        total_steps=int(cfg["optim"]["steps"]), **opts)
     except TypeError as e:
         raise ValueError(f"loss '{name}': bad option(s) {sorted(opts)}: {e}") from None

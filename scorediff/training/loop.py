@@ -27,16 +27,21 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as ddp
-from .. import text_encoders
+from .. import plotting, text_encoders
 from ..atomic import check_no_symlink, open_append
+from ..cascade import downsample
 from ..data.fingerprint import fingerprint
 from ..nets import NULL_LABEL
 from ..parameterizations import NetDenoiser
+from ..plotting import save_loss_plot
 from ..runs import checkpoint as ckpt
 from ..runs import config as config_mod
 from ..runs import repair
 from ..runs.build import Components, Settings, build, build_net, build_process_param, info_dict
 from ..runs.lock import RunLock
+from ..runs.tokens import check_forward, check_resume, save_samples
+from ..runs.tokens import sample as sample_tokens
+from ..samplers import sample
 from ..utils import cycle_labels
 from . import lr_schedule, parallel, performance
 from .batches import derive_seed, make_batches
@@ -116,7 +121,6 @@ class Trainer:
         self.components = c
         self.evaluation: CheckpointEvaluation | None = None  # the config's eval section, built at its first use
         if resume and c.model is not None:  # a token run: the data's vocabulary must still be the run's
-            from ..runs.tokens import check_resume
 
             check_resume(self.out, info_dict(c.info))
         self.info, self.process, self.param = c.info, c.process, c.param
@@ -263,7 +267,6 @@ class Trainer:
     def _check_forward(self) -> None:
         """One tiny forward pass so that a net that does not fit the data fails now, with a clear message."""
         if self.components.model is not None:  # token runs
-            from ..runs.tokens import check_forward
 
             return check_forward(self)
         x = torch.zeros((2, *self.process.state_shape(self.shape)), device=self.device)  # cld: phase state
@@ -316,7 +319,6 @@ class Trainer:
         f = self.components.cascade_factor
         if not f:
             return {}
-        from ..cascade import downsample
 
         return {"low_res": downsample(x, f), "aug_level": torch.full((x.shape[0],), self.cfg["cascade"]["aug_level"],
                                                                      device=x.device)}
@@ -445,12 +447,10 @@ class Trainer:
     @torch.no_grad()
     def sample(self, num: int | None = None) -> Tensor:
         """Samples from the EMA model with the configured sampler (rank 0; its own seeded generator)."""
-        from ..samplers import sample
 
         s = self.settings.sample
         num = num or s.num
         if self.components.model is not None:  # token runs: discrete diffusion or autoregressive
-            from ..runs.tokens import sample as sample_tokens
 
             return sample_tokens(self, num)
         if self.components.task == "autoencoder":  # an autoencoder's grid: reconstructions of training data
@@ -470,11 +470,8 @@ class Trainer:
                       seed=s.seed, device=self.device, cond=cond, **s.options)
 
     def save_samples(self) -> Path:
-        from .. import plotting
-
         x = self.sample()  # a sharded EMA model: every rank samples (the same), rank 0 writes
         if self.components.model is not None:  # token runs: text (and pixel-token grids)
-            from ..runs.tokens import save_samples
 
             self.last_sample_path = save_samples(self, x)
             return self.last_sample_path
@@ -602,8 +599,6 @@ class Trainer:
         if (self.is_main or self.sharded) and self.last_sample_path is None and self.step == total:
             self.save_samples()  # a finished run resumed without new steps still ends with its grid
         if self.is_main and self.step == total and (self.out / "metrics.jsonl").exists():
-            from ..plotting import save_loss_plot
-
             save_loss_plot(self.out / "metrics.jsonl", self.out / "loss.png", root=self.out)
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 activation checkpointing, and the few places where the loop must know which one it has.
 
 ``dist.strategy`` (config):
-
 - ``"ddp"``: every rank holds the whole network and optimizer; gradients are all-reduced
   (``torch.nn.parallel.DistributedDataParallel``).
 - ``"fsdp"``: fully sharded data parallel, FSDP2 (``torch.distributed.fsdp.fully_shard``; Zhao et al. 2023,
@@ -31,12 +30,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import distributed as ddp
+from ..nets.dit import DiTBlock
+from ..nets.unet import Attention, ResBlock
 
 
 def blocks(net: nn.Module) -> list[nn.Module]:
     """The network's repeated blocks, in order: the unit of sharding and of activation checkpointing."""
-    from ..nets.dit import DiTBlock
-    from ..nets.unet import Attention, ResBlock
 
     return [m for m in net.modules() if isinstance(m, (ResBlock, Attention, DiTBlock))]
 

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from . import schedules
+from .losses.base import Loss
 from .parameterizations import NetDenoiser, Parameterization
 from .processes.base import Process
 from .samplers import SAMPLERS
@@ -121,17 +122,15 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "module", net)  # DistributedDataParallel
 
 
-class Objective:
-    """Base class; see the module docstring. ``config()`` is what the run's config records."""
+class Objective(Loss):
+    """A loss with training state (see the module docstring): ``Loss``'s call and ``config()``, plus the step
+    counter the curriculum and the stages read, ``after_step`` and the checkpoint hooks ``state`` / ``load_state``."""
 
     name = "objective"
 
     def __init__(self, process: Process, param: Parameterization):
-        self.process, self.param = process, param
+        super().__init__(process, param)
         self.step = 0  # optimizer steps taken so far (the curriculum and the stages read it)
-
-    def __call__(self, model, x0: Tensor, generator: torch.Generator | None = None, **cond) -> Tensor:
-        raise NotImplementedError
 
     def after_step(self, net: nn.Module, step: int) -> None:
         self.step = step
@@ -141,15 +140,6 @@ class Objective:
 
     def load_state(self, tensors: dict[str, Tensor], info: dict | None) -> None:
         self.step = int((info or {}).get("step", 0))
-
-    def options(self) -> dict:
-        return {}
-
-    def config(self) -> dict:
-        return {"name": self.name, **self.options()}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config()})"
 
     def _noised(self, x0: Tensor, t: Tensor, z: Tensor) -> Tensor:
         """x_t = alpha(t) x0 + sigma(t) z for per-example times t (drawn by the objective from its own grid)."""
