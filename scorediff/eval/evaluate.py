@@ -51,7 +51,6 @@ def prompted(denoiser, encoder, guidance: float | None = None):
     """(Denoiser, encode) for evaluating a text-conditioned model: ``encode(prompts) -> cond`` through ``encoder``
     (``scorediff.text_encoders``), and the Denoiser guided on prompts at scale ``guidance`` (classifier-free, the
     null prompt as the other branch; None: the conditional model alone)."""
-
     if guidance is not None:
         denoiser = prompt_guidance(denoiser, encoder, guidance)
     return denoiser, lambda prompts: prompt_cond(encoder, prompts)
