@@ -169,7 +169,7 @@ def test_guidance_on_prompts_errors(oracle):
         guidance.classifier_free(oracle, 2.0)(x, t, context=context, context_mask=mask)
     with pytest.raises(ValueError, match="without a prompt"):
         guidance.classifier_free(oracle, 2.0)(x, t, y=torch.tensor([0, 1]), negative_context=context)
-    with pytest.raises(ValueError, match="labels or a prompt"):
+    with pytest.raises(ValueError, match="labels, a prompt or observations"):
         guidance.classifier_free(oracle, 2.0)(x, t)
 
 
