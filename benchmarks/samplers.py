@@ -570,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
              f"({len(decided)} of {len(at10)}: {', '.join(f'{k[0]} {k[1]}' for k in decided) or 'none'}).")
     if args.plot:
         plot(rows, problems, Path(args.plot))
-        emit(f"\nPlot: {Path(args.plot).relative_to(HERE) if Path(args.plot).is_relative_to(HERE) else args.plot}")
+        docs, png = HERE.parent / "docs", Path(args.plot).resolve()
+        emit(f"\nPlot: {png.relative_to(docs) if png.is_relative_to(docs) else png.name}")  # no machine path
     emit(f"\nTotal time {time.perf_counter() - t_start:.0f} s ({'quick' if args.quick else 'full'} run).")
     if args.write_readme:
         write_readme(INTRO + SUMMARY + "Latest run:\n\n```\n" + "\n".join(out[:2]) + "\n```\n" + "\n".join(out[2:]))
