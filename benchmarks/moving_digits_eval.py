@@ -1,7 +1,7 @@
 """A trained moving-digits run: do its frames show digits, the right digit, moving the right way?
 
     python -m scorediff train moving-digits --out runs/moving-digits
-    python benchmarks/moving_digits_eval.py runs/moving-digits [--num 200] [--context 2]
+    python benchmarks/moving_digits_eval.py runs/moving-digits [--num 200] [--context 2] [--guidance 2]
 
 Frames are scored one by one. Each frame is cropped to the 8x8 window of largest ink (where the digit sits) and
 fed to a digits classifier (scikit-learn's MLP, 64-128-10, trained on such crops of 6000 single frames of moving
@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--context", type=int, default=None, help="frames given to a forecast (default: half)")
     ap.add_argument("--no-samples", action="store_true", help="skip the unconditional clips")
+    ap.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance scale on the context (runs trained with conditioning.p_uncond > 0)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     run = load_run(a.run)
@@ -122,8 +124,9 @@ def main() -> None:
         method = "conditional" if (run.config.get("conditioning") or {}).get("task") else "repaint"
         t0 = time.process_time()
         pred = forecast.complete(run.denoiser, run.process, test.x, m, method=method,
-                                 sampler="dpm_solver_pp_2m_sde", steps=a.steps, seed=0)
-        name = f"forecast of frames {k}..{frames - 1}, {method} ({time.process_time() - t0:.0f} CPU s)"
+                                 sampler="dpm_solver_pp_2m_sde", steps=a.steps, seed=0, guidance=a.guidance)
+        g = "" if a.guidance == 1.0 else f", guidance {a.guidance:g}"
+        name = f"forecast of frames {k}..{frames - 1}, {method}{g} ({time.process_time() - t0:.0f} CPU s)"
         rows[name] = scores(pred, clf, ref, test.y, future, test.x)[0]
     last = torch.where(m, test.x, test.x[:, :, k - 1:k].expand_as(test.x))
     rows["baseline: last context frame repeated"] = scores(last, clf, ref, test.y, future, test.x)[0]
