@@ -22,7 +22,7 @@ from .runs import Run
 from .runs.build import check_sampler_options
 from .runs.fitted import Lookup, lookup
 from .text_encoders import prompt_cond, prompt_guidance
-from .utils import cycle_labels
+from .utils import check_counts, cycle_labels
 
 # On a CPU a batch whose activations exceed glibc's largest mmap threshold (32 MB) is allocated and freed
 # through mmap on every layer: the page faults made sampling 500 28x28 images at batch 500 2.3x slower in
@@ -200,12 +200,7 @@ def generate(
     samples (default: the null prompt); negative_prompt: the other branch of prompt guidance. Raises ValueError on
     bad input and ``NonFiniteSamplesError`` if any sample is NaN or inf.
     """
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    if batch is not None and batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {batch}")
+    check_counts(num, steps, batch)
     run.require_task("diffusion", "scorediff sample")
     for st in cascade_stages:
         st.require_task("super_resolution", "scorediff sample --cascade")

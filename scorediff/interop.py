@@ -55,6 +55,7 @@ from .processes import EDM, Process, VPDiscrete
 from .processes.vp import cosine_betas, scaled_linear_betas
 from .samplers import sample
 from .text_encoders import PretrainedEncoder
+from .utils import check_counts
 
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 MODEL_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -420,12 +421,7 @@ def generate_pipeline(pipe: TextToImage, num: int, *, prompts: list[str] | None 
     DDPM-family model starts, as diffusers' pipelines do, from ``torch.randn`` of that generator (so one batch of
     a seed starts from the latents a diffusers pipeline draws from a generator of that seed).
     """
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    if batch is not None and batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {batch}")
+    check_counts(num, steps, batch)
     sampler = sampler or default_sampler(pipe)
     steps = steps or DEFAULT_STEPS
     opts = dict(options or {})

@@ -90,6 +90,16 @@ def parse_key_values(items: Iterable[str], what: str = "--option") -> dict[str, 
     return dict(parse_key_value(item, what) for item in items)
 
 
+def check_counts(num: int, steps: int | None, batch: int | None) -> None:
+    """The counts of a sampling request, checked at the door: one line naming the flag (sample, generate)."""
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if batch is not None and batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
+
+
 def cycle_labels(start: int, n: int, num_classes: int, device: torch.device | str | None = None) -> Tensor:
     """Class labels start, start + 1, ..., start + n - 1 modulo ``num_classes``: rows ``start .. start + n - 1`` of
     a batch in which every class is equally represented (the labels of every class-conditional sampling)."""
