@@ -222,3 +222,34 @@ def test_score_entropy_of_a_ratio_model_equals_that_of_its_mean_model(name):
     a = score_entropy(exact, p, x0, t, x_t)
     b = score_entropy(RatioModel(), p, x0, t, x_t)
     assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
+
+
+def test_sharpen_is_tempered_and_nucleus_renormalised():
+    log_p = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=torch.float64))
+    assert torch.equal(models.sharpen(log_p), log_p)
+    tempered = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64) ** 2
+    assert torch.allclose(models.sharpen(log_p, temperature=0.5).exp(), tempered / tempered.sum())
+    # top_p 0.8: the two most probable hold 0.8 -> kept; top_p 0.81 needs the third
+    assert torch.allclose(models.sharpen(log_p, top_p=0.8).exp(), torch.tensor([[0.625, 0.375, 0, 0]]).double())
+    assert torch.allclose(models.sharpen(log_p, top_p=0.81).exp(),
+                          torch.tensor([[0.5, 0.3, 0.15, 0]]).double() / 0.95)
+    assert torch.allclose(models.sharpen(log_p, top_p=1e-9).exp(), torch.tensor([[1.0, 0, 0, 0]]).double())
+    for bad in ({"temperature": 0}, {"temperature": -1.0}, {"top_p": 0}, {"top_p": 1.5}, {"temperature": True}):
+        with pytest.raises(ValueError, match="temperature|top_p"):
+            models.sharpen(log_p, **bad)
+
+
+@pytest.mark.parametrize("sampler", ["first_hitting", "ancestral", "tweedie"])
+def test_temperature_and_top_p_sample_the_sharpened_product_law(sampler):
+    """One component: the positions are independent and p(x0^i | x_t) is the marginal at every t, so sampling
+    with temperature T (and top_p) draws each position from sharpen(marginal) independently: exact truth."""
+    p = discrete.make("absorbing", vocab=V)
+    oracle = random_mixture(V, L, components=1, seed=3)
+    marg = oracle.probs[0]  # (L, V)
+    for opts in ({"temperature": 0.6}, {"temperature": 1.5, "top_p": 0.9}):
+        per_pos = models.sharpen(marg.log(), **opts).exp()
+        seqs = all_sequences(V, L)
+        truth = per_pos[torch.arange(L), seqs].prod(-1)
+        x = discrete.sample(oracle.model(p), p, (N, L), sampler=sampler, steps=32, seed=2, **opts)
+        assert total_variation(x, truth, V) < 0.035, opts
+        assert total_variation(x, oracle.probabilities(), V) > 0.06, opts  # and not the untempered law

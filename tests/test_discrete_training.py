@@ -282,3 +282,25 @@ def test_tokenizer_file(tmp_path):
     tok.save(str(tmp_path / "tok.json"))
     d = data.make("text", files=str(f), tokenizer=str(tmp_path / "tok.json"), length=4)
     assert d.info.vocab == 3 and d.x[0].tolist() == [0, 1, 0, 1]
+
+
+def test_cli_train_prints_text_and_sampling_takes_temperature_and_top_p(tmp_path, capsys):
+    cfg_file = tmp_path / "tiny.json"
+    cfg_file.write_text(json.dumps(tiny_text(tmp_path, **{"sample.every": 6})))
+    assert main(["train", str(cfg_file), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 3 and "step_000006.png" in out  # the last samples, as text
+    chars = set("the quick brown fox jumps over the lazy dog. ")
+    for opts in (["temperature=0.5"], ["top_p=0.9", "temperature=1.2"]):
+        argv = ["sample", str(tmp_path / "run"), "--num", "2", "--steps", "8", "--out", str(tmp_path / "s.png")]
+        assert main(argv + [a for o in opts for a in ("--option", o)]) == 0
+        text = capsys.readouterr().out.split("--- sample 0 (ancestral, 8 steps)\n")[1].split("\n")[0]
+        assert set(text) <= chars
+    assert main(["sample", str(tmp_path / "run"), "--option", "temperature=0"]) == 2
+    assert "temperature must be a number > 0, got 0" in capsys.readouterr().err
+    ar = tiny_text(tmp_path, **{"process.name": "autoregressive", "loss.name": "autoregressive"})
+    train(ar, tmp_path / "ar")
+    assert main(["sample", str(tmp_path / "ar"), "--num", "2", "--option", "top_p=0.5",
+                 "--out", str(tmp_path / "a.png")]) == 0
+    assert main(["sample", str(tmp_path / "ar"), "--option", "cache=false"]) == 2
+    assert "takes the options temperature, top_p, not cache" in capsys.readouterr().err

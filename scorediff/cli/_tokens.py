@@ -50,7 +50,7 @@ def sample_run(args: argparse.Namespace, r) -> int:
         values[: len(ids)] = torch.tensor(ids)
         options.update(fixed=torch.arange(r.shape[0]) < len(ids), values=values)
     x = sample_tokens(r.model, r.process, args.num, r.shape[0], sampler, steps, args.seed, args.device, cond,
-                      **(options if r.process is not None else {}))
+                      **options)
     texts = r.decode(x)
     from ._outputs import png_output_path
 

@@ -94,8 +94,19 @@ def run(args: argparse.Namespace) -> int:
               f"{trainer.elapsed / 60:.3g})", file=sys.stderr)
         if trainer.last_sample_path is not None:
             print(trainer.last_sample_path)
+            _print_text_samples(trainer)
         return 0
     print(f"run folder: {out} (step {trainer.step})", file=sys.stderr)
     if trainer.last_sample_path is not None:
         print(trainer.last_sample_path)
+        _print_text_samples(trainer)
     return 0
+
+
+def _print_text_samples(trainer, count: int = 4) -> None:
+    """A text run's last samples on the console (the first ``count`` of ``samples/step_N.txt``)."""
+    txt = trainer.last_sample_path.with_suffix(".txt")
+    if trainer.info.get("kind") != "tokens" or trainer.info.get("image") or not txt.is_file():
+        return  # images, or pixel tokens: the grid is the sample
+    blocks = txt.read_text(encoding="utf-8").split("\n\n--- sample ")
+    print("\n".join(("" if i == 0 else "--- sample ") + b.rstrip("\n") for i, b in enumerate(blocks[:count])))

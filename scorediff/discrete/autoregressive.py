@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .models import check_sharpening, sharpen
+
 
 class ARModel(nn.Module):
     """``model(x) -> (B, L, V)`` log p(x^i = a | x^{<i}) for every position at once (one causal pass).
@@ -43,12 +45,14 @@ class ARLoss:
 
 @torch.no_grad()
 def sample(model: ARModel, shape: tuple[int, int], seed: int = 0, device=None, temperature: float = 1.0,
-           **cond) -> Tensor:
-    """Ancestral sampling left to right (L causal passes, no key-value cache: the baseline stays simple)."""
+           top_p: float = 1.0, **cond) -> Tensor:
+    """Ancestral sampling left to right (L causal passes, no key-value cache: the baseline stays simple);
+    ``temperature`` and ``top_p`` as for the diffusion samplers (``models.sharpen``)."""
+    check_sharpening(temperature, top_p)
     B, L = shape
     g = torch.Generator(device or "cpu").manual_seed(int(seed))
     x = torch.zeros((B, L), dtype=torch.long, device=device)
     for i in range(L):
-        logp = model(x, **cond)[:, i] / temperature
-        x[:, i] = torch.multinomial(torch.softmax(logp, -1), 1, generator=g)[:, 0]
+        logp = sharpen(model(x, **cond)[:, i], temperature, top_p)
+        x[:, i] = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
     return x

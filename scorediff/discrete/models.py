@@ -27,6 +27,33 @@ from torch import Tensor, nn
 from .processes import DiscreteProcess
 
 
+def sharpen(log_p: Tensor, temperature: float = 1.0, top_p: float = 1.0) -> Tensor:
+    """Temperature and nucleus (top-p, Holtzman et al. 2020) on log-probabilities over the last axis, renormalised.
+
+    ``temperature`` < 1 sharpens (p^(1/T)), > 1 flattens; ``top_p`` < 1 keeps the smallest set of the most
+    probable values whose mass reaches top_p (always the most probable one). The identity at (1, 1). Samplers apply
+    it to log p(x0^i | x_t); the sampled law is then no longer the model's (readability for likelihood).
+    """
+    check_sharpening(temperature, top_p)
+    if temperature == 1.0 and top_p >= 1.0:
+        return log_p
+    out = torch.log_softmax(log_p / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_, order = out.sort(dim=-1, descending=True)
+        before = sorted_.exp().cumsum(-1) - sorted_.exp()  # mass strictly before each value
+        drop = torch.zeros_like(out, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        out = torch.log_softmax(out.masked_fill(drop, float("-inf")), dim=-1)
+    return out
+
+
+def check_sharpening(temperature, top_p) -> None:
+    """One line for a temperature that is not > 0 or a top_p outside (0, 1]."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+
+
 def _alpha(process: DiscreteProcess, t: Tensor, like: Tensor) -> Tensor:
     return process.alpha(t.to(like.dtype))[:, None, None]
 

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..utils import check_options, unknown
-from .models import forward_rates, reverse_rates, reverse_step_probs
+from .models import check_sharpening, forward_rates, reverse_rates, reverse_step_probs, sharpen
 from .processes import DiscreteProcess
 
 
@@ -197,15 +197,27 @@ def time_grid(steps: int, device: torch.device | str | None = None) -> Tensor:
     return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64, device=device)
 
 
+# Options every sampler takes (``sample`` applies them to the model's output, ``models.sharpen``).
+COMMON_OPTIONS: dict = {"temperature": 1.0, "top_p": 1.0}
+
+
 def options_of(name: str) -> dict:
-    """The keyword options of sampler ``name`` with their defaults."""
+    """The keyword options of sampler ``name`` with their defaults (its own, then ``COMMON_OPTIONS``)."""
     import inspect
 
     if name not in SAMPLERS:
         raise unknown("discrete sampler", name, SAMPLERS)
     sig = inspect.signature(SAMPLERS[name].fn)
-    return {k: p.default for k, p in sig.parameters.items()
-            if p.kind is p.KEYWORD_ONLY and k not in ("generator", "fixed", "stats")}
+    own = {k: p.default for k, p in sig.parameters.items()
+           if p.kind is p.KEYWORD_ONLY and k not in ("generator", "fixed", "stats")}
+    return {**own, **COMMON_OPTIONS}
+
+
+def _sharpened(model: Callable, temperature: float, top_p: float) -> Callable:
+    def fn(x: Tensor, t: Tensor, **cond) -> Tensor:
+        return sharpen(model(x, t, **cond), temperature, top_p)
+
+    return fn
 
 
 @torch.no_grad()
@@ -216,7 +228,9 @@ def sample(model: Callable, process: DiscreteProcess, shape: tuple[int, int] | T
 
     ``sampler``/``steps`` default by process (``DEFAULTS``); ``seed`` seeds the one generator. Infilling:
     ``fixed`` (B, L) or (L,) bool and ``values`` (B, L) or (L,) token ids keep those positions. ``shape`` may also
-    be the start state (B, L) at t = 1.
+    be the start state (B, L) at t = 1. Every sampler also takes ``temperature`` and ``top_p`` (``COMMON_OPTIONS``,
+    default 1: the model's own law), applied to log p(x0^i | x_t) at each call (``models.sharpen``): below 1 they
+    trade diversity (and likelihood) for cleaner samples, as in autoregressive decoding.
     """
     name, default_steps = DEFAULTS[process.name]
     name = sampler or name
@@ -226,6 +240,10 @@ def sample(model: Callable, process: DiscreteProcess, shape: tuple[int, int] | T
     if process.name not in info.processes:
         raise ValueError(f"sampler {name!r} works with the {', '.join(info.processes)} process, not {process.name!r}")
     check_options(f"discrete sampler {name!r}", options, options_of(name))
+    temperature, top_p = options.pop("temperature", 1.0), options.pop("top_p", 1.0)
+    check_sharpening(temperature, top_p)
+    if temperature != 1.0 or top_p < 1.0:
+        model = _sharpened(model, temperature, top_p)
     steps = default_steps if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

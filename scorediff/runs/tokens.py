@@ -140,8 +140,12 @@ def sample_tokens(model, process, num: int, length: int, sampler: str | None, st
     from functools import partial
 
     cond = cond or {}
-    if process is None:
-        return autoregressive.sample(model, (num, length), seed=seed, device=device, **cond)
+    if process is None:  # the baseline takes the decoding options only
+        extra = set(options) - set(discrete.samplers.COMMON_OPTIONS)
+        if extra:
+            raise ValueError(f"an autoregressive run takes the options {', '.join(discrete.samplers.COMMON_OPTIONS)}, "
+                             f"not {', '.join(sorted(extra))}")
+        return autoregressive.sample(model, (num, length), seed=seed, device=device, **options, **cond)
     fn = partial(model, **cond) if cond else model
     return discrete.sample(fn, process, (num, length), sampler=sampler, steps=steps, seed=seed, device=device,
                            **options)
