@@ -1,9 +1,12 @@
-"""Protocols 5b and 5d: the default step counts of inpainting (docs/results/defaults-protocol-5.md).
+"""Protocols 5b, 5d and 5f: the default step counts of inpainting and of the linear solvers DPS and Pi-GDM
+(docs/results/defaults-protocol-5.md).
 
-    python benchmarks/smc_steps.py [--seeds 2] [--n 2000] [--methods smc,repaint,replace] [--held-out SEED]
+    python benchmarks/smc_steps.py [--seeds 2] [--n 2000] [--methods smc,repaint,replace,dps,pigdm] [--held-out SEED]
 
-Exact denoisers on the VP process; truth ``GaussianMixture.condition``. Prints each method's error per problem and
-step count, and the count the rule selects. With ``--held-out SEED`` (protocol 5d's check) the problems are
+Exact denoisers on the VP process. Inpainting methods (smc, repaint, replace; protocols 5b, 5d) observe part of a
+draw exactly, truth ``GaussianMixture.condition``; the linear solvers (dps, pigdm; protocol 5f) observe a draw
+through y = A x + s n, truth ``GaussianMixture.posterior``. Prints each method's error per problem and step count,
+and the count the rule selects. With ``--held-out SEED`` (the check of 5d / 5f) the problems are drawn from
 ``sample_problems(4, seed=SEED, max_dim=64)`` instead, and each method's current default
 (``inverse._common.DEFAULT_STEPS``) is compared with its best candidate on every problem.
 """
@@ -20,7 +23,9 @@ from scorediff.analytic import gaussian_process, mixture64, ring2d
 from scorediff.eval.problems import sample_problems
 from scorediff.inverse._common import DEFAULT_STEPS
 
-CANDIDATES = {"smc": (50, 100, 200, 400), "repaint": (25, 50, 100, 200), "replace": (50, 100, 200, 400, 800)}
+CANDIDATES = {"smc": (50, 100, 200, 400), "repaint": (25, 50, 100, 200), "replace": (50, 100, 200, 400, 800),
+              "dps": (25, 50, 100, 200, 400), "pigdm": (25, 50, 100, 200, 400)}
+LINEAR = ("dps", "pigdm")
 WITHIN, NOISE = 1.25, 0.02
 
 
@@ -55,9 +60,50 @@ def held_out_problems(seed: int):
         yield p.name, p.mixture, mp, xp
 
 
-def error(samples: torch.Tensor, mix, mask: torch.Tensor, x: torch.Tensor) -> float:
-    truth = mix.condition(x, mask)
-    free = samples.reshape(samples.shape[0], -1)[:, ~mask].to(torch.float64)
+def linear_problems():
+    """Protocol 5f's selection problems: (name, mixture, A, y, s), noisy linear observations of one draw."""
+    ring = ring2d()
+    a2 = torch.tensor([[0.7, 0.5]], dtype=torch.float64)
+    yield "ring2d 0.7x0+0.5x1=0.3 s=0.05", ring, a2, torch.tensor([0.3], dtype=torch.float64), 0.05
+    for name, mix, mask, x in list(problems())[1:3]:  # 5b's mixture64 half and gp32 forecast, now noisy
+        yield _observe(f"{name}, noisy", mix, inverse.mask_operator(mask), x, seed=0)
+        if name.startswith("mixture64"):
+            yield _observe("mixture64 cs 16x64", mix, inverse.gaussian_operator(16, 64, seed=1), x, seed=0)
+    yield from _generated(sample_problems(3, seed=5, max_dim=64))
+
+
+def held_out_linear_problems(seed: int):
+    """Protocol 5f's held-out problems: drawn after the selection, observed as its generated problems."""
+    yield from _generated(sample_problems(4, seed=seed, max_dim=64))
+
+
+def _generated(drawn):
+    """The i-th drawn problem observed by noisy inpainting of its first half (i even) or a Gaussian operator."""
+    for i, p in enumerate(drawn):
+        d = p.mixture.dim
+        x = p.mixture.sample(1, torch.Generator().manual_seed(p.seed))[0].reshape(-1)
+        if i % 2 == 0:
+            mask = torch.zeros(d, dtype=torch.bool)
+            mask[: d // 2] = True
+            yield _observe(f"{p.name}, noisy half", p.mixture, inverse.mask_operator(mask), x, seed=p.seed)
+        else:
+            m = max(1, d // 2)
+            yield _observe(f"{p.name}, cs {m}x{d}", p.mixture, inverse.gaussian_operator(m, d, seed=p.seed), x,
+                           seed=p.seed)
+
+
+def _observe(name: str, mix, a: torch.Tensor, x: torch.Tensor, seed: int):
+    """y = A x + s n with s = 0.1 x the prior's RMS standard deviation per coordinate (protocol 5f)."""
+    s = 0.1 * float(mix.covariance().diagonal().mean().sqrt())
+    n = torch.randn(a.shape[0], generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    return f"{name} s={s:.2g}", mix, a, a @ x.to(torch.float64) + s * n, s
+
+
+def error(samples: torch.Tensor, truth) -> float:
+    """Protocol 5b's error of samples (N, D_free) against the exact conditional ``truth``."""
+    free = samples.reshape(samples.shape[0], -1).to(torch.float64)
+    if not torch.isfinite(free).all():
+        return float("inf")
     if truth.num_components == 1:  # a Gaussian: forecast errors of mean and sd, in units of its RMS sd
         mu, sd = truth.means[0], truth.covs[0].diagonal().sqrt()
         rs = sd.pow(2).mean().sqrt()
@@ -77,27 +123,46 @@ def main() -> None:
     args = ap.parse_args()
     proc = processes.make("vp")
     t0, c0 = time.perf_counter(), time.process_time()
-    probs = list(problems() if args.held_out is None else held_out_problems(args.held_out))
-    if args.held_out is not None:
-        print("Held-out problems: " + "; ".join(n for n, *_ in probs))
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in CANDIDATES]
+    if unknown:
+        ap.error(f"--methods: {unknown[0]!r} unknown; one of {', '.join(CANDIDATES)}")
+    h = args.held_out
+    inpaint_probs = list(problems() if h is None else held_out_problems(h)) if set(methods) - set(LINEAR) else []
+    linear_probs = list(linear_problems() if h is None else held_out_linear_problems(h)) \
+        if set(methods) & set(LINEAR) else []
+    if h is not None:
+        print("Held-out problems: " + "; ".join(n for n, *_ in inpaint_probs + linear_probs))
     checks = []
-    for method in args.methods.split(","):
+    for method in methods:
         counts = CANDIDATES[method]
         seeds = args.smc_seeds if method == "smc" and args.smc_seeds is not None else args.seeds
         print(f"\n### {method}: error per problem (mean of {seeds} seeds, {args.n} samples) and step count\n")
         print("| problem | " + " | ".join(f"{c} steps" for c in counts) + " |")
         print("|---|" + "---:|" * len(counts))
         table = {}
-        for name, mix, mask, x in probs:
+        probs = linear_probs if method in LINEAR else inpaint_probs
+        for name, mix, *obs in probs:
             row = []
+            if method in LINEAR:
+                a, y, s_obs = obs
+                truth = mix.posterior(a, y, s_obs)
+            else:
+                mask, x = obs
+                truth = mix.condition(x, mask)
             for c in counts:
                 errs = []
                 for seed in range(seeds):
-                    known = x.reshape(1, *mix.event_shape).expand(args.n, *mix.event_shape).to(torch.float64)
-                    kw = dict(jumps=10, resample=10) if method == "repaint" else {}
-                    s = inverse.inpaint(mix.denoiser(proc), proc, known, mask.reshape(mix.event_shape),
-                                        method=method, steps=c, seed=seed, **kw)
-                    errs.append(error(s, mix, mask, x))
+                    if method in LINEAR:
+                        s = inverse.solve_linear(mix.denoiser(proc), proc, a, y, s_obs, shape=(args.n, *mix.event_shape),
+                                                 method=method, steps=c, seed=seed)
+                    else:
+                        known = x.reshape(1, *mix.event_shape).expand(args.n, *mix.event_shape).to(torch.float64)
+                        kw = dict(jumps=10, resample=10) if method == "repaint" else {}
+                        s = inverse.inpaint(mix.denoiser(proc), proc, known, mask.reshape(mix.event_shape),
+                                            method=method, steps=c, seed=seed, **kw)
+                        s = s.reshape(args.n, -1)[:, ~mask]
+                    errs.append(error(s, truth))
                 table[(name, c)] = sum(errs) / len(errs)
                 row.append(f"{table[(name, c)]:.3f}")
             print(f"| {name} | " + " | ".join(row) + " |", flush=True)

@@ -132,10 +132,18 @@ def fit_schedule(
     reference: Callable[..., Tensor],
     denoise_to_zero: bool = False,
     sigma_data: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> ScheduleFit:
     """Run the pilot (steps 1 and 2 of the module docstring): reference trajectory and jump costs.
 
     Args: as ``optimize_schedule``, without ``steps``; ``fit_schedule(...).grid(steps)`` is its result.
+    ``generator`` is passed to the reference sampler: on a phase-space process (CLD) its samplers draw the start
+    velocity v | x from it, so a later run that should follow the same trajectories must use the same seed.
+
+    Phase-space processes (CLD, ``process.phase_space``): the denoiser is called on u = (x, v), the costs are
+    measured on the position half x with the position marginal's alpha and sigma (the process's data-space view),
+    and ``ends`` holds positions. The state u at a node is the reference's model input there (node 0: its first
+    call, whose position half must be the start) or the callback's (x, v).
     """
     if isinstance(candidates, str):
         ts = schedules.make(candidates, fine_steps, process, denoise_to_zero=denoise_to_zero)
@@ -157,22 +165,36 @@ def fit_schedule(
         return out
 
     x = torch.as_tensor(x)
-    states = [x]
+    phase = getattr(process, "phase_space", False)
+    states, inputs = [x], [None]  # positions at the nodes; the model inputs there (phase space: u = (x, v))
+
+    def record(info: dict) -> None:
+        states.append(info["x"])
+        inputs.append(process.join(info["x"], info["v"]) if phase else info["x"])
+
     with torch.no_grad():
-        reference(counted, process, x, ts, callback=lambda info: states.append(info["x"]))
+        reference(counted, process, x, ts, callback=record, generator=generator)
         xs = torch.stack(states)  # (K + 1, B, ...)
         x0s = torch.empty_like(xs)
         x0s[-1] = xs[-1]
         like = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        first = seen.get(float(ts[0].to(x.dtype)))
+        if not phase:
+            inputs[0] = x
+        elif first is not None and torch.equal(process.split(first[0])[0], x):
+            inputs[0] = first[0]  # the start's velocity was drawn inside the reference sampler
+        else:
+            raise ValueError("on a phase-space process the reference sampler must call the model at its start "
+                             f"state (e.g. cld_heun), got {getattr(reference, '__name__', reference)}")
         for k in range(ts.numel() - 1):  # x0_hat at every node that starts a jump: one call, unless the reference
             # solver already made it at exactly this state (a multistep solver such as DPM-Solver++(3M) evaluates
             # the model once per node, at the node's state), which halves the pilot's cost
             tk = float(ts[k].to(x.dtype))
             hit = seen.get(tk)
-            if hit is not None and hit[0].shape == xs[k].shape and torch.equal(hit[0], xs[k]):
+            if hit is not None and hit[0].shape == inputs[k].shape and torch.equal(hit[0], inputs[k]):
                 x0s[k] = hit[1]
             else:
-                x0s[k] = counted(xs[k], like * float(ts[k]))
+                x0s[k] = counted(inputs[k], like * float(ts[k]))
     return ScheduleFit(ts, jump_costs(process, ts, xs, x0s, sigma_data), calls[0], xs[-1])
 
 
@@ -187,6 +209,7 @@ def optimize_schedule(
     reference: Callable[..., Tensor],
     denoise_to_zero: bool = False,
     sigma_data: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """A time grid of ``steps + 1`` nodes fitted to ``denoiser`` on pilot start states (GITS; module docstring).
 
@@ -202,13 +225,14 @@ def optimize_schedule(
         denoise_to_zero: candidates (and so the result) end at t = 0, the last step denoising (see ``schedules``);
             where the chosen grid's last step starts is then also optimised.
         sigma_data: the data scale in the cost's normalisation.
+        generator: passed to the reference sampler (on CLD it draws the start velocities).
 
     For several step counts, run the pilot once: ``fit = fit_schedule(...)``, then ``fit.grid(steps)``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     fit = fit_schedule(denoiser, process, x, fine_steps=fine_steps, candidates=candidates, reference=reference,
-                       denoise_to_zero=denoise_to_zero, sigma_data=sigma_data)
+                       denoise_to_zero=denoise_to_zero, sigma_data=sigma_data, generator=generator)
     if steps > fit.candidates.numel() - 1:
         raise ValueError(f"steps = {steps} exceeds the {fit.candidates.numel() - 1} intervals of the candidate "
                          "grid; raise fine_steps")

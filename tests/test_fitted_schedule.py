@@ -314,3 +314,53 @@ def test_eval_uses_the_fitted_grid_and_schedule_overrides_it(fitted_run, tmp_pat
     assert spy == ["karras"] and json.loads((tmp_path / "b.json").read_text())["schedule"] == "karras"
     capsys.readouterr()
     assert snapshot(fitted_run) == before
+
+
+def test_a_cld_run_fits_on_its_phase_space_trajectories_and_samples_on_the_grid(tmp_path, capsys, spy):
+    # CLD (phase space): the denoiser takes u = (x, v) and the samplers draw v | x, so the reference is cld_heun,
+    # every run of the fit draws its start velocities from seed + 1, and the errors are on the position half
+    from scorediff import schedules
+
+    run_dir = tmp_path / "cld"
+    assert main(["train", "toy2d-cld", "--out", str(run_dir), *FAST]) == 0
+    assert main(["fit-schedule", str(run_dir), "--sampler", "cld_heun", "sscs", "--steps", "3", *FIT]) == 0
+    capsys.readouterr()
+    run = load_run(run_dir)
+    rec = json.loads((run_dir / "schedules" / "cld_heun-3.json").read_text())
+    assert (rec["fit"]["method"], rec["fit"]["reference"], rec["heldout"]["starts"]) == ("refined", "cld_heun", 8)
+    assert json.loads((run_dir / "schedules" / "sscs-3.json").read_text())["fit"]["method"] == "gits"  # stochastic
+    # the held-out check recomputed from the pilot the file describes: 16 draws from seed 3, the last 8 held out,
+    # velocities from seed 4, the reference a 32-step cld_heun on the log-SNR candidates; positions compared
+    held = run.process.prior_sample((16, *run.shape), torch.Generator().manual_seed(3))[8:]
+    assert held.shape[1:] == run.shape  # data shape: the velocity half lives inside the samplers
+    target = samplers_mod.SAMPLERS["cld_heun"](run.denoiser, run.process, held,
+                                                 schedules.make("logsnr", 32, run.process),
+                                                 generator=torch.Generator().manual_seed(4))
+    times = torch.tensor(rec["times"], dtype=torch.float64)
+    e_fit = _rms(samplers_mod.sample(run.denoiser, run.process, held, sampler="cld_heun", schedule=times, seed=4),
+                 target)
+    e_default = _rms(samplers_mod.sample(run.denoiser, run.process, held, sampler="cld_heun", steps=3, seed=4),
+                     target)
+    assert rec["heldout"]["fitted_error"] == pytest.approx(e_fit, rel=1e-4)
+    assert rec["heldout"]["default_error"] == pytest.approx(e_default, rel=1e-4)
+    # other velocities give another error: the agreement above is that of the same phase-space trajectories
+    e_other = _rms(samplers_mod.sample(run.denoiser, run.process, held, sampler="cld_heun", schedule=times, seed=5),
+                   target)
+    assert abs(e_other - e_fit) > 1e-3 * e_fit
+    # sampling reads it: the refined grid where it won, else one line and the default grid
+    path = run_dir / "schedules" / "cld_heun-3.json"
+    for wins in (True, False):
+        rec["heldout"]["wins"] = wins
+        path.write_text(json.dumps(rec))
+        spy.clear()
+        assert sample_cli(run_dir, tmp_path / "s.png", "--sampler", "cld_heun", "--steps", "3") == 0
+        notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
+        assert len(notes) == 1 and str(path) in notes[0], notes
+        if wins:
+            assert spy[0].tolist() == rec["times"] and "refined" in notes[0]
+        else:
+            assert spy == [None] and "did not beat the default grid" in notes[0]
+        assert np.load(tmp_path / "s.npz")["samples"].shape == (20, *run.shape)
+    spy.clear()
+    assert sample_cli(run_dir, tmp_path / "t.png", "--sampler", "sscs", "--steps", "3") == 0
+    assert spy[0].tolist() == json.loads((run_dir / "schedules" / "sscs-3.json").read_text())["times"]

@@ -16,12 +16,13 @@ Methods (y = A x + s n, n ~ N(0, I), s = ``noise_std``; inpainting is A = a pixe
   free pixels harmonise with the known ones. Any sampler (each pass is one call of it on the block's grid).
 * ``dps`` -- diffusion posterior sampling (Chung et al. 2023, Algorithm 1): after each sampler step,
   x <- x - zeta grad_{x_t} ||y - A x0_hat(x_t)||_2, zeta = ``scale``; the gradient is taken by autograd in a
-  denoiser wrapper at the step's (last) model call and applied by the hook. Any sampler.
+  denoiser wrapper at the step's (last) model call and applied by the hook. Any sampler; default 400 steps
+  (protocol 5f, docs/results/defaults.md).
 * ``pigdm`` -- pseudoinverse-guided diffusion (Pi-GDM, Song et al. 2023, eqs. 7-8): a denoiser wrapper adding
   the score of p(y | x_t) ~ N(A x0_hat, r_t^2 A A^T + s^2 I), r_t^2 = sigma^2 / (alpha^2 + sigma^2) (the
   posterior variance of data of unit scale), through x0_hat' = x0_hat + (sigma^2 / alpha) scale J^T A^T
   (r_t^2 A A^T + s^2 I)^{-1} (y - A x0_hat), J = d x0_hat / d x_t (a vector-Jacobian product). Any sampler.
-  Exact for a standard normal prior; an approximation otherwise.
+  Exact for a standard normal prior; an approximation otherwise. Default 400 steps (protocol 5f).
 * ``smc`` -- sequential Monte Carlo: the twisted diffusion sampler (TDS, Wu et al. 2023) in MCGdiff's SVD frame
   (Cardoso et al. 2024), asymptotically exact (as the number of particles grows) for the model's own prior: see
   :func:`_smc`. DDPM transitions plus the twist's gradient (one vector-Jacobian product per step); default

@@ -13,8 +13,9 @@ from ..utils import append_dims, unknown
 INPAINT_METHODS = ("replace", "repaint", "smc")
 LINEAR_METHODS = ("dps", "pigdm", "smc")
 # default grid steps per method when ``steps`` is not given: smc's chosen by protocol 5b, replace's and repaint's
-# by protocol 5d (docs/results/defaults-protocol-5.md, ``benchmarks/smc_steps.py``); dps and pigdm not measured
-DEFAULT_STEPS = {"replace": 400, "repaint": 200, "dps": 100, "pigdm": 100, "smc": 400}
+# by protocol 5d, dps's and pigdm's by protocol 5f (docs/results/defaults-protocol-5.md, ``benchmarks/smc_steps.py``;
+# dps and pigdm: no count was within the rule's margin on every problem, so the rule's fallback, the largest)
+DEFAULT_STEPS = {"replace": 400, "repaint": 200, "dps": 400, "pigdm": 400, "smc": 400}
 
 
 def default_steps(method: str, steps: int | None) -> int:

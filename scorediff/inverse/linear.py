@@ -45,7 +45,8 @@ def solve_linear(
         method: "dps", "pigdm" or "smc".
         scale: dps's step size zeta (Chung et al. use 0.3-1), pigdm's guidance weight (1 = the formula).
         sampler, steps, schedule, **options: the sampler driving dps / pigdm (any registered one); steps
-            defaults per method (``inverse._common.DEFAULT_STEPS``: smc 400 by protocol 5b; dps, pigdm 100).
+            defaults per method (``inverse._common.DEFAULT_STEPS``: smc 400 by protocol 5b; dps and pigdm 400 by
+            protocol 5f, docs/results/defaults.md; dps's total pull grows with the step count at a fixed ``scale``).
         particles: smc only, as in :func:`inpaint` (y must then be the same within each particle system).
     """
     if method not in LINEAR_METHODS:

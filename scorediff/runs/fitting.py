@@ -42,15 +42,18 @@ def _rms(x: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], *, pilot: int = 64, seed: int = 0,
-          fine_steps: int = 128, reference: str = "dpm_solver_pp_3m", method: str = "refined", device: str = "cpu",
+          fine_steps: int = 128, reference: str | None = None, method: str = "refined", device: str = "cpu",
           log: Callable[[str], None] | None = None) -> list[Path]:
     """Fit a grid on the EMA denoiser of run ``run_dir`` and write one file per (sampler, steps) pair.
 
     One pilot serves every pair: ``pilot`` prior draws (seeded by ``seed``; for a class-conditional run with labels
-    cycling through the classes) are integrated by ``reference`` over ``fine_steps`` candidate intervals uniform in
-    log-SNR (``scorediff.samplers.fit_schedule``), and ``.grid(n)`` is taken for every n in ``steps``; with
+    cycling through the classes) are integrated by ``reference`` (default ``samplers.pilot_reference``: cld_heun on
+    a CLD run) over ``fine_steps`` candidate intervals uniform in log-SNR (``scorediff.samplers.fit_schedule``),
+    and ``.grid(n)`` is taken for every n in ``steps``; with
     ``method="refined"`` (module docstring) on the first half of the pilot, each grid then refined for its sampler
-    and checked on the second half. Holds the run's writer lock throughout (a ``RunLockedError`` while a trainer
+    and checked on the second half. On a CLD run every sampler run of the fit (reference, refinement, check) draws
+    its start velocities v | x from a generator seeded ``seed + 1``, so that runs from the same starts are compared
+    on the same phase-space trajectories; errors are on the position (data) half. Holds the run's writer lock throughout (a ``RunLockedError`` while a trainer
     holds it). ``log`` gets one line once every check has passed and the pilot starts. Returns the files written.
     """
     if method not in METHODS:
@@ -81,6 +84,12 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
                              "diffusion model's denoiser")
         generator = torch.Generator(device).manual_seed(seed)
         x = run.process.prior_sample((pilot, *run.shape), generator, device=device)
+        reference = samplers_mod.pilot_reference(run.process) if reference is None else reference
+        v_seed = seed + 1  # CLD's start velocities, independent of the starts' own noise
+
+        def v_gen() -> torch.Generator:
+            return torch.Generator(device).manual_seed(v_seed)
+
         half = pilot - pilot // 2 if method == "refined" else pilot  # the fit's starts; the rest are held out
         cond = {}
         if run.class_conditional:  # each part of the pilot cycles through the classes
@@ -93,14 +102,16 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
                 "batched model calls" + (" and the refining sampler's runs" if method == "refined" else ""))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         fit = samplers_mod.fit_schedule(bind_cond(run.denoiser, _part(cond, 0, half)), run.process, x[:half],
-                                        reference=reference, fine_steps=fine_steps, sigma_data=sigma_data)
+                                        reference=reference, fine_steps=fine_steps, sigma_data=sigma_data,
+                                        generator=v_gen())
         grids = {(name, n): (fit.grid(n), None) for name in samplers for n in steps}
         calls = fit.pilot_nfe
         if method == "refined":
             held = x[half:]
             held_d = bind_cond(run.denoiser, _part(cond, half, pilot))
             with torch.no_grad():  # the reference end states of the held-out starts, on the same candidate grid
-                target = samplers_mod.SAMPLERS[reference](held_d, run.process, held, fit.candidates)
+                target = samplers_mod.SAMPLERS[reference](held_d, run.process, held, fit.candidates,
+                                                          generator=v_gen())
             calls += fine_steps
             fit_d = bind_cond(run.denoiser, _part(cond, 0, half))
             for name in samplers:
@@ -112,13 +123,14 @@ def fit_run(run_dir: str | Path, samplers: Sequence[str], steps: Sequence[int], 
 
                 def run_on(d, process, xx, ts, name=name, bare=bare):
                     with torch.no_grad():
-                        return samplers_mod.sample(d, process, xx, sampler=name, schedule=ts, dtype=xx.dtype, **bare)
+                        return samplers_mod.sample(d, process, xx, sampler=name, schedule=ts, dtype=xx.dtype,
+                                                   seed=v_seed, **bare)
 
                 for n in steps:
                     refined, _, _ = refine_schedule(run_on, fit_d, run.process, fit.grid(n), x[:half], fit.ends)
                     with torch.no_grad():
                         e_default = _rms(samplers_mod.sample(held_d, run.process, held, sampler=name, steps=n,
-                                                             dtype=held.dtype, **opts), target)
+                                                             dtype=held.dtype, seed=v_seed, **opts), target)
                     e_fitted = _rms(run_on(held_d, run.process, held, refined), target)
                     grids[(name, n)] = (refined, {
                         "starts": pilot - half, "default_grid": str(opts.get("schedule") or

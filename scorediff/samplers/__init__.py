@@ -106,20 +106,36 @@ def sampler_table() -> list[dict[str, Any]]:
     return rows
 
 
-def fit_schedule(denoiser: Denoiser, process: Process, x: Tensor, *, reference: str = "dpm_solver_pp_3m",
-                 **options) -> ScheduleFit:
-    """``scorediff.schedule_fit.fit_schedule`` (GITS pilot) with the reference sampler named in the registry."""
+def pilot_reference(process: Process) -> str:
+    """The sampler that integrates a fitted grid's reference trajectories: DPM-Solver++(3M), or on a phase-space
+    process (CLD), whose samplers are its own, Heun on its probability-flow ODE (which calls the model at every
+    node's state, as the pilot's cost reuse needs)."""
+    return "cld_heun" if getattr(process, "phase_space", False) else "dpm_solver_pp_3m"
+
+
+def _reference(reference: str | None, process: Process):
+    reference = pilot_reference(process) if reference is None else reference
     if reference not in SAMPLERS:
         raise unknown("sampler", reference, SAMPLERS)
-    return schedule_fit.fit_schedule(denoiser, process, x, reference=SAMPLERS[reference], **options)
+    if not SAMPLERS[reference].info.runs_on(process):
+        raise ValueError(f"reference sampler '{reference}' does not run on process '{process.name}'; "
+                         f"use '{pilot_reference(process)}'")
+    return SAMPLERS[reference]
+
+
+def fit_schedule(denoiser: Denoiser, process: Process, x: Tensor, *, reference: str | None = None,
+                 **options) -> ScheduleFit:
+    """``scorediff.schedule_fit.fit_schedule`` (GITS pilot) with the reference sampler named in the registry
+    (default ``pilot_reference(process)``)."""
+    return schedule_fit.fit_schedule(denoiser, process, x, reference=_reference(reference, process), **options)
 
 
 def optimize_schedule(denoiser: Denoiser, process: Process, steps: int, x: Tensor, *,
-                      reference: str = "dpm_solver_pp_3m", **options) -> Tensor:
-    """``scorediff.schedule_fit.optimize_schedule`` (GITS grid) with the reference sampler named in the registry."""
-    if reference not in SAMPLERS:
-        raise unknown("sampler", reference, SAMPLERS)
-    return schedule_fit.optimize_schedule(denoiser, process, steps, x, reference=SAMPLERS[reference], **options)
+                      reference: str | None = None, **options) -> Tensor:
+    """``scorediff.schedule_fit.optimize_schedule`` (GITS grid) with the reference sampler named in the registry
+    (default ``pilot_reference(process)``)."""
+    return schedule_fit.optimize_schedule(denoiser, process, steps, x, reference=_reference(reference, process),
+                                          **options)
 
 
 def default_ending(name: str, process: Process) -> str:
@@ -270,5 +286,5 @@ def sample(
 
 
 __all__ = ["DEFAULT_ENDINGS", "DEFAULT_NFE", "DEFAULT_PHASE_SAMPLER", "DEFAULT_SAMPLER", "ENDINGS", "PROCESS_DEFAULTS", "SAMPLERS",
-           "SamplerInfo", "ScheduleFit", "default_ending", "default_schedule", "default_steps", "fit_schedule", "optimize_schedule", "options_of", "parallel", "sample",
+           "SamplerInfo", "ScheduleFit", "default_ending", "default_schedule", "default_steps", "fit_schedule", "optimize_schedule", "options_of", "pilot_reference", "parallel", "sample",
            "sampler_table"]
