@@ -3,6 +3,8 @@ folders, exact resume, samples, CLI sample / likelihood / report), the autoregre
 
 from __future__ import annotations
 
+import collections
+
 import json
 
 import pytest
@@ -141,8 +143,68 @@ def test_token_data(tmp_path):
     b = data.make("text", files=str(f), tokenizer="byte", length=8)
     assert b.info.vocab == 256 and tokenizer_from_record(b.info.tokenizer).decode(b.x[:2].flatten().tolist()) \
         == ("héllo wörld, " * 20).encode()[:16].decode("utf-8", "replace")
+    prose = data.make("pydoc-text", length=64, prose=True)
+    lines = tokenizer_from_record(prose.info.tokenizer).decode(prose.x.flatten().tolist()).split("\n")
+    assert prose.x.numel() < d.x.numel() // 2
+    # whole paragraphs, one per line; no indented code, no table, rule or list
+    assert all(len(line) >= 60 and line[0] not in " |+=-*" for line in lines[1:-1])
+    with pytest.raises(ValueError, match="prose must be true or false"):
+        data.make("pydoc-text", prose="yes")
     dg = data.make("digits-tokens")
     assert dg.x.shape == (1797, 64) and dg.info.vocab == 17 and int(dg.x.max()) == 16 and dg.info.image == (8, 8)
+
+
+def _naive_bpe(text: str, vocab_size: int) -> list[tuple[str, str]]:
+    """Byte-pair encoding as Sennrich et al. describe it: recount every pair of every chunk after each merge."""
+    from scorediff.data.text import _CHUNK
+
+    words = [list(w) for w in _CHUNK.findall(text)]
+    merges = []
+    while len(set(text)) + len(merges) < vocab_size:
+        counts = collections.Counter(p for w in words for p in zip(w, w[1:]))
+        if not counts:
+            break
+        best, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        if n < 2:
+            break
+        merges.append(best)
+        for k, w in enumerate(words):
+            out, i = [], 0
+            while i < len(w):
+                if w[i:i + 2] == list(best):
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            words[k] = out
+    return merges
+
+
+def test_bpe_tokenizer_learns_the_merges_of_plain_bpe_and_round_trips(tmp_path):
+    from scorediff.data.text import BPETokenizer, tokenizer_from_record
+
+    g = torch.Generator().manual_seed(0)
+    lexicon = ["low", "lower", "newest", "widest", "the", "a", "ab_c", "12", "3.5", "!!", "  "]
+    text = " ".join(lexicon[int(i)] for i in torch.randint(0, len(lexicon), (600,), generator=g)) + "\n\tend"
+    for size in (30, 50, 400):
+        tok = BPETokenizer.train(text, size)
+        assert tok.merges == _naive_bpe(text, size), size  # the incremental counts equal recounting
+        assert tok.vocab == len(set(text)) + len(tok.merges) <= size
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and max(ids) < tok.vocab
+    assert len(ids) < len(text) / 2  # words became tokens
+    other = "the lowest widest a"  # unseen words over the same characters round-trip too
+    again = tokenizer_from_record(json.loads(json.dumps(tok.record)))
+    assert again.encode(other) == tok.encode(other) and again.decode(tok.encode(other)) == other
+    with pytest.raises(ValueError, match="character 'Q' is not in the vocabulary"):
+        tok.encode("the Q")
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= the"):
+        BPETokenizer.train(text, 3)
+    with pytest.raises(ValueError, match="vocab_size applies to tokenizer 'bpe' only"):
+        data.make("pydoc-text", vocab_size=300)
+    d = data.make("pydoc-text", tokenizer="bpe", vocab_size=300, length=32)
+    assert d.info.vocab == 300 and int(d.x.max()) < 300 and d.info.tokenizer["kind"] == "bpe"
 
 
 def test_token_data_bad_input_one_line(tmp_path):
@@ -304,3 +366,23 @@ def test_cli_train_prints_text_and_sampling_takes_temperature_and_top_p(tmp_path
                  "--out", str(tmp_path / "a.png")]) == 0
     assert main(["sample", str(tmp_path / "ar"), "--option", "cache=false"]) == 2
     assert "takes the options temperature, top_p, not cache" in capsys.readouterr().err
+
+
+def test_bpe_run_samples_words_and_reports_bits_per_character(tmp_path, capsys):
+    cfg = tiny_text(tmp_path, **{"data.options.tokenizer": "bpe", "data.options.vocab_size": 60})
+    train(cfg, tmp_path / "run")
+    assert main(["likelihood", str(tmp_path / "run"), "--num", "8", "--elbo-samples", "2",
+                 "--json", str(tmp_path / "lik.json")]) == 0
+    res = json.loads((tmp_path / "lik.json").read_text())
+    run = load_run(tmp_path / "run")
+    from scorediff.data.text import tokenizer_from_record
+
+    tok = tokenizer_from_record(run.info["tokenizer"])
+    assert tok.vocab == 60 and tok.encode("the lazy dog") == [tok.index[t] for t in ("the", " lazy", " dog")]
+    # every test sequence of 16 tokens covers more than 16 characters; bits per character = per token x 16 / chars
+    assert res["characters_per_sequence"] > 16
+    assert res["bits_per_character"] == pytest.approx(res["bits_per_token"] * 16 / res["characters_per_sequence"])
+    assert "bits/character" in capsys.readouterr().out
+    assert main(["sample", str(tmp_path / "run"), "--num", "2", "--prefix", "the lazy",
+                 "--out", str(tmp_path / "s.png")]) == 0
+    assert capsys.readouterr().out.count("\nthe lazy") == 2

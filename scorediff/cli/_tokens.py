@@ -94,6 +94,9 @@ def likelihood_run(args: argparse.Namespace, r, data_options: dict, samples: int
     print(f"nats/sequence   {res['nats_per_sequence']:.4f}  (standard error {res['se']:.4f})")
     print(f"bits/token      {res['bits_per_token']:.4f}  (standard error {res['bits_per_token_se']:.4f})")
     print(f"perplexity      {res['perplexity']:.4f}")
+    if "bits_per_character" in res:
+        print(f"bits/character  {res['bits_per_character']:.4f}  (standard error {res['bits_per_character_se']:.4f}; "
+              f"{res['characters_per_sequence']:.1f} characters per sequence)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"data": name, "split": split, **res}, f, indent=1)

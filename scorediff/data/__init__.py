@@ -26,8 +26,9 @@ sinusoids       sums of damped sinusoids with noise (C, L) (``data.series``)
 gp-series       sample paths of a Gaussian process with a known kernel (C, L) (``data.series.gp_oracle``)
 video           clips (C, T, H, W): a folder of frame folders or a .npy / .npz array (``data.video``)
 moving-digits   scikit-learn's digits bouncing in a small frame (1, T, size, size), labels 0..9 (``data.video``)
-text            token sequences (L,) of the UTF-8 text ``files``; ``tokenizer`` char / byte / JSON file, ``length``
-pydoc-text      the same over the standard library's ``pydoc_data.topics`` (no download)
+text            token sequences (L,) of the UTF-8 text ``files``; ``tokenizer`` char / bpe (``vocab_size``) / byte /
+                JSON file, ``length``
+pydoc-text      the same over the standard library's ``pydoc_data.topics`` (no download); ``prose`` for its prose
 digits-tokens   the 8x8 digits as 64 tokens over 17 grey levels (kind "tokens", vocab 17)
 ==============  ==============================================================================
 

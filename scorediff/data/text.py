@@ -4,7 +4,8 @@ Every dataset here is an ``ArrayDataset`` of LongTensor x (N, L) with ``info`` a
 shape (L,), ``vocab``, and the ``tokenizer`` record that decodes samples without the data).
 
 * ``text``: the UTF-8 text files the user names (``files``: one path or a list), tokenised by characters
-  ("char": the vocabulary is the sorted set of characters of the text), bytes ("byte": 256 values) or a Hugging Face
+  ("char": the vocabulary is the sorted set of characters of the text), bytes ("byte": 256 values), subwords
+  ("bpe": byte-pair encoding learned on the text itself, ``vocab_size`` tokens; ``BPETokenizer``) or a Hugging Face
   ``tokenizers`` JSON file (the optional ``tokenizers`` package, imported only then), concatenated with a newline
   between files and cut into non-overlapping chunks of ``length`` tokens (the tail shorter than ``length`` is dropped).
 * ``pydoc-text``: the same over the Python standard library's own documentation (``pydoc_data.topics``, ~465 k
@@ -16,6 +17,8 @@ The train / test split (``scorediff.data.make(..., split=...)``) holds out whole
 
 from __future__ import annotations
 
+import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import torch
 
 from .base import ArrayDataset, DataInfo
 
-TOKENIZERS = ("char", "byte")  # built in; any other value is a path to a tokenizers JSON file
+TOKENIZERS = ("char", "byte", "bpe")  # built in; any other value is a path to a tokenizers JSON file
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class TokenInfo(DataInfo):
     """``DataInfo`` of token data: shape (L,), kind "tokens", the vocabulary size and how to decode."""
 
     vocab: int = 0
-    tokenizer: dict = field(default_factory=dict)  # {"kind": "char", "chars": ...} | {"kind": "byte"} | {"kind": "file", ...}
+    tokenizer: dict = field(default_factory=dict)  # {"kind": "char" | "bpe" | "byte" | "file", ...}: the record
     image: tuple[int, ...] = ()  # tokens that are pixels: (H, W) of the picture they make (digits: (8, 8))
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +82,96 @@ class ByteTokenizer(Tokenizer):
         return bytes(int(i) for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
 
+# GPT-2's pre-tokenisation (Radford et al. 2019), without its Unicode classes: merges never cross these chunks
+# (a word with its leading space, a number, a run of punctuation, whitespace)
+_CHUNK = re.compile(r" ?[^\W\d_]+| ?\d+| ?[^\s\w]+|_+|\s+(?!\S)|\s+")
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-pair encoding over characters (Sennrich, Haddow & Birch 2016, "Neural Machine Translation of Rare Words
+    with Subword Units"; GPT-2's chunking): tokens 0..C-1 are the text's characters (sorted), token C + k the k-th
+    merge. ``BPETokenizer.train(text, vocab_size)`` learns the merges; encoding applies them in rank order within
+    each chunk, so every text over the characters round-trips exactly (``decode(encode(s)) == s``)."""
+
+    def __init__(self, chars: str, merges: list[tuple[str, str]]):
+        self.chars, self.merges = chars, [tuple(m) for m in merges]
+        self.tokens = list(chars) + [a + b for a, b in self.merges]
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self.rank = {m: k for k, m in enumerate(self.merges)}
+        self.vocab = len(self.tokens)
+        self.record = {"kind": "bpe", "chars": chars, "merges": [list(m) for m in self.merges]}
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
+        """Merge the most frequent adjacent pair (ties: the pair that sorts last) until ``vocab_size`` tokens or no pair
+        occurs twice; pair counts are updated only in the chunks a merge touches."""
+        chars = "".join(sorted(set(text)))
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < len(chars):
+            raise ValueError(f"vocab_size must be an integer >= the {len(chars)} characters of the text, "
+                             f"got {vocab_size!r}")
+        counts = Counter(_CHUNK.findall(text))
+        words = [list(w) for w in counts]
+        freq = list(counts.values())
+        pairs: Counter = Counter()
+        where: defaultdict = defaultdict(set)
+        for i, w in enumerate(words):
+            for p in zip(w, w[1:]):
+                pairs[p] += freq[i]
+                where[p].add(i)
+        merges: list[tuple[str, str]] = []
+        while len(chars) + len(merges) < vocab_size and pairs:
+            best, n = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+            if n < 2:
+                break
+            merges.append(best)
+            for i in where.pop(best):
+                w = words[i]
+                for p in zip(w, w[1:]):
+                    pairs[p] -= freq[i]
+                words[i] = w = _merge(w, best)
+                for p in zip(w, w[1:]):
+                    pairs[p] += freq[i]
+                    where[p].add(i)
+            pairs = +pairs  # drop the pairs no chunk holds any more
+        return cls(chars, merges)
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        ids = self._cache.get(chunk)
+        if ids is None:
+            w = list(chunk)
+            while len(w) > 1:
+                best = min(zip(w, w[1:]), key=lambda p: self.rank.get(p, len(self.rank)))
+                if best not in self.rank:
+                    break
+                w = _merge(w, best)
+            ids = self._cache[chunk] = [self.index[t] for t in w]
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        missing = set(text) - set(self.chars)
+        if missing:
+            raise ValueError(f"character {min(missing)!r} is not in the vocabulary of the tokenizer's "
+                             f"{len(self.chars)} characters")
+        return [i for chunk in _CHUNK.findall(text) for i in self._encode_chunk(chunk)]
+
+    def decode(self, ids) -> str:
+        return "".join(self.tokens[i] if 0 <= i < self.vocab else "\N{FULL BLOCK}" for i in ids)
+
+
+def _merge(w: list[str], pair: tuple[str, str]) -> list[str]:
+    """``w`` with every non-overlapping occurrence of ``pair`` (left to right) joined into one symbol."""
+    out, i = [], 0
+    while i < len(w):
+        if i + 1 < len(w) and w[i] == pair[0] and w[i + 1] == pair[1]:
+            out.append(w[i] + w[i + 1])
+            i += 2
+        else:
+            out.append(w[i])
+            i += 1
+    return out
+
+
 class FileTokenizer(Tokenizer):
     """A Hugging Face ``tokenizers`` tokenizer saved as JSON (the optional ``tokenizers`` package)."""
 
@@ -109,9 +202,11 @@ def tokenizer_from_record(record: dict) -> Tokenizer:
         return CharTokenizer(record["chars"])
     if kind == "byte":
         return ByteTokenizer()
+    if kind == "bpe":
+        return BPETokenizer(record["chars"], record["merges"])
     if kind == "file":
         return FileTokenizer(record["path"])
-    raise ValueError(f"tokenizer record {record!r} unknown (kind char, byte or file)")
+    raise ValueError(f"tokenizer record {record!r} unknown (kind char, bpe, byte or file)")
 
 
 def _read(path: str | Path) -> str:
@@ -133,11 +228,16 @@ def _check_length(length: Any) -> int:
     return length
 
 
-def tokenize(text: str, tokenizer: str, length: int, source: str) -> ArrayDataset:
-    """Chunk ``text`` into (N, length) token ids with its ``TokenInfo``."""
+def tokenize(text: str, tokenizer: str, length: int, source: str, vocab_size: int | None = None) -> ArrayDataset:
+    """Chunk ``text`` into (N, length) token ids with its ``TokenInfo``; ``vocab_size`` for ``tokenizer="bpe"``
+    only (default 512)."""
     length = _check_length(length)
+    if vocab_size is not None and tokenizer != "bpe":
+        raise ValueError(f"data option vocab_size applies to tokenizer 'bpe' only, not {tokenizer!r}")
     if tokenizer == "char":
         tok: Tokenizer = CharTokenizer("".join(sorted(set(text))))
+    elif tokenizer == "bpe":
+        tok = BPETokenizer.train(text, 512 if vocab_size is None else vocab_size)
     elif tokenizer == "byte":
         tok = ByteTokenizer()
     else:
@@ -151,20 +251,46 @@ def tokenize(text: str, tokenizer: str, length: int, source: str) -> ArrayDatase
     return ArrayDataset(ids[: n * length].reshape(n, length), None, info)
 
 
-def text(files: str | list[str], tokenizer: str = "char", length: int = 128) -> ArrayDataset:
-    """The text files ``files`` (UTF-8), tokenised by ``tokenizer`` ("char", "byte" or a tokenizers JSON file) and
-    cut into sequences of ``length`` tokens."""
+def text(files: str | list[str], tokenizer: str = "char", length: int = 128,
+         vocab_size: int | None = None) -> ArrayDataset:
+    """The text files ``files`` (UTF-8), tokenised by ``tokenizer`` ("char", "bpe" with ``vocab_size`` tokens,
+    "byte" or a tokenizers JSON file) and cut into sequences of ``length`` tokens."""
     paths = [files] if isinstance(files, str) else list(files)
     if not paths:
         raise ValueError("data 'text' needs files: one path or a list (--set data.options.files=PATH)")
-    return tokenize("\n".join(_read(p) for p in paths), tokenizer, length, f"text {', '.join(map(str, paths))}")
+    return tokenize("\n".join(_read(p) for p in paths), tokenizer, length, f"text {', '.join(map(str, paths))}",
+                    vocab_size)
 
 
-def pydoc_text(tokenizer: str = "char", length: int = 128) -> ArrayDataset:
-    """The Python documentation topics shipped with the standard library (``pydoc_data.topics``), in key order."""
+def pydoc_text(tokenizer: str = "char", length: int = 128, prose: bool = False,
+               vocab_size: int | None = None) -> ArrayDataset:
+    """The Python documentation topics shipped with the standard library (``pydoc_data.topics``), in key order.
+
+    ``prose``: only its paragraphs of running text (no line indented or starting a table, rule or list; at least
+    60 characters), each joined into one line: ~170 k characters of English sentences instead of 465 k of mixed
+    prose, grammar rules, code and tables.
+    """
     from pydoc_data.topics import topics
 
-    return tokenize("\n\n".join(topics[k] for k in sorted(topics)), tokenizer, length, "pydoc_data.topics")
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    if not isinstance(prose, bool):
+        raise ValueError(f"data 'pydoc-text' option prose must be true or false, got {prose!r}")
+    if prose:
+        text = "\n".join(_prose(text))
+    return tokenize(text, tokenizer, length, "pydoc_data.topics" + (" (prose)" if prose else ""), vocab_size)
+
+
+def _prose(text: str) -> list[str]:
+    """The paragraphs of running text (blank-line separated; see ``pydoc_text``), each as one line."""
+    out = []
+    for para in re.split(r"\n\s*\n", text):
+        lines = para.split("\n")
+        if any(not line or line[0].isspace() or line[0] in "|+=-*" for line in lines):
+            continue
+        joined = " ".join(line.strip() for line in lines)
+        if len(joined) >= 60:
+            out.append(joined)
+    return out
 
 
 def digits_tokens() -> ArrayDataset:

@@ -311,6 +311,11 @@ def likelihood(run: TokenRun, x: Tensor, *, samples: int = 16, seed: int = 0, ba
     mean = float(nats_all.mean())
     # standard error of the mean over sequences: spread across sequences plus each one's Monte Carlo error
     se = float((nats_all.var() / len(nats_all) + var_all.mean() / len(nats_all)).sqrt()) if len(nats_all) > 1 else 0.0
-    return {"sequences": len(nats_all), "length": L, "nats_per_sequence": mean, "se": se,
-            "bits_per_token": mean / (L * math.log(2)), "bits_per_token_se": se / (L * math.log(2)),
-            "perplexity": math.exp(mean / L), "bound": run.process is not None}
+    out = {"sequences": len(nats_all), "length": L, "nats_per_sequence": mean, "se": se,
+           "bits_per_token": mean / (L * math.log(2)), "bits_per_token_se": se / (L * math.log(2)),
+           "perplexity": math.exp(mean / L), "bound": run.process is not None}
+    if run.info.get("tokenizer", {}).get("kind") in ("bpe", "file"):  # subwords: also per character of text
+        chars = sum(len(t) for t in decode(run.info, x)) / len(x)
+        out.update(characters_per_sequence=chars, bits_per_character=mean / (chars * math.log(2)),
+                   bits_per_character_se=se / (chars * math.log(2)))
+    return out
