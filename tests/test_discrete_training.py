@@ -4,7 +4,6 @@ folders, exact resume, samples, CLI sample / likelihood / report), the autoregre
 from __future__ import annotations
 
 import collections
-
 import json
 
 import pytest
