@@ -35,7 +35,7 @@ def main() -> None:
                     help="with rotary+learned: start the learned positions at N(0, 0.02^2) instead of 0")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    train_x = data.make("pydoc-text", length=64).x
+    train_x = data.make("pydoc-text", split="train", length=64).x
     test = data.make("pydoc-text", split="test", length=64)
     test_x = test.x[torch.randperm(len(test.x), generator=torch.Generator().manual_seed(0))[:256]]
     V, L = int(test.info.vocab), 64

@@ -54,7 +54,7 @@ def main() -> None:
         trainer = train(cfg, run_dir)
         cpu, wall = cpu_seconds() - c0, time.perf_counter() - w0
         run = load_run(run_dir)
-        test = __import__("scorediff").data.make(cfg["data"]["name"], split="test", **cfg["data"]["options"]).x
+        test = __import__("scorediff").data.make(cfg["data"]["name"], **{**cfg["data"]["options"], "split": "test"}).x
         x = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.num]]
         c1 = cpu_seconds()
         res = likelihood(run, x, samples=args.elbo_samples, seed=0)

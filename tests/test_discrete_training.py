@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from scorediff import data, discrete, nets
 from scorediff.analytic import MarkovChain, random_mixture, total_variation
 from scorediff.cli import main
 from scorediff.discrete import autoregressive
-from scorediff.training import load_run, train
+from scorediff.training import config, load_run, train
 from tests.test_training import assert_same_files
 
 
@@ -142,6 +143,11 @@ def test_token_data(tmp_path):
     b = data.make("text", files=str(f), tokenizer="byte", length=8)
     assert b.info.vocab == 256 and tokenizer_from_record(b.info.tokenizer).decode(b.x[:2].flatten().tolist()) \
         == ("héllo wörld, " * 20).encode()[:16].decode("utf-8", "replace")
+    whole = re.split(r"\n\s*\n", tokenizer_from_record(d.info.tokenizer).decode(d.x.flatten().tolist()))[1:-1]
+    whole = [" ".join(p.split()) for p in whole]
+    assert len(set(whole)) == len(whole)  # no paragraph twice: a held-out chunk is not also a training chunk
+    for name in ("text-chars", "text-chars-ar", "text-bpe", "digits-discrete"):  # the ready configs hold text out
+        assert config.load(name)["data"]["options"]["split"] == "train"
     prose = data.make("pydoc-text", length=64, prose=True)
     lines = tokenizer_from_record(prose.info.tokenizer).decode(prose.x.flatten().tolist()).split("\n")
     assert prose.x.numel() < d.x.numel() // 2
@@ -272,6 +278,7 @@ def test_cli_sample_likelihood_report(tmp_path, capsys):
                  "--json", str(tmp_path / "lik.json")]) == 0
     res = json.loads((tmp_path / "lik.json").read_text())
     assert res["split"] == "test" and 0 < res["bits_per_token"] < 8 and res["bound"]
+    assert "its test split is not held out" in capsys.readouterr().err  # tiny_text trains on all of its data
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report.html")]) == 0
     page = (tmp_path / "report.html").read_text()
     assert "Text samples" in page and "Samples across training" in page

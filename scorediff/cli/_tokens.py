@@ -74,9 +74,12 @@ def likelihood_run(args: argparse.Namespace, r, data_options: dict, samples: int
     from ..runs.components import info_dict
     from ..runs.tokens import check_data, likelihood
 
-    if args.data is None:
+    if args.data is None:  # the run's data, the side of its split it did not train on
         name, opts = r.config["data"]["name"], dict(r.config["data"]["options"])
-        opts.setdefault("split", "test")
+        if opts.get("split") is None:
+            print(f"note: the run trained on all of data {name!r} (no data.options.split), so its test split is "
+                  "not held out; train with --set data.options.split=train to score unseen text", file=sys.stderr)
+        opts["split"] = "test"
     else:
         name, opts = args.data, {}
     opts.update(data_options)

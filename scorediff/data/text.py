@@ -8,8 +8,9 @@ shape (L,), ``vocab``, and the ``tokenizer`` record that decodes samples without
   ("bpe": byte-pair encoding learned on the text itself, ``vocab_size`` tokens; ``BPETokenizer``) or a Hugging Face
   ``tokenizers`` JSON file (the optional ``tokenizers`` package, imported only then), concatenated with a newline
   between files and cut into non-overlapping chunks of ``length`` tokens (the tail shorter than ``length`` is dropped).
-* ``pydoc-text``: the same over the Python standard library's own documentation (``pydoc_data.topics``, ~465 k
-  characters, 103 distinct), so that a discrete run needs nothing from the user.
+* ``pydoc-text``: the same over the Python standard library's own documentation (``pydoc_data.topics``, ~370 k
+  characters once repeated paragraphs are dropped, 103 distinct; ``prose=True``: its running text only), so that a
+  discrete run needs nothing from the user.
 * ``digits-tokens``: scikit-learn's 8x8 digits as 64-token sequences over their 17 grey levels (row-major).
 
 The train / test split (``scorediff.data.make(..., split=...)``) holds out whole chunks.
@@ -266,24 +267,32 @@ def pydoc_text(tokenizer: str = "char", length: int = 128, prose: bool = False,
                vocab_size: int | None = None) -> ArrayDataset:
     """The Python documentation topics shipped with the standard library (``pydoc_data.topics``), in key order.
 
-    ``prose``: only its paragraphs of running text (no line indented or starting a table, rule or list; at least
-    60 characters), each joined into one line: ~170 k characters of English sentences instead of 465 k of mixed
-    prose, grammar rules, code and tables.
+    Paragraphs that repeat an earlier one are dropped (~370 k characters remain of 465 k). ``prose``: only the
+    paragraphs of running text (no line indented or starting a table, rule or list; at least 60 characters), each
+    joined into one line: ~140 k characters of English sentences instead of mixed prose, grammar rules, code and
+    tables.
     """
     from pydoc_data.topics import topics
 
-    text = "\n\n".join(topics[k] for k in sorted(topics))
     if not isinstance(prose, bool):
         raise ValueError(f"data 'pydoc-text' option prose must be true or false, got {prose!r}")
-    if prose:
-        text = "\n".join(_prose(text))
+    # a fifth of the paragraphs repeat an earlier one (topics share sections): keep each once, so that a held-out
+    # chunk is not also a training chunk
+    # chunk is not also a training chunk (compared with whitespace normalised: some copies are indented)
+    paragraphs, seen = [], set()
+    for para in (p for k in sorted(topics) for p in re.split(r"\n\s*\n", topics[k])):
+        key = " ".join(para.split())
+        if key not in seen:
+            seen.add(key)
+            paragraphs.append(para)
+    text = "\n".join(_prose(paragraphs)) if prose else "\n\n".join(paragraphs)
     return tokenize(text, tokenizer, length, "pydoc_data.topics" + (" (prose)" if prose else ""), vocab_size)
 
 
-def _prose(text: str) -> list[str]:
-    """The paragraphs of running text (blank-line separated; see ``pydoc_text``), each as one line."""
+def _prose(paragraphs: list[str]) -> list[str]:
+    """The paragraphs of running text (see ``pydoc_text``), each as one line."""
     out = []
-    for para in re.split(r"\n\s*\n", text):
+    for para in paragraphs:
         lines = para.split("\n")
         if any(not line or line[0].isspace() or line[0] in "|+=-*" for line in lines):
             continue
