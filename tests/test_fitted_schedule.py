@@ -282,19 +282,27 @@ def test_the_refined_grid_is_checked_on_held_out_draws_and_used_only_where_it_wi
     assert on["refined"] <= on["gits"] + 1e-6
     # used where it won; where it lost (the record says so), the default grid, in one line, and the output says so
     for wins in (True, False):
-        rec["heldout"]["wins"] = wins
-        path.write_text(json.dumps(rec))
-        spy.clear()
-        assert sample_cli(run_copy, tmp_path / "s.png", "--sampler", "heun", "--steps", "3") == 0
-        notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
-        assert len(notes) == 1 and str(path) in notes[0], notes
-        meta = np.load(tmp_path / "s.npz")
+        meta = _sample_with_the_record(run_copy, path, rec, wins, "heun", tmp_path, capsys, spy)
         if wins:
-            assert spy[0].tolist() == rec["times"] and "refined" in notes[0]
             assert str(meta["schedule"]) == f"fitted {path}"
         else:
-            assert spy == [None] and "did not beat the default grid" in notes[0]
             assert str(meta["schedule"]) == "default" and "schedule_times" not in meta
+
+
+def _sample_with_the_record(run_dir, path, rec, wins: bool, sampler: str, tmp_path, capsys, spy):
+    """``scorediff sample`` after the fitted grid's record says it won (or lost): one line naming the file; the
+    refined grid where it won, the default grid (``None``) where it lost. Returns the output's .npz."""
+    rec["heldout"]["wins"] = wins
+    path.write_text(json.dumps(rec))
+    spy.clear()
+    assert sample_cli(run_dir, tmp_path / "s.png", "--sampler", sampler, "--steps", "3") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
+    assert len(notes) == 1 and str(path) in notes[0], notes
+    if wins:
+        assert spy[0].tolist() == rec["times"] and "refined" in notes[0]
+    else:
+        assert spy == [None] and "did not beat the default grid" in notes[0]
+    return np.load(tmp_path / "s.npz")
 
 
 def test_eval_uses_the_fitted_grid_and_schedule_overrides_it(fitted_run, tmp_path, capsys, spy):
@@ -350,17 +358,8 @@ def test_a_cld_run_fits_on_its_phase_space_trajectories_and_samples_on_the_grid(
     # sampling reads it: the refined grid where it won, else one line and the default grid
     path = run_dir / "schedules" / "cld_heun-3.json"
     for wins in (True, False):
-        rec["heldout"]["wins"] = wins
-        path.write_text(json.dumps(rec))
-        spy.clear()
-        assert sample_cli(run_dir, tmp_path / "s.png", "--sampler", "cld_heun", "--steps", "3") == 0
-        notes = [line for line in capsys.readouterr().err.splitlines() if "fitted schedule" in line]
-        assert len(notes) == 1 and str(path) in notes[0], notes
-        if wins:
-            assert spy[0].tolist() == rec["times"] and "refined" in notes[0]
-        else:
-            assert spy == [None] and "did not beat the default grid" in notes[0]
-        assert np.load(tmp_path / "s.npz")["samples"].shape == (20, *run.shape)
+        meta = _sample_with_the_record(run_dir, path, rec, wins, "cld_heun", tmp_path, capsys, spy)
+        assert meta["samples"].shape == (20, *run.shape)
     spy.clear()
     assert sample_cli(run_dir, tmp_path / "t.png", "--sampler", "sscs", "--steps", "3") == 0
     assert spy[0].tolist() == json.loads((run_dir / "schedules" / "sscs-3.json").read_text())["times"]
