@@ -277,7 +277,6 @@ def pydoc_text(tokenizer: str = "char", length: int = 128, prose: bool = False,
     if not isinstance(prose, bool):
         raise ValueError(f"data 'pydoc-text' option prose must be true or false, got {prose!r}")
     # a fifth of the paragraphs repeat an earlier one (topics share sections): keep each once, so that a held-out
-    # chunk is not also a training chunk
     # chunk is not also a training chunk (compared with whitespace normalised: some copies are indented)
     paragraphs, seen = [], set()
     for para in (p for k in sorted(topics) for p in re.split(r"\n\s*\n", topics[k])):
