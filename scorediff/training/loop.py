@@ -14,6 +14,7 @@ The components and typed settings come from ``components`` (built once from the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import signal
@@ -146,8 +147,7 @@ class Trainer:
         self.precision = st.precision
         use_scaler = self.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
-        self.denoiser = (c.model(self.train_net) if c.model is not None
-                         else NetDenoiser(self.train_net, self.process, self.param))
+        self.denoiser = self._denoiser(self.train_net)
         self.batches = make_batches(c.dataset, o.batch_size, st.seed, self.world, self.device, cfg["data"]["workers"])
         r = self.world.rank
         self.gen_loss = torch.Generator(self.device).manual_seed(derive_seed(st.seed, "loss", r))
@@ -525,6 +525,7 @@ class Trainer:
         try:
             self._train(end, total)
             outcome = self.stopped_by or ("finished" if self.step == total else "stopped")
+            ddp.barrier(self.world)  # every rank leaves together (rank 0 has drawn the samples, the plot)
         except NonFiniteLossError:
             outcome = "non-finite"
             raise
@@ -601,8 +602,19 @@ class Trainer:
         if self.is_main and self.step == total and (self.out / "metrics.jsonl").exists():
             save_loss_plot(self.out / "metrics.jsonl", self.out / "loss.png", root=self.out)
 
+    def _denoiser(self, net: nn.Module):
+        """The denoiser the loss calls: the run's own model over ``net``, or the process's parameterisation."""
+        c = self.components
+        return c.model(net) if c.model is not None else NetDenoiser(net, self.process, self.param)
+
     def close(self) -> None:
         self._release()
+        if self.world.initialized_here and self.train_net is not self.net and not self.sharded:
+            # DDP's reducer holds the process group: let it go here, so that the group is destroyed by
+            # teardown while every rank is still alive, not later whenever this Trainer is freed
+            self.train_net = self.net
+            self.denoiser = self._denoiser(self.net)
+            gc.collect()
         ddp.teardown(self.world)
 
 
