@@ -30,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num", type=int, default=8000)
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--samplers", nargs="+", default=list(discrete.SAMPLERS), help="a subset (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     problems = suite()
@@ -41,7 +42,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for pname in discrete.PROCESSES:
         for name, info in discrete.SAMPLERS.items():
-            if pname not in info.processes:
+            if pname not in info.processes or name not in args.samplers:
                 continue
             for steps in args.steps:
                 tvs, calls = [], []

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scorediff import discrete
 from scorediff.cli import main
 
 FAST = ["--set", "optim.steps=4", "--set", "log.progress=false", "--set", "sample.num=64", "--set", "sample.steps=4",
@@ -119,6 +120,11 @@ def test_samplers_lists_every_sampler_and_names_the_default(capsys):
 
     assert main(["samplers"]) == 0
     out = capsys.readouterr().out
-    names = [line.split()[0] for line in out.splitlines()[1:] if line.strip() and not line.startswith("default")]
+    continuous, discrete_part = out.split("\ntoken runs")
+    names = [line.split()[0] for line in continuous.splitlines()[1:] if line.strip() and not line.startswith("default")]
     assert names == list(SAMPLERS)
     assert f"default sampler: {DEFAULT_SAMPLER}," in out
+    rows = [line.split() for line in discrete_part.splitlines()[2:] if line.startswith("  ")]
+    assert [r[0] for r in rows] == list(discrete.SAMPLERS)
+    assert ["confidence", "absorbing", "1", "score=margin,", "noise=0.0"] in rows
+    assert "absorbing: ancestral, 64 steps" in discrete_part

@@ -47,4 +47,23 @@ def run(args: argparse.Namespace) -> int:
     ending = DEFAULT_ENDINGS.get(DEFAULT_SAMPLER, "t_min")
     print(f"\ndefault sampler: {DEFAULT_SAMPLER}, {DEFAULT_NFE} model calls, ending '{ending}' where the process reaches "
           "sigma = 0; the grid column is the fallback, per process see scorediff.samplers.default_schedule")
+    _discrete_table()
     return 0
+
+
+def _discrete_table() -> None:
+    """The samplers of token runs (``scorediff.discrete.SAMPLERS``), after the continuous ones."""
+    from ..discrete import samplers as ds
+
+    head = ("name", "processes", "nfe/step", "options")
+    table = [head] + [
+        (name, "/".join(info.processes), str(info.calls_per_step),
+         ", ".join(f"{k}={v}" for k, v in ds.options_of(name).items() if k not in ds.COMMON_OPTIONS) or "-")
+        for name, info in ds.SAMPLERS.items()
+    ]
+    widths = [max(len(row[c]) for row in table) for c in range(len(head) - 1)]
+    print("\ntoken runs (discrete diffusion; each also takes temperature and top_p):")
+    for row in table:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    defaults = ", ".join(f"{p}: {n}, {k} steps" for p, (n, k) in ds.DEFAULTS.items())
+    print(f"\ndefault per process: {defaults} (scorediff.discrete.samplers)")
