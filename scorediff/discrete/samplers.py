@@ -93,6 +93,19 @@ def sample_tweedie(model: Callable, process: DiscreteProcess, x: Tensor, ts: Ten
     return x
 
 
+def _cached_call(model: Callable, x: Tensor, tt: Tensor, log_p0: Tensor | None, stale: Tensor, stats) -> Tensor:
+    """log p(x0 | x_t) in float64: the whole batch when there is no earlier output (``log_p0`` None), else the
+    earlier output with only the ``stale`` sequences evaluated again (MDLM's caching)."""
+    if log_p0 is None:
+        _count(stats, rows=x.shape[0])
+        return model(x, tt).double()
+    if bool(stale.any()):
+        log_p0 = log_p0.clone()
+        log_p0[stale] = model(x[stale], tt[stale]).double()
+        _count(stats, rows=int(stale.sum()))
+    return log_p0
+
+
 def _require_absorbing(process: DiscreteProcess, name: str) -> None:
     if process.mask_index is None:
         raise ValueError(f"sampler {name!r} needs the absorbing process, got {process.name!r}")
@@ -110,13 +123,7 @@ def sample_ancestral(model: Callable, process: DiscreteProcess, x: Tensor, ts: T
         if not bool((x == process.mask_index).any()):
             break  # everything unmasked: the remaining steps change nothing
         tt, ss = _time(t, x), _time(s, x)
-        if log_p0 is None or not cache:
-            log_p0 = model(x, tt).double()
-            _count(stats, rows=x.shape[0])
-        elif bool(stale.any()):
-            log_p0 = log_p0.clone()
-            log_p0[stale] = model(x[stale], tt[stale]).double()
-            _count(stats, rows=int(stale.sum()))
+        log_p0 = _cached_call(model, x, tt, None if not cache else log_p0, stale, stats)
         x_new = _keep(_categorical(reverse_step_probs(log_p0, x, tt, ss, process), generator), x, fixed)
         stale = (x_new != x).any(-1) & (x_new == process.mask_index).any(-1)  # changed, and still to finish
         x = x_new
@@ -223,13 +230,7 @@ def sample_confidence(model: Callable, process: DiscreteProcess, x: Tensor, ts: 
         k = n - torch.round(n.double() * left).long()  # tokens to unmask in this step, per sequence
         if not bool((k > 0).any()):
             continue
-        if log_p0 is None:
-            log_p0 = model(x, tt).double()
-            _count(stats, rows=x.shape[0])
-        elif bool(stale.any()):
-            log_p0 = log_p0.clone()
-            log_p0[stale] = model(x[stale], tt[stale]).double()
-            _count(stats, rows=int(stale.sum()))
+        log_p0 = _cached_call(model, x, tt, log_p0, stale, stats)
         p = log_p0.exp()
         key = _certainty(p, score, generator)
         key = key.clamp_min(1e-300).log() if score in ("margin", "max") else key
