@@ -221,7 +221,7 @@ def sample_confidence(model: Callable, process: DiscreteProcess, x: Tensor, ts: 
     log_p0 = None
     stale = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for t, s in zip(ts[:-1], ts[1:]):
-        masked = x == m
+        masked = x == m  # ``fixed`` positions hold tokens, never the mask, so they are never picked
         n = masked.sum(-1)
         if not bool(n.any()):
             break
