@@ -21,7 +21,6 @@ Prints a Markdown table (docs/results/discrete.md records one).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 
 import torch
@@ -29,6 +28,7 @@ import torch
 from scorediff import data
 from scorediff.runs.tokens import sample_tokens
 from scorediff.training import load_run
+from scorediff.utils import parse_key_values
 
 WORD = re.compile(r"[A-Za-z]+")
 
@@ -48,14 +48,7 @@ def scores(texts: list[str], vocabulary: set[str]) -> tuple[float, float, int]:
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     name, _, rest = spec.partition(":")
-    options = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:  # a bare word: a string
-            options[key] = value
-    return name, options
+    return name, parse_key_values(filter(None, rest.split(",")), f"sampler spec {spec!r}")
 
 
 def split_texts(run, split: str) -> list[str]:

@@ -9,18 +9,7 @@ import argparse
 import json
 import sys
 
-
-def _options(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+from ..utils import parse_key_values
 
 
 def sample_run(args: argparse.Namespace, r) -> int:
@@ -32,7 +21,7 @@ def sample_run(args: argparse.Namespace, r) -> int:
     sampler = args.sampler or r.config["sample"]["sampler"]
     steps = args.steps or int(r.config["sample"]["steps"])
     options = dict(r.config["sample"]["options"]) if sampler == r.config["sample"]["sampler"] else {}
-    options.update(_options(args.options))
+    options.update(parse_key_values(args.options))
     cond = {}
     if r.class_conditional:
         labels = torch.arange(args.num) % int(r.info["num_classes"]) if args.label is None else \
