@@ -24,11 +24,18 @@ from tests.test_scaling import WORKER, keyed_train
 
 
 @pytest.mark.slow  # three torchrun launches: ~1 min under load
-def test_token_run_on_two_ranks_equals_one_process(tmp_path):
+@pytest.mark.parametrize("block", [None, 4])
+def test_token_run_on_two_ranks_equals_one_process(tmp_path, block):
     """MDLM on text, 2 gloo ranks x 8 sequences = one process x 16 (the global batch), step by step (fp32, up to summation order);
-    then ``scorediff likelihood`` and ``sample`` of that run under torchrun print and write what one process does."""
-    cfg = config.resolve(tiny_text(tmp_path, **{"optim.batch_size": 16, "optim.steps": 3, "optim.lr": 1e-3,
-                                                 "net.overrides": {"dropout": 0.0}}))
+    then ``scorediff likelihood`` and ``sample`` of that run under torchrun print and write what one process does.
+    With ``block``: block diffusion as text-chars trains it (the DDP-wrapped network's one-call [x_t, x0] pass,
+    flat weighting, clipped times). The harness evaluates each example alone, so that the flat loss of an example
+    does not depend on the rest of its batch is checked by its own test (tests/test_discrete_blocks.py)."""
+    over = {"optim.batch_size": 16, "optim.steps": 3, "optim.lr": 1e-3, "net.overrides": {"dropout": 0.0}}
+    if block:
+        over.update({"process.options": {"block": block},
+                     "loss.options": {"weighting": "flat", "t_range": [0.3, 0.8]}})
+    cfg = config.resolve(tiny_text(tmp_path, **over))
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]

@@ -2,7 +2,8 @@
 
 * ``schedules``: alpha(t) = exp(-sigma_bar(t)) (loglinear, geometric, cosine), apart from the transition graph;
 * ``processes``: the absorbing and uniform chains per position, ``make(name, vocab=V)``, ``PROCESSES``,
-  ``process.marginal(x0, t)``, ``process.prior_sample(shape, generator)``;
+  ``process.marginal(x0, t)``, ``process.prior_sample(shape, generator)``; ``make("absorbing", vocab=V, block=K)``
+  is block diffusion (BD3-LM: masked diffusion within blocks of K tokens, blocks left to right);
 * ``models``: the one model interface ``model(x_t, t, **cond) -> (B, L, V)`` log p(x0^i | x_t) and the conversions
   to concrete scores (ratios), reverse rates and reverse steps, written once; ``NetModel`` wraps a network;
 * ``losses``: denoising score entropy (SEDD) and the masked-diffusion ELBO (MDLM); ``elbo`` in nats;

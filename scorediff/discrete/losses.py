@@ -13,7 +13,9 @@
   the score entropy of a normalised mean-parameterised model, evaluated without the rates.
 
 Both are tight (equal to -log p(x0) in expectation over t and x_t) when the model is the exact posterior and the
-prior matches; never below it otherwise. ``elbo`` estimates them by Monte Carlo with stratified t; bits per token =
+prior matches; never below it otherwise. Block diffusion (``process.block``, BD3-LM): -log p(x0) = sum_b
+-log p(x0^b | x0^{<b}) and each term has its own bound; with one t for all blocks the integrands add up, each
+block's rows of the model output taken given the clean blocks before it (``models.blockwise_log_p0``). ``elbo`` estimates them by Monte Carlo with stratified t; bits per token =
 elbo / (L log 2), perplexity = exp(elbo / L).
 """
 
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..utils import unknown
-from .models import rates_from_ratios, reverse_rates
+from .models import blockwise_log_p0, rates_from_ratios, reverse_rates
 from .processes import DiscreteProcess
 
 
@@ -37,7 +39,7 @@ def score_entropy(model: Callable, process: DiscreteProcess, x0: Tensor, t: Tens
         t = t.to(log_s.dtype)
         R_hat = rates_from_ratios(log_s, x_t, t, process)
     else:
-        log_p0 = model(x_t, t, **cond)
+        log_p0 = blockwise_log_p0(model, process, x_t, x0, t, **cond)
         t = t.to(log_p0.dtype)
         R_hat = reverse_rates(log_p0, x_t, t, process)
     exact = torch.nn.functional.one_hot(x0, process.vocab).to(R_hat.dtype).log()  # p(x0 | x_t, x0) = delta
@@ -51,7 +53,7 @@ def masked_elbo(model: Callable, process: DiscreteProcess, x0: Tensor, t: Tensor
     """The integrand of MDLM's bound at (t, x_t) (B,): -alpha'/(1 - alpha) sum_{masked i} -log p(x0^i | x_t)."""
     if process.mask_index is None:
         raise ValueError(f"the masked-diffusion ELBO (mdlm) needs the absorbing process, got {process.name!r}")
-    log_p0 = model(x_t, t, **cond)
+    log_p0 = blockwise_log_p0(model, process, x_t, x0, t, **cond)
     t = t.to(log_p0.dtype)
     weight = -process.dalpha(t) / (1 - process.alpha(t))
     nll = -log_p0.gather(-1, x0[..., None])[..., 0]
@@ -114,18 +116,56 @@ class DiscreteLoss:
 
     One stratified time per example (t_b = 1 - (b + u) / B), x_t ~ p_t(. | x0), the objective's integrand; its
     mean over t is the bound per token (minus the constant prior term), so the logged loss reads as nats/token.
+
+    ``weighting`` (mdlm only): "elbo" (default: the bound's weight -alpha'/(1 - alpha), 1/t on loglinear) or "flat"
+    (every masked token's cross-entropy weighted alike, as in MaskGIT's loss): the same minimiser (the exact
+    posterior) without the bound's large weights at small t, so lower-variance gradients. Each sequence's sum over
+    its masked tokens is divided by the expected number of masked tokens per sequence, L E_t[1 - alpha(t)] (a
+    constant of the schedule and ``t_range``), not by the batch's own count, so that every example's loss is its
+    own and data-parallel training equals one process; the logged loss then reads as nats per masked token, not
+    the bound (``scorediff likelihood`` still reports the bound).
+
+    ``t_range`` (lo, hi), default (0, 1): training times drawn stratified in (lo, hi] only (BD3-LM's clipped
+    schedule, Arriola et al. 2025: mask rates that are neither almost none nor almost all, lower-variance
+    gradients); the minimiser stays the exact posterior at the mask rates trained on. Not the bound unless (0, 1).
     """
 
-    def __init__(self, name: str, process: DiscreteProcess):
+    WEIGHTINGS = ("elbo", "flat")
+
+    def __init__(self, name: str, process: DiscreteProcess, weighting: str = "elbo",
+                 t_range: tuple[float, float] | list[float] = (0.0, 1.0)):
         if name not in OBJECTIVES:
             raise unknown("discrete loss", name, OBJECTIVES)
         if name == "mdlm" and process.mask_index is None:
             raise ValueError(f"loss 'mdlm' needs the absorbing process, got {process.name!r}")
-        self.name, self.process, self.fn = name, process, OBJECTIVES[name]
+        if weighting not in self.WEIGHTINGS:
+            raise unknown("discrete loss weighting", weighting, self.WEIGHTINGS)
+        if weighting != "elbo" and name != "mdlm":
+            raise ValueError(f"weighting {weighting!r} is for loss 'mdlm', not {name!r}")
+        ok = (isinstance(t_range, (list, tuple)) and len(t_range) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t_range))
+        if not ok or not 0 <= t_range[0] < t_range[1] <= 1:
+            raise ValueError(f"t_range must be [lo, hi] with 0 <= lo < hi <= 1, got {t_range!r}")
+        self.name, self.process, self.fn, self.weighting = name, process, OBJECTIVES[name], weighting
+        self.t_range = (float(t_range[0]), float(t_range[1]))
+
+    def masked_fraction(self) -> float:
+        """E_t[1 - alpha(t)] for t uniform in ``t_range`` (midpoint rule on 4096 cells, float64)."""
+        lo, hi = self.t_range
+        t = lo + (hi - lo) * (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
+        return float((1 - self.process.alpha(t)).mean())
 
     def __call__(self, model: Callable, x0: Tensor, generator: torch.Generator | None = None, **cond) -> Tensor:
         B, L = x0.shape
         t = stratified_times(B, generator, x0.device).float()
         t = t[torch.randperm(B, generator=generator, device=x0.device)]
+        if self.t_range != (0.0, 1.0):
+            t = self.t_range[0] + (self.t_range[1] - self.t_range[0]) * t
         x_t = self.process.sample_marginal(x0, t, generator)
+        if self.weighting == "flat":
+            log_p0 = blockwise_log_p0(model, self.process, x_t, x0, t, **cond)
+            nll = -log_p0.gather(-1, x0[..., None])[..., 0]
+            masked = x_t == self.process.mask_index
+            per = torch.where(masked, nll, torch.zeros_like(nll)).sum(-1)
+            return per / (L * self.masked_fraction())
         return self.fn(model, self.process, x0, t, x_t, **cond) / L

@@ -162,6 +162,22 @@ def noise_input(process: DiscreteProcess, t: Tensor) -> Tensor:
     return 1 - process.alpha(t.float())
 
 
+def blockwise_log_p0(model, process: DiscreteProcess, x: Tensor, x0: Tensor, t: Tensor, **cond) -> Tensor:
+    """Block diffusion's model output at x_t (B, L, V): each block b's rows from the model at
+    [x0^{<b}, x_t^b, mask after b], one call per block (any model; ``NetModel.given_clean`` is the one-call
+    equivalent of a block-causal network). Without ``process.block``, ``model(x, t)``."""
+    if not process.block:
+        return model(x, t, **cond)
+    if hasattr(model, "given_clean"):
+        return model.given_clean(x, x0, t, **cond)
+    out = []
+    pos = torch.arange(x.shape[1], device=x.device)
+    for a, b in process.blocks(x.shape[1]):
+        inp = torch.where(pos < a, x0, torch.where(pos < b, x, process.mask_index))
+        out.append(model(inp, t, **cond)[:, a:b])
+    return torch.cat(out, 1)
+
+
 class NetModel(nn.Module):
     """A token network ``net(x_t, noise_input, **cond)`` as a model ``(x_t, t, **cond) -> log p(x0 | x_t)``.
 
@@ -175,7 +191,19 @@ class NetModel(nn.Module):
         super().__init__()
         if parameterization not in self.PARAMETERIZATIONS:
             raise ValueError(f"discrete parameterization {parameterization!r} unknown; one of: mean, ratio")
+        if process.block and parameterization != "mean":
+            raise ValueError("block diffusion (process block) takes the mean parameterisation, not 'ratio'")
+        inner = getattr(net, "module", net)  # (a DDP / FSDP wrapper keeps the network in .module)
+        if process.block and getattr(inner, "block", None) != process.block:
+            raise ValueError(f"the process has blocks of {process.block} tokens but the network attends over blocks "
+                             f"of {getattr(inner, 'block', None)!r} (set the network's block to the process's)")
         self.net, self.process, self.parameterization = net, process, parameterization
+
+    def given_clean(self, x: Tensor, x0: Tensor, t: Tensor, **cond) -> Tensor:
+        """log p(x0^i | x_t^{b(i)}, x0^{<b(i)}) (B, L, V) for every block at once (block diffusion's training pass,
+        the network's ``clean=``); equal to ``blockwise_log_p0`` with this model."""
+        out = self.net(x, noise_input(self.process, t), clean=x0, **cond).float()
+        return carry_over(torch.log_softmax(out, dim=-1), x, self.process)
 
     def log_ratios(self, x: Tensor, t: Tensor, **cond) -> Tensor:
         """The ratio network's log concrete scores (B, L, S) (``parameterization="ratio"`` only).

@@ -52,6 +52,12 @@ class DiscreteProcess:
     # -- the chain -----------------------------------------------------------------------------------------
     num_states: int
     mask_index: int | None = None
+    block: int | None = None  # block diffusion (absorbing only): the reverse model factorises over blocks
+
+    def blocks(self, length: int) -> list[tuple[int, int]]:
+        """The (start, end) of each block of a sequence of ``length``: one block unless ``block`` is set."""
+        size = self.block or length
+        return [(a, min(a + size, length)) for a in range(0, length, size)]
 
     @property
     def pi(self) -> Tensor:
@@ -112,20 +118,34 @@ class DiscreteProcess:
                              f"(vocabulary {self.vocab}{' + mask' if states and self.mask_index is not None else ''})")
 
     def config(self) -> dict:
-        return {"name": self.name, "vocab": self.vocab, "schedule": self.schedule.config()}
+        out = {"name": self.name, "vocab": self.vocab, "schedule": self.schedule.config()}
+        return {**out, "block": self.block} if self.block else out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(vocab={self.vocab}, schedule={self.schedule})"
+        extra = f", block={self.block}" if self.block else ""
+        return f"{type(self).__name__}(vocab={self.vocab}, schedule={self.schedule}{extra})"
 
 
 class Absorbing(DiscreteProcess):
-    """Every token jumps to the mask token V (MDLM; SEDD-absorb; D3PM-absorb in continuous time)."""
+    """Every token jumps to the mask token V (MDLM; SEDD-absorb; D3PM-absorb in continuous time).
+
+    ``block`` = K (block diffusion, BD3-LM, Arriola et al. 2025): the same forward chain per token, but the model
+    is p(x) = prod_b p(x^b | x^{<b}), a masked diffusion over each block of K positions given the clean blocks
+    before it (and nothing after it). The bound is the sum of the blocks' MDLM bounds, sampling goes block by
+    block, left to right (``losses``, ``samplers``); K = 1 is an autoregressive model, K = L plain MDLM. A model
+    of such a process is called with the blocks after the current one masked and must ignore them (a
+    block-causal network does; the exact oracle marginalises them out).
+    """
 
     name = "absorbing"
     default_schedule = ("loglinear", {"eps": 0.0})
 
-    def __init__(self, vocab: int, schedule: str | Schedule | None = None, schedule_options: dict | None = None):
+    def __init__(self, vocab: int, schedule: str | Schedule | None = None, schedule_options: dict | None = None,
+                 block: int | None = None):
         super().__init__(vocab, schedule, schedule_options)
+        if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+            raise ValueError(f"block must be a positive integer (tokens per block) or None, got {block!r}")
+        self.block = block
         a1 = float(self.schedule.alpha(torch.tensor(1.0, dtype=torch.float64)))
         if a1 > 0:
             raise ValueError(f"the absorbing process needs a schedule that masks every token by t = 1 (alpha(1) = 0; "
@@ -167,11 +187,15 @@ PROCESSES: dict[str, Callable[..., DiscreteProcess]] = {"absorbing": Absorbing, 
 def make(name: str, vocab: int, **options) -> DiscreteProcess:
     """``make("absorbing", vocab=V)`` / ``make("uniform", vocab=V, schedule="loglinear", schedule_options={...})``.
 
-    Options: ``schedule`` (one of ``schedules.SCHEDULES``; default: the process's) and ``schedule_options``.
+    Options: ``schedule`` (one of ``schedules.SCHEDULES``; default: the process's) and ``schedule_options``;
+    absorbing also ``block`` (block diffusion, ``Absorbing``).
     """
     if name not in PROCESSES:
         raise unknown("discrete process", name, PROCESSES)
-    check_options(f"discrete process {name!r}", options, ("schedule", "schedule_options"))
+    allowed = ("schedule", "schedule_options", "block") if name == "absorbing" else ("schedule", "schedule_options")
+    if name != "absorbing" and "block" in options:
+        raise ValueError(f"block diffusion (option block) needs the absorbing process, got {name!r}")
+    check_options(f"discrete process {name!r}", options, allowed)
     sched = options.get("schedule")
     if sched is not None and not isinstance(sched, Schedule) and sched not in SCHEDULES:
         raise unknown("discrete noise schedule", sched, SCHEDULES)

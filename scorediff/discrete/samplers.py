@@ -24,6 +24,10 @@ confidence     absorbing only: adaptive order (MaskGIT, Chang et al. 2022; LLaDA
                chain expects, at the masked positions where the model is most certain
 =============  =============================================================================================
 
+Block diffusion (``process.block``): ``sample`` runs the chosen sampler on one block at a time, left to right, the
+blocks before it fixed and the ones after it masked and hidden from the sampler (``steps`` is the total, shared
+evenly by the blocks). Infilling then conditions on fixed tokens in the current block and before it only.
+
 Caching (``ancestral``) and ``first_hitting`` rely on the absorbing posterior p(x0 | x_t) not depending on t given
 the mask pattern: exact for the true posterior (and the oracle), an approximation for a time-conditioned network.
 """
@@ -338,5 +342,34 @@ def sample(model: Callable, process: DiscreteProcess, shape: tuple[int, int] | T
         fixed, values = fixed.to(x.device).bool().expand(x.shape), values.to(x.device).long().expand(x.shape)
         process.check_tokens(values[fixed], "infilling values")
         x = torch.where(fixed, values, x)
+    if process.block:
+        return _blockwise(info.fn, model, process, x, steps, generator, fixed, stats, options)
     ts = time_grid(steps, x.device)
     return info.fn(model, process, x, ts, generator=generator, fixed=fixed, stats=stats, **options)
+
+
+def _blockwise(fn: Callable, model: Callable, process: DiscreteProcess, x: Tensor, steps: int, generator,
+               fixed: Tensor | None, stats: dict | None, options: dict) -> Tensor:
+    """Block diffusion: the sampler ``fn`` on each block in turn, given the blocks before it (fixed), the ones
+    after it masked in every model call and never touched (so the sampler sees only the prefix and the block)."""
+    B, L = x.shape
+    spans = process.blocks(L)
+    if fixed is not None:
+        block_of = torch.arange(L, device=x.device) // process.block
+        first_free = torch.where(fixed, L, block_of).amin(-1, keepdim=True)  # per sequence (L: none free)
+        if bool((fixed & (block_of > first_free)).any()):
+            raise ValueError(f"a block-diffusion model (blocks of {process.block}) conditions on earlier blocks only: "
+                             "fix tokens in the block being sampled or before it (a prefix), not after a free one")
+    per = max(1, round(steps / len(spans)))
+    ts = time_grid(per, x.device)
+    x = x.clone()
+    for a, b in spans:
+        def sub(z: Tensor, t: Tensor, b=b) -> Tensor:
+            return model(torch.cat([z, z.new_full((z.shape[0], L - b), process.mask_index)], 1), t)[:, :b]
+
+        keep = torch.zeros((B, b), dtype=torch.bool, device=x.device)
+        keep[:, :a] = True
+        if fixed is not None:
+            keep |= fixed[:, :b]
+        x[:, :b] = fn(sub, process, x[:, :b], ts, generator=generator, fixed=keep, stats=stats, **options)
+    return x

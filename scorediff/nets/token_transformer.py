@@ -16,6 +16,13 @@ text-chars run stayed at the unigram entropy for 1200 steps; rotary positions le
 ``causal=True`` makes the same network the autoregressive baseline (GPT-style masked self-attention); its noise
 input is a constant 0, so the adaLN reduces to learned per-block scales.
 
+``block=K`` makes it the denoiser of block diffusion (BD3-LM, Arriola et al. 2025): attention is block-causal (a
+position sees its own block of K and the blocks before it), so its output for block b depends on blocks <= b only.
+``forward(x_t, s, clean=x0)`` is BD3-LM's training pass: the 2L tokens [x_t, x0] in one call, x_t's block b seeing
+itself and x0's blocks before b, x0's block b seeing x0's blocks up to b, both halves at the same positions; it
+returns the x_t half, equal to what ``forward`` gives block b of [x0^{<b}, x_t^b, anything] (tested), for every
+block at once.
+
 Presets (``scorediff.nets.PRESETS``; parameters at the vocabularies and lengths shown): ``tokens-tiny`` (tests;
 51 k at vocab 103, length 64), ``tokens-digits`` (0.71 M at vocab 17, length 64), ``tokens-small`` (the CPU text
 runs; 1.29 M at vocab 103, length 64), ``tokens-gpt2-small`` (GPT-2 small's shape: hidden 768, 12 blocks, 12 heads,
@@ -58,14 +65,18 @@ class TokenBlock(DiTBlock):
         super().__init__(hidden, heads, mlp_ratio, dropout)
         self.causal = causal
 
-    def forward(self, h: Tensor, c: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, h: Tensor, c: Tensor, rope: tuple[Tensor, Tensor] | None = None,
+                mask: Tensor | None = None) -> Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c).chunk(6, dim=1)
         B, N, W = h.shape
         q, k, v = self.qkv(_modulate(self.norm1(h), shift_a, scale_a)).view(B, N, 3, self.heads, -1).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        if mask is not None:  # (N, N) bool, True where a query (row) may attend to a key (column)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         h = h + gate_a[:, None, :] * self.proj(a.transpose(1, 2).reshape(B, N, W))
         return h + gate_m[:, None, :] * self.mlp(_modulate(self.norm2(h), shift_m, scale_m))
 
@@ -87,6 +98,7 @@ class TokenTransformer(nn.Module):
         emb_features: int = 128,  # width of the sinusoidal features of the noise input
         num_classes: int = 0,  # 0: unconditional; else labels 0..num_classes-1 and -1 (null)
         positions: str = "rotary+learned",  # rotary (relative; SEDD, MDLM) and/or learned (absolute) positions
+        block: int = 0,  # > 0: block-causal attention over blocks of this many tokens (block diffusion)
     ):
         super().__init__()
         if vocab < 2 or length < 1:
@@ -95,7 +107,9 @@ class TokenTransformer(nn.Module):
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
         if positions not in POSITIONS:
             raise ValueError(f"positions {positions!r} unknown; one of: {', '.join(POSITIONS)}")
-        self.vocab, self.length, self.causal, self.positions = vocab, length, causal, positions
+        if isinstance(block, bool) or not isinstance(block, int) or block < 0 or (block and causal):
+            raise ValueError(f"block must be an integer >= 0 (0: full attention) and not set with causal, got {block!r}")
+        self.vocab, self.length, self.causal, self.positions, self.block = vocab, length, causal, positions, block
         self.tok = nn.Embedding(vocab + 1, hidden)
         nn.init.normal_(self.tok.weight, std=0.02)
         if "learned" in positions:
@@ -120,22 +134,41 @@ class TokenTransformer(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None) -> Tensor:
+    def attention_mask(self, length: int, pair: bool, device=None) -> Tensor | None:
+        """The block-causal mask (None without ``block``): (L, L), or (2L, 2L) for the [x_t, x0] training pass."""
+        if not self.block:
+            return None
+        b = torch.arange(length, device=device) // self.block
+        if not pair:
+            return b[None, :] <= b[:, None]
+        noisy = b[None, :] == b[:, None]  # x_t sees its own block of x_t ...
+        before = b[None, :] < b[:, None]  # ... and x0's blocks before it
+        upto = b[None, :] <= b[:, None]  # x0 sees x0's blocks up to its own, never x_t
+        return torch.cat([torch.cat([noisy, before], 1), torch.cat([torch.zeros_like(upto), upto], 1)], 0)
+
+    def forward(self, x: Tensor, noise_input: Tensor, y: Tensor | None = None, clean: Tensor | None = None) -> Tensor:
         B, L = x.shape
         if L > self.length:
             raise ValueError(f"sequence length {L} exceeds the network's length {self.length}")
+        if clean is not None and (not self.block or clean.shape != x.shape):
+            raise ValueError(f"clean= is the block-diffusion training pass: it needs block > 0 (got {self.block}) "
+                             f"and x0 of x_t's shape {tuple(x.shape)}, got {tuple(clean.shape)}")
         s = noise_input.float().expand(B) if noise_input.ndim == 0 else noise_input.float()
         c = self.emb(s)
         if self.label is not None:
             c = c + self.label(y, B, x.device)
         c = F.silu(c)
+        pos = torch.arange(L, device=x.device)
+        if clean is not None:  # [x_t, x0], both halves at positions 0..L-1
+            x, pos = torch.cat([x, clean], 1), pos.repeat(2)
         h = self.tok(x)
         rope = None
         if "learned" in self.positions:
-            h = h + self.pos[:, :L]
+            h = h + self.pos[0, pos]
         if "rotary" in self.positions:
-            rope = (self.rope_cos[:L].to(h.dtype), self.rope_sin[:L].to(h.dtype))
+            rope = (self.rope_cos[pos].to(h.dtype), self.rope_sin[pos].to(h.dtype))
+        mask = self.attention_mask(L, clean is not None, x.device)
         for block in self.blocks:
-            h = block(h, c, rope)
+            h = block(h, c, rope, mask)
         shift, scale = self.ada(c).chunk(2, dim=1)
-        return self.head(_modulate(self.norm(h), shift, scale))
+        return self.head(_modulate(self.norm(h), shift, scale))[:, :L]

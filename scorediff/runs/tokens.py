@@ -61,6 +61,9 @@ def build_net(cfg: dict, info: dict) -> nn.Module:
     out = info["vocab"] + (cfg["process"]["name"] == "absorbing") if ratio else info["vocab"]
     opts = {"vocab": int(info["vocab"]), "length": int(info["shape"][0]), "out": out, "causal": ar,
             **ncfg["overrides"]}
+    block = cfg["process"]["options"].get("block")
+    if block:  # block diffusion: the network attends block-causally over the process's blocks
+        opts["block"] = block
     if ncfg["class_conditional"]:
         if not info.get("num_classes"):
             raise ValueError(f"net.class_conditional is set but data {cfg['data']['name']!r} has no classes")
@@ -84,6 +87,7 @@ def check_config(cfg: dict) -> None:
     if ar != (loss == "autoregressive"):
         raise ValueError("process 'autoregressive' goes with loss 'autoregressive' and no other "
                          f"(got process {cfg['process']['name']!r}, loss {loss!r})")
+    check_options(f"loss {loss!r}", cfg["loss"]["options"], ("weighting", "t_range") if loss == "mdlm" else ("t_range",))
     if cfg["parameterization"]["name"] not in discrete.NetModel.PARAMETERIZATIONS:
         raise ValueError(f"parameterization {cfg['parameterization']['name']!r} unknown for a token run; "
                          "one of: mean, ratio")
@@ -114,7 +118,8 @@ def build(cfg: dict):
         if process.name == "uniform" and cfg["loss"]["name"] == "mdlm":
             raise ValueError("loss 'mdlm' needs the absorbing process, got 'uniform'")
     net = build_net(cfg, info)
-    loss = (autoregressive.ARLoss() if process is None else discrete.DiscreteLoss(cfg["loss"]["name"], process))
+    loss = (autoregressive.ARLoss() if process is None
+            else discrete.DiscreteLoss(cfg["loss"]["name"], process, **cfg["loss"]["options"]))
     task = "autoregressive" if process is None else "discrete"
     return Components(dataset, info, net, process, None, loss, task, model=lambda module: model_of(cfg, process, module))
 
