@@ -250,3 +250,6 @@ def test_block_run_trains_resumes_exactly_samples_and_scores(tmp_path, capsys):
     assert main(["train", "text-chars", "--out", str(tmp_path / "z"), "--set", "loss.options.weight=flat"]) == 2
     assert "loss 'mdlm': unknown option(s) weight; allowed: t_range, weighting" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
+    assert main(["train", "text-chars", "--out", str(tmp_path / "z"), "--set", "parameterization.name=ratio"]) == 2
+    assert "block diffusion (process.options.block) takes parameterization 'mean', not 'ratio'" in \
+        capsys.readouterr().err

@@ -13,10 +13,12 @@
   the score entropy of a normalised mean-parameterised model, evaluated without the rates.
 
 Both are tight (equal to -log p(x0) in expectation over t and x_t) when the model is the exact posterior and the
-prior matches; never below it otherwise. Block diffusion (``process.block``, BD3-LM): -log p(x0) = sum_b
--log p(x0^b | x0^{<b}) and each term has its own bound; with one t for all blocks the integrands add up, each
-block's rows of the model output taken given the clean blocks before it (``models.blockwise_log_p0``). ``elbo`` estimates them by Monte Carlo with stratified t; bits per token =
+prior matches; never below it otherwise. ``elbo`` estimates them by Monte Carlo with stratified t; bits per token =
 elbo / (L log 2), perplexity = exp(elbo / L).
+
+Block diffusion (``process.block``, BD3-LM): -log p(x0) = sum_b -log p(x0^b | x0^{<b}) and each term has its own
+bound; with one t for all blocks the integrands add up, each block's rows of the model output taken given the
+clean blocks before it (``models.blockwise_log_p0``).
 """
 
 from __future__ import annotations
@@ -148,8 +150,9 @@ class DiscreteLoss:
             raise ValueError(f"t_range must be [lo, hi] with 0 <= lo < hi <= 1, got {t_range!r}")
         self.name, self.process, self.fn, self.weighting = name, process, OBJECTIVES[name], weighting
         self.t_range = (float(t_range[0]), float(t_range[1]))
+        self.masked_fraction = self._masked_fraction()
 
-    def masked_fraction(self) -> float:
+    def _masked_fraction(self) -> float:
         """E_t[1 - alpha(t)] for t uniform in ``t_range`` (midpoint rule on 4096 cells, float64)."""
         lo, hi = self.t_range
         t = lo + (hi - lo) * (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
@@ -167,5 +170,5 @@ class DiscreteLoss:
             nll = -log_p0.gather(-1, x0[..., None])[..., 0]
             masked = x_t == self.process.mask_index
             per = torch.where(masked, nll, torch.zeros_like(nll)).sum(-1)
-            return per / (L * self.masked_fraction())
+            return per / (L * self.masked_fraction)
         return self.fn(model, self.process, x0, t, x_t, **cond) / L

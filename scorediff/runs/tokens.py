@@ -91,6 +91,9 @@ def check_config(cfg: dict) -> None:
     if cfg["parameterization"]["name"] not in discrete.NetModel.PARAMETERIZATIONS:
         raise ValueError(f"parameterization {cfg['parameterization']['name']!r} unknown for a token run; "
                          "one of: mean, ratio")
+    if cfg["process"]["options"].get("block") and cfg["parameterization"]["name"] != "mean":
+        raise ValueError("block diffusion (process.options.block) takes parameterization 'mean', not "
+                         f"{cfg['parameterization']['name']!r}")
     s = cfg["sample"]
     if not ar:
         name = s["sampler"]
