@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from scorediff import discrete, nets
-from scorediff.analytic import MarkovChain, random_mixture, total_variation
+from scorediff.analytic import random_mixture, total_variation
 from scorediff.cli import main
 from scorediff.discrete.models import blockwise_log_p0
 from scorediff.training import load_run, train
-from tests.test_discrete_training import tiny_text
+from tests.test_discrete_training import tiny_text, train_on_markov_chain
 from tests.test_training import assert_same_files
 
 V, N = 3, 12000  # TV over 3^L states at N samples: Monte Carlo floor ~0.02
@@ -117,23 +117,7 @@ def test_the_one_call_training_pass_equals_the_block_by_block_calls():
 def test_block_diffusion_learns_a_markov_chain():
     """MDLM within blocks of 4 on a Markov chain (V = 8, L = 16): the bound on fresh data near the exact entropy
     per token (1.04 nats), far below the unigram entropy 2.08, and not below the entropy."""
-    V8, L = 8, 16
-    T = 0.75 * torch.nn.functional.one_hot(torch.roll(torch.arange(V8), 3), V8).double() + 0.25 / V8
-    chain = MarkovChain(torch.ones(V8), T, L)
-    x0 = chain.sample(1000, _gen(5))
-    entropy = float(-chain.log_prob(x0).mean()) / L
-    torch.manual_seed(0)
-    p = discrete.make("absorbing", vocab=V8, block=4)
-    net = nets.make("tokens-tiny", vocab=V8, length=L, block=4)
-    model, objective = discrete.NetModel(net, p), discrete.DiscreteLoss("mdlm", p)
-    opt = torch.optim.AdamW(net.parameters(), 1e-2)
-    g = _gen(0)
-    for _ in range(200):
-        opt.zero_grad()
-        objective(model, chain.sample(64, g), g).mean().backward()
-        opt.step()
-    bound = discrete.elbo(model, p, x0, objective="mdlm", samples=4) / L
-    mean, se = float(bound.mean()), float(bound.std() / len(bound) ** 0.5)
+    mean, se, entropy = train_on_markov_chain(block=4)
     assert entropy - 3 * se < mean < entropy + 0.25, (mean, entropy)
 
 
