@@ -233,6 +233,8 @@ def test_block_run_trains_resumes_exactly_samples_and_scores(tmp_path, capsys):
     assert "block must be a positive integer" in capsys.readouterr().err
     assert main(["train", "text-chars", "--out", str(tmp_path / "z"), "--set", "loss.options.weight=flat"]) == 2
     assert "loss 'mdlm': unknown option(s) weight; allowed: t_range, weighting" in capsys.readouterr().err
+    assert main(["train", "text-chars-ar", "--out", str(tmp_path / "z"), "--set", "loss.options.t_range=[0.3,0.8]"]) == 2
+    assert "loss 'autoregressive': unknown option(s) t_range; allowed: none" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
     assert main(["train", "text-chars", "--out", str(tmp_path / "z"), "--set", "parameterization.name=ratio"]) == 2
     assert "block diffusion (process.options.block) takes parameterization 'mean', not 'ratio'" in \

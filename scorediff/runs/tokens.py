@@ -87,7 +87,8 @@ def check_config(cfg: dict) -> None:
     if ar != (loss == "autoregressive"):
         raise ValueError("process 'autoregressive' goes with loss 'autoregressive' and no other "
                          f"(got process {cfg['process']['name']!r}, loss {loss!r})")
-    check_options(f"loss {loss!r}", cfg["loss"]["options"], ("weighting", "t_range") if loss == "mdlm" else ("t_range",))
+    allowed = {"mdlm": ("weighting", "t_range"), "score_entropy": ("t_range",)}.get(loss, ())
+    check_options(f"loss {loss!r}", cfg["loss"]["options"], allowed)
     if cfg["parameterization"]["name"] not in discrete.NetModel.PARAMETERIZATIONS:
         raise ValueError(f"parameterization {cfg['parameterization']['name']!r} unknown for a token run; "
                          "one of: mean, ratio")
